@@ -1,0 +1,84 @@
+//! One ONNX Runtime session and how to run a batch through it. An `Engine` is owned by exactly
+//! one thread (`Session::run` takes `&mut self`); the serving layer gives each its own thread.
+
+use std::path::Path;
+
+use ort::session::builder::GraphOptimizationLevel;
+use ort::session::Session;
+use ort::value::TensorRef;
+
+use super::{runtime, InferenceError};
+use crate::model::onnx::{INPUT, OUTPUT};
+
+/// Session settings.
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    /// Threads ONNX Runtime uses inside one operator (the main speed knob on CPU).
+    pub intra_threads: usize,
+    /// Whether idle intra-op threads spin waiting for work (lower latency, burns CPU).
+    pub spinning: bool,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            intra_threads: std::thread::available_parallelism().map_or(1, usize::from),
+            spinning: false,
+        }
+    }
+}
+
+/// A session over one model, with its output width.
+#[derive(Debug)]
+pub struct Engine {
+    session: Session,
+    num_classes: usize,
+}
+
+impl Engine {
+    /// Builds a session from ONNX bytes (loading the runtime library on first use).
+    pub fn new(
+        onnx: &[u8],
+        num_classes: usize,
+        config: &EngineConfig,
+        library: Option<&Path>,
+    ) -> Result<Self, InferenceError> {
+        let env = runtime::environment(library)?;
+        let session = Session::builder(env)
+            .and_then(|b| Ok(b.with_optimization_level(GraphOptimizationLevel::All)?))
+            .and_then(|b| Ok(b.with_intra_threads(config.intra_threads)?))
+            .and_then(|b| Ok(b.with_inter_threads(1)?))
+            .and_then(|b| Ok(b.with_intra_op_spinning(config.spinning)?))
+            .and_then(|mut b| b.commit_from_memory(onnx))
+            .map_err(|e| InferenceError::Runtime(format!("cannot build the session: {e}")))?;
+        Ok(Self {
+            session,
+            num_classes,
+        })
+    }
+
+    pub fn num_classes(&self) -> usize {
+        self.num_classes
+    }
+
+    /// Runs `batch` NCHW images of `size x size` (`input.len() == batch * 3 * size * size`) and
+    /// returns `batch * num_classes` logits.
+    pub fn run(&mut self, input: &[f32], batch: usize, height: usize, width: usize) -> Result<Vec<f32>, InferenceError> {
+        let tensor = TensorRef::from_array_view(([batch, 3, height, width], input))
+            .map_err(|e| InferenceError::Runtime(e.to_string()))?;
+        let outputs = self
+            .session
+            .run(ort::inputs![INPUT => tensor])
+            .map_err(|e| InferenceError::Runtime(e.to_string()))?;
+        let (shape, logits) = outputs[OUTPUT]
+            .try_extract_tensor::<f32>()
+            .map_err(|e| InferenceError::Runtime(e.to_string()))?;
+        let expected = [batch as i64, self.num_classes as i64];
+        if shape[..] != expected {
+            return Err(InferenceError::Runtime(format!(
+                "model output has shape {shape:?}, expected {expected:?}"
+            )));
+        }
+        Ok(logits.to_vec())
+    }
+}

@@ -1,0 +1,19 @@
+//! ONNX Runtime: the process-wide environment and sessions that run batches.
+
+mod engine;
+pub mod runtime;
+
+pub use engine::{Engine, EngineConfig};
+
+/// Failures of the inference layer. `Clone`, because one failed batch fails every request in it.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum InferenceError {
+    #[error(
+        "ONNX Runtime library not found (tried: {tried}). Fetch it with: {cmd}, or point \
+         --ort-dylib / ORT_DYLIB_PATH at libonnxruntime.so.1.31.1",
+        cmd = runtime::SETUP_COMMAND
+    )]
+    LibraryMissing { tried: String },
+    #[error("ONNX Runtime: {0}")]
+    Runtime(String),
+}

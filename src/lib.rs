@@ -1,0 +1,4 @@
+//! repvgg-serve: RepVGG image classification over HTTP.
+pub mod model;
+pub mod inference;
+pub mod preprocess;

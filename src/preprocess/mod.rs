@@ -1,0 +1,2 @@
+//! Preprocessing: image bytes -> normalised CHW fp32 in a batch slot.
+pub mod normalize;

@@ -1,0 +1,99 @@
+//! Shared test helpers: fixture paths, the reference logits, and the loud handling of
+//! `../shared` fixtures that are too big to copy into the repository.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+pub fn fixture(relative: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(relative)
+}
+
+/// A file from `../shared/fixtures`. When it is missing: a failure under CI (`CI=true`), a loud
+/// message otherwise, so a skipped check never goes unnoticed.
+pub fn shared_fixture(relative: &str) -> Option<PathBuf> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/fixtures")
+        .join(relative);
+    if path.is_file() {
+        return Some(path);
+    }
+    let message = format!(
+        "SHARED FIXTURE MISSING: {} (the check that needs it did NOT run)",
+        path.display()
+    );
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("{message}");
+    }
+    eprintln!("\n!!!!!!!! {message} !!!!!!!!\n");
+    None
+}
+
+/// The fixture images, each with whether it is a JPEG (looser tolerances).
+pub const IMAGES: [&str; 11] = [
+    "chelsea.png",
+    "coffee.png",
+    "astronaut.png",
+    "camera.png",
+    "horse.png",
+    "hubble_deep_field.jpg",
+    "chelsea_q90.jpg",
+    "camera_progressive.jpg",
+    "astronaut_cmyk.jpg",
+    "coffee_exif6.jpg",
+    "astronaut_16bit.png",
+];
+
+pub fn is_jpeg(image: &str) -> bool {
+    image.ends_with(".jpg")
+}
+
+/// `reference/logits.json`.
+pub struct Reference(serde_json::Value);
+
+impl Reference {
+    pub fn load() -> Self {
+        let text = std::fs::read_to_string(fixture("reference/logits.json")).expect("logits.json");
+        Self(serde_json::from_str(&text).expect("logits.json is JSON"))
+    }
+
+    pub fn logits(&self, model: &str, image: &str) -> Vec<f32> {
+        self.0["models"][model]["logits"][image]
+            .as_array()
+            .unwrap_or_else(|| panic!("no reference logits for {model}/{image}"))
+            .iter()
+            .map(|v| v.as_f64().expect("a number") as f32)
+            .collect()
+    }
+
+    pub fn top5(&self, model: &str, image: &str) -> Vec<usize> {
+        self.0["models"][model]["top5"][image]
+            .as_array()
+            .unwrap_or_else(|| panic!("no reference top5 for {model}/{image}"))
+            .iter()
+            .map(|v| v.as_u64().expect("an index") as usize)
+            .collect()
+    }
+}
+
+/// Indices of the `k` largest values, best first.
+pub fn top_k(values: &[f32], k: usize) -> Vec<usize> {
+    let mut idx: Vec<usize> = (0..values.len()).collect();
+    idx.sort_by(|&a, &b| values[b].total_cmp(&values[a]));
+    idx.truncate(k);
+    idx
+}
+
+pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+}
+
+/// The Pillow reference crop of `image`, normalised into CHW.
+pub fn reference_crop_tensor(image: &str) -> Vec<f32> {
+    let crop = image::open(fixture(&format!("reference/{image}.crop224.png")))
+        .expect("reference crop")
+        .to_rgb8();
+    let mut out = vec![0f32; crop.as_raw().len()];
+    repvgg_serve::preprocess::normalize::normalize_into(crop.as_raw(), &mut out);
+    out
+}

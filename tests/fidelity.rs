@@ -1,0 +1,88 @@
+//! Fidelity against PyTorch: every fixture checkpoint, fused here and run in the real ONNX
+//! Runtime on the Pillow reference crops, reproduces the logits the official PyTorch code gave
+//! (`reference/logits.json`), and fused and unfused graphs agree for every named variant.
+
+mod common;
+
+use std::path::Path;
+
+use common::*;
+use repvgg_serve::inference::{Engine, EngineConfig};
+use repvgg_serve::model::{self, init, onnx, variants, ModelSource, RepVgg};
+
+/// The reference doc's bound: max absolute logit error against PyTorch.
+const MAX_ABS_ERROR: f32 = 1e-3;
+
+fn engine(onnx: &[u8], classes: usize) -> Engine {
+    Engine::new(onnx, classes, &EngineConfig::default(), None).expect("ONNX Runtime session")
+}
+
+fn check_checkpoint_against_pytorch(path: &Path, reference_model: &str) {
+    let prepared = model::prepare(&ModelSource::Checkpoint(path.to_owned()), None)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(prepared.info.fused);
+    let mut engine = engine(&prepared.onnx, prepared.info.num_classes);
+    let reference = Reference::load();
+    let batch: Vec<f32> = IMAGES.iter().flat_map(|i| reference_crop_tensor(i)).collect();
+    let logits = engine.run(&batch, IMAGES.len(), 224, 224).expect("inference");
+    let classes = prepared.info.num_classes;
+    for (i, image) in IMAGES.iter().enumerate() {
+        let ours = &logits[i * classes..(i + 1) * classes];
+        let want = reference.logits(reference_model, image);
+        let err = max_abs_diff(ours, &want);
+        assert!(
+            err <= MAX_ABS_ERROR,
+            "{}: {image}: max abs error {err} > {MAX_ABS_ERROR}",
+            path.display()
+        );
+        assert_eq!(top_k(ours, 5), reference.top5(reference_model, image), "{image} top-5");
+    }
+}
+
+#[test]
+fn tiny_official_training_checkpoint_matches_pytorch() {
+    check_checkpoint_against_pytorch(&fixture("checkpoints/tiny_official_train.pth"), "tiny");
+}
+
+#[test]
+fn tiny_official_deploy_checkpoint_matches_pytorch() {
+    check_checkpoint_against_pytorch(&fixture("checkpoints/tiny_official_deploy.pth"), "tiny");
+}
+
+#[test]
+fn tiny_timm_safetensors_checkpoint_matches_pytorch() {
+    check_checkpoint_against_pytorch(&fixture("checkpoints/tiny_timm_train.safetensors"), "tiny");
+}
+
+#[test]
+fn a0_official_training_checkpoint_matches_pytorch() {
+    if let Some(path) = shared_fixture("checkpoints/a0_official_train.pth") {
+        check_checkpoint_against_pytorch(&path, "a0");
+    }
+}
+
+/// Fused and three-branch graphs of every named variant (random weights, randomised BN) agree
+/// to 1e-4 of the logits' standard deviation, at 64x64 to keep it quick.
+#[test]
+fn fused_and_unfused_graphs_agree_for_every_variant() {
+    const SIZE: usize = 64;
+    const BATCH: usize = 2;
+    let input: Vec<f32> = (0..BATCH * 3 * SIZE * SIZE)
+        .map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0)
+        .collect();
+    for v in variants::VARIANTS.iter() {
+        let unfused = RepVgg::from_checkpoint(init::random_checkpoint(v, 7, 1000)).expect("random model");
+        let classes = unfused.arch.num_classes;
+        let unfused_onnx = onnx::export(&unfused, &[]);
+        let fused_onnx = onnx::export(&unfused.fused(), &[]);
+        let a = engine(&unfused_onnx, classes).run(&input, BATCH, SIZE, SIZE).expect("unfused");
+        drop(unfused_onnx);
+        let b = engine(&fused_onnx, classes).run(&input, BATCH, SIZE, SIZE).expect("fused");
+        let mean = a.iter().sum::<f32>() / a.len() as f32;
+        let std = (a.iter().map(|x| (x - mean).powi(2)).sum::<f32>() / a.len() as f32).sqrt();
+        let diff = max_abs_diff(&a, &b);
+        eprintln!("{}: logits std {std:.4}, max |fused - unfused| {diff:.3e}", v.name);
+        assert!(std > 1e-3, "{}: degenerate logits (std {std})", v.name);
+        assert!(diff <= 1e-4 * std, "{}: max diff {diff} > 1e-4 x std {std}", v.name);
+    }
+}
