@@ -22,6 +22,8 @@ pub use checkpoint::{Checkpoint, Dialect};
 pub use error::ModelError;
 pub use fuse::BN_EPS;
 pub use inspect::Inspection;
-pub use prepare::{prepare, write_random_checkpoint, ModelInfo, ModelSource, PreparedModel};
+pub use prepare::{
+    describe, metadata, prepare, write_random_checkpoint, ModelInfo, ModelSource, PreparedModel,
+};
 pub use tensor::Tensor;
 pub use weights::{Form, RepVgg};

@@ -130,7 +130,7 @@ pub fn write_random_checkpoint(
     checkpoint::safetensors::write(output, &tensors, metadata)
 }
 
-fn describe(
+pub fn describe(
     model: &RepVgg,
     sha256: Option<String>,
     dialect: Option<Dialect>,

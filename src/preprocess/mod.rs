@@ -1,2 +1,60 @@
-//! Preprocessing: image bytes -> normalised CHW fp32 in a batch slot.
+//! Preprocessing, a pure function: image bytes -> normalised CHW fp32 written into the
+//! caller's slot of the batch tensor. The ImageNet evaluation protocol, matching Pillow +
+//! torchvision: decode -> EXIF orientation -> RGB -> resize shorter side (bilinear, antialiased)
+//! -> centre crop -> normalise.
+//!
+//! [`pool`] runs it on a bounded set of worker threads, off the async runtime.
+
+pub mod decode;
+mod jpeg;
 pub mod normalize;
+pub mod pool;
+pub mod resize;
+
+pub use decode::{decode_rgb, RgbImage};
+
+/// Why an image could not be used. Each maps to one HTTP status in the HTTP layer.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum PreprocessError {
+    #[error("cannot decode image: {0}")]
+    Undecodable(String),
+    #[error("unsupported image format {0} (accepted: JPEG, PNG, WebP, GIF, BMP, TIFF)")]
+    UnsupportedFormat(String),
+    #[error("image is {width}x{height} pixels, over the limit of {limit} pixels")]
+    TooManyPixels { width: u32, height: u32, limit: u64 },
+}
+
+/// Sizes and limits of the pipeline.
+#[derive(Clone, Copy, Debug)]
+pub struct PreprocessConfig {
+    /// Shorter side after resize (256; 320 for D2se).
+    pub resize: u32,
+    /// Centre crop (224; 320 for D2se): the model's input is `crop x crop`.
+    pub crop: u32,
+    /// Largest `width * height` decoded; checked from the header first.
+    pub max_pixels: u64,
+}
+
+impl PreprocessConfig {
+    /// Floats one image occupies in the batch tensor.
+    pub fn slot_len(&self) -> usize {
+        3 * (self.crop as usize).pow(2)
+    }
+
+    /// The 8-bit RGB crop (before normalisation): what Pillow's reference crops show.
+    pub fn crop_rgb(&self, bytes: &[u8]) -> Result<Vec<u8>, PreprocessError> {
+        let image = decode_rgb(bytes, self.max_pixels)?;
+        Ok(resize::resize_and_crop(
+            &image,
+            self.resize as usize,
+            self.crop as usize,
+        ))
+    }
+
+    /// The whole pipeline into `out` (`slot_len()` floats, planar RGB).
+    pub fn run_into(&self, bytes: &[u8], out: &mut [f32]) -> Result<(), PreprocessError> {
+        let crop = self.crop_rgb(bytes)?;
+        normalize::normalize_into(&crop, out);
+        Ok(())
+    }
+}

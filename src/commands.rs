@@ -1,0 +1,63 @@
+//! The offline subcommands: `export`, `inspect`, `init`. Glue over [`crate::model`].
+
+use std::path::Path;
+
+use anyhow::{bail, Context};
+
+use crate::model::{self, onnx, variants, Checkpoint, Form, Inspection, ModelError, RepVgg};
+
+/// `repvgg-serve export`: fused (or three-branch) ONNX for a checkpoint.
+pub fn export(checkpoint: &Path, output: &Path, unfused: bool) -> anyhow::Result<()> {
+    let ckpt = Checkpoint::load(checkpoint)?;
+    let (sha256, dialect) = (ckpt.sha256.clone(), ckpt.dialect);
+    let model = RepVgg::from_checkpoint(ckpt)?;
+    let form = model.form;
+    if unfused && form == Form::Deploy {
+        bail!(
+            "{}: --unfused needs a training checkpoint; this one is already fused (deploy form)",
+            checkpoint.display()
+        );
+    }
+    let model = if unfused { model } else { model.fused() };
+    let info = model::describe(
+        &model,
+        Some(sha256),
+        Some(dialect),
+        Some(form),
+        checkpoint.display().to_string(),
+        false,
+    );
+    let bytes = onnx::export(&model, &model::metadata(&info));
+    std::fs::write(output, bytes).with_context(|| format!("{}: cannot write", output.display()))?;
+    eprintln!(
+        "wrote {} ({}, {} classes, {})",
+        output.display(),
+        info.variant.as_deref().unwrap_or("custom architecture"),
+        info.num_classes,
+        if unfused { "three-branch" } else { "fused" }
+    );
+    Ok(())
+}
+
+/// `repvgg-serve inspect`: JSON description of a checkpoint or a named variant.
+pub fn inspect(checkpoint: Option<&Path>, variant: Option<&str>) -> anyhow::Result<Inspection> {
+    if let Some(path) = checkpoint {
+        let ckpt = Checkpoint::load(path)?;
+        let dialect = ckpt.dialect;
+        let model = RepVgg::from_checkpoint(ckpt)?;
+        return Ok(Inspection::new(&model.arch, Some(dialect), Some(model.form)));
+    }
+    let name = variant.unwrap_or_default();
+    let v = variants::find(name).ok_or_else(|| ModelError::UnknownVariant(name.to_owned()))?;
+    Ok(Inspection::new(&v.architecture(1000), None, None))
+}
+
+/// `repvgg-serve init`: random training checkpoint as `.safetensors`.
+pub fn init(variant: &str, output: &Path, seed: u64, num_classes: usize) -> anyhow::Result<()> {
+    if num_classes == 0 {
+        bail!("--num-classes must be at least 1");
+    }
+    model::write_random_checkpoint(variant, seed, num_classes, output)?;
+    eprintln!("wrote {} (random {variant} weights, seed {seed})", output.display());
+    Ok(())
+}

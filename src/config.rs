@@ -1,0 +1,259 @@
+//! Command-line flags and `REPVGG_*` environment variables (clap), validated into typed
+//! configs before anything is loaded or any port is bound.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::model::ModelSource;
+
+#[derive(Debug, Parser)]
+#[command(name = "repvgg-serve", version, about = "RepVGG image classification over HTTP")]
+pub struct Cli {
+    /// Log format: human-readable lines or one JSON object per line (for log pipelines).
+    #[arg(long, env = "REPVGG_LOG_FORMAT", value_enum, default_value_t = LogFormat::Plain, global = true)]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Plain,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve POST /classify (fuses a training checkpoint at start-up; demo weights without one).
+    Serve(Box<ServeArgs>),
+    /// Write the (fused, or with --unfused the three-branch) network of a checkpoint as ONNX.
+    Export {
+        #[arg(long)]
+        checkpoint: PathBuf,
+        #[arg(long)]
+        output: PathBuf,
+        /// Keep the three training branches (for comparisons; needs a training checkpoint).
+        #[arg(long)]
+        unfused: bool,
+    },
+    /// Print what a checkpoint or a named variant is, as JSON.
+    Inspect {
+        #[arg(long, conflicts_with = "variant", required_unless_present = "variant")]
+        checkpoint: Option<PathBuf>,
+        #[arg(long)]
+        variant: Option<String>,
+    },
+    /// Write a random training-form checkpoint (randomised BatchNorm) for demos and benchmarks.
+    Init {
+        #[arg(long)]
+        variant: String,
+        #[arg(long)]
+        output: PathBuf,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        #[arg(long, default_value_t = 1000)]
+        num_classes: usize,
+    },
+}
+
+/// `repvgg-serve serve` flags. Every flag has a `REPVGG_*` environment variable.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on. Use 127.0.0.1 to keep the service local.
+    #[arg(long, env = "REPVGG_HOST", default_value = "0.0.0.0")]
+    pub host: String,
+    /// Port to listen on (0 picks a free one; the log says which).
+    #[arg(long, env = "REPVGG_PORT", default_value_t = 8080)]
+    pub port: u16,
+
+    /// Training or deploy checkpoint (.pth or .safetensors, official or timm names) to serve.
+    #[arg(long, env = "REPVGG_CHECKPOINT", conflicts_with = "model")]
+    pub checkpoint: Option<PathBuf>,
+    /// An ONNX model written by `repvgg-serve export`, served as it is.
+    #[arg(long, env = "REPVGG_MODEL")]
+    pub model: Option<PathBuf>,
+    /// Variant of the random demo model used when neither --checkpoint nor --model is given.
+    #[arg(long, env = "REPVGG_DEMO_VARIANT", default_value = "A0")]
+    pub demo_variant: String,
+    /// Where fused models are cached, keyed by checkpoint sha256, so restarts skip fusion.
+    /// Put it on a volume in containers. Empty disables the cache.
+    #[arg(long, env = "REPVGG_CACHE_DIR", default_value = ".cache/repvgg-serve")]
+    pub cache_dir: PathBuf,
+    /// Class names, one per line. Default: ImageNet-1k names for 1000-class models, else class_N.
+    #[arg(long, env = "REPVGG_LABELS")]
+    pub labels: Option<PathBuf>,
+    /// Path of libonnxruntime.so.1.31.1 (default: ORT_DYLIB_PATH, then .ort/ from setup).
+    #[arg(long, env = "REPVGG_ORT_DYLIB")]
+    pub ort_dylib: Option<PathBuf>,
+
+    /// Largest batch sent to ONNX Runtime. Larger batches raise throughput a little on CPU and
+    /// add latency; the warm-up runs at this size.
+    #[arg(long, env = "REPVGG_MAX_BATCH_SIZE", default_value_t = 8)]
+    pub max_batch_size: usize,
+    /// How long the first queued image waits for others before a partial batch leaves (ms).
+    /// 0 = take whatever is queued when a session is free (best at low load).
+    #[arg(long, env = "REPVGG_MAX_QUEUE_DELAY_MS", default_value_t = 2)]
+    pub max_queue_delay_ms: u64,
+    /// Images that may wait for inference; beyond it requests get 503 at once. Size it as
+    /// throughput x the latency you accept.
+    #[arg(long, env = "REPVGG_QUEUE_CAPACITY", default_value_t = 64)]
+    pub queue_capacity: usize,
+    /// Deadline per request (ms): an image still queued after it is answered 504, never computed.
+    #[arg(long, env = "REPVGG_REQUEST_TIMEOUT_MS", default_value_t = 10_000)]
+    pub request_timeout_ms: u64,
+
+    /// ONNX Runtime sessions, each on its own thread. More than one only helps with many cores.
+    #[arg(long, env = "REPVGG_SESSIONS", default_value_t = 1)]
+    pub sessions: usize,
+    /// Intra-op threads per session (default: all cores).
+    #[arg(long, env = "REPVGG_INTRA_THREADS")]
+    pub intra_threads: Option<usize>,
+    /// Let idle ONNX Runtime threads spin (slightly lower latency, burns CPU the preprocessing
+    /// workers could use).
+    #[arg(long, env = "REPVGG_ORT_SPINNING", default_value_t = false)]
+    pub ort_spinning: bool,
+    /// Preprocessing (decode + resize) worker threads (default: all cores).
+    #[arg(long, env = "REPVGG_PREPROCESS_WORKERS")]
+    pub preprocess_workers: Option<usize>,
+
+    /// Largest request body in bytes (413 above it).
+    #[arg(long, env = "REPVGG_MAX_BODY_BYTES", default_value_t = 32 * 1024 * 1024)]
+    pub max_body_bytes: usize,
+    /// Largest image in pixels, read from the header before decoding (422 above it).
+    #[arg(long, env = "REPVGG_MAX_PIXELS", default_value_t = 50_000_000)]
+    pub max_pixels: u64,
+    /// Shorter side after resize (default: the variant's, 256; 320 for D2se).
+    #[arg(long, env = "REPVGG_RESIZE")]
+    pub resize: Option<u32>,
+    /// Centre crop size (default: the variant's, 224; 320 for D2se).
+    #[arg(long, env = "REPVGG_CROP")]
+    pub crop: Option<u32>,
+
+    /// Longest time to finish accepted requests after SIGTERM/SIGINT (s).
+    #[arg(long, env = "REPVGG_SHUTDOWN_GRACE_S", default_value_t = 30)]
+    pub shutdown_grace_s: u64,
+}
+
+/// Validated serve settings.
+#[derive(Clone, Debug)]
+pub struct ServeConfig {
+    pub addr: SocketAddr,
+    pub source: ModelSource,
+    pub cache_dir: Option<PathBuf>,
+    pub labels: Option<PathBuf>,
+    pub ort_dylib: Option<PathBuf>,
+    pub batching: BatchingConfig,
+    pub inference: InferenceConfig,
+    pub preprocess: PreprocessLimits,
+    pub shutdown_grace: Duration,
+}
+
+#[derive(Clone, Debug)]
+pub struct BatchingConfig {
+    pub max_batch_size: usize,
+    pub max_queue_delay: Duration,
+    pub queue_capacity: usize,
+    pub request_timeout: Duration,
+}
+
+#[derive(Clone, Debug)]
+pub struct InferenceConfig {
+    pub sessions: usize,
+    pub intra_threads: usize,
+    pub spinning: bool,
+}
+
+#[derive(Clone, Debug)]
+pub struct PreprocessLimits {
+    pub workers: usize,
+    pub max_body_bytes: usize,
+    pub max_pixels: u64,
+    /// Overrides of the model's resize / crop.
+    pub resize: Option<u32>,
+    pub crop: Option<u32>,
+}
+
+impl ServeArgs {
+    /// Checks every value; the message names the flag.
+    pub fn validate(self) -> Result<ServeConfig, String> {
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        let positive = |name: &str, v: usize| {
+            if v == 0 {
+                Err(format!("--{name} must be at least 1"))
+            } else {
+                Ok(v)
+            }
+        };
+        let ip: std::net::IpAddr = self
+            .host
+            .parse()
+            .map_err(|_| format!("--host `{}` is not an IP address", self.host))?;
+        let source = match (self.checkpoint, self.model) {
+            (Some(path), None) => ModelSource::Checkpoint(existing(path, "--checkpoint")?),
+            (None, Some(path)) => ModelSource::Onnx(existing(path, "--model")?),
+            _ => {
+                if crate::model::variants::find(&self.demo_variant).is_none() {
+                    return Err(format!(
+                        "--demo-variant `{}` is not a RepVGG variant (known: {})",
+                        self.demo_variant,
+                        crate::model::variants::names().join(", ")
+                    ));
+                }
+                ModelSource::Demo {
+                    variant: self.demo_variant,
+                    seed: 0,
+                }
+            }
+        };
+        let labels = self.labels.map(|p| existing(p, "--labels")).transpose()?;
+        for (name, v) in [("resize", self.resize), ("crop", self.crop)] {
+            if v.is_some_and(|v| !(16..=4096).contains(&v)) {
+                return Err(format!("--{name} must be between 16 and 4096"));
+            }
+        }
+        if let (Some(resize), Some(crop)) = (self.resize, self.crop) {
+            if crop > resize {
+                return Err(format!("--crop {crop} is larger than --resize {resize}"));
+            }
+        }
+        Ok(ServeConfig {
+            addr: SocketAddr::new(ip, self.port),
+            source,
+            cache_dir: (!self.cache_dir.as_os_str().is_empty()).then_some(self.cache_dir),
+            labels,
+            ort_dylib: self.ort_dylib,
+            batching: BatchingConfig {
+                max_batch_size: positive("max-batch-size", self.max_batch_size)?,
+                max_queue_delay: Duration::from_millis(self.max_queue_delay_ms),
+                queue_capacity: positive("queue-capacity", self.queue_capacity)?,
+                request_timeout: Duration::from_millis(
+                    positive("request-timeout-ms", self.request_timeout_ms as usize)? as u64,
+                ),
+            },
+            inference: InferenceConfig {
+                sessions: positive("sessions", self.sessions)?,
+                intra_threads: positive("intra-threads", self.intra_threads.unwrap_or(cores))?,
+                spinning: self.ort_spinning,
+            },
+            preprocess: PreprocessLimits {
+                workers: positive("preprocess-workers", self.preprocess_workers.unwrap_or(cores))?,
+                max_body_bytes: positive("max-body-bytes", self.max_body_bytes)?,
+                max_pixels: positive("max-pixels", self.max_pixels as usize)? as u64,
+                resize: self.resize,
+                crop: self.crop,
+            },
+            shutdown_grace: Duration::from_secs(self.shutdown_grace_s),
+        })
+    }
+}
+
+fn existing(path: PathBuf, flag: &str) -> Result<PathBuf, String> {
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(format!("{flag} {}: no such file", path.display()))
+    }
+}

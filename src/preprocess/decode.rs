@@ -1,0 +1,120 @@
+//! Decoding: bytes -> upright 8-bit RGB, the way Pillow's `exif_transpose` + `convert('RGB')`
+//! see it. The header is read first and images over the pixel limit are refused before a
+//! single pixel is decoded.
+
+use std::io::Cursor;
+
+use image::metadata::Orientation;
+use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader};
+
+use super::PreprocessError;
+
+/// Interleaved 8-bit RGB pixels.
+#[derive(Debug)]
+pub struct RgbImage {
+    pub width: usize,
+    pub height: usize,
+    pub pixels: Vec<u8>,
+}
+
+/// Formats the service accepts (the `image` crate can decode more; these are the ones offered).
+pub const ACCEPTED: [ImageFormat; 6] = [
+    ImageFormat::Jpeg,
+    ImageFormat::Png,
+    ImageFormat::WebP,
+    ImageFormat::Gif,
+    ImageFormat::Bmp,
+    ImageFormat::Tiff,
+];
+
+/// Decodes `bytes` (format sniffed from the content) into upright RGB.
+pub fn decode_rgb(bytes: &[u8], max_pixels: u64) -> Result<RgbImage, PreprocessError> {
+    if bytes.is_empty() {
+        return Err(PreprocessError::Undecodable("empty image".into()));
+    }
+    let reader = ImageReader::new(Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| PreprocessError::Undecodable(e.to_string()))?;
+    let format = reader.format().ok_or_else(|| {
+        PreprocessError::Undecodable(
+            "not a recognised image (expected JPEG, PNG, WebP, GIF, BMP or TIFF)".into(),
+        )
+    })?;
+    if !ACCEPTED.contains(&format) {
+        return Err(PreprocessError::UnsupportedFormat(format!("{format:?}")));
+    }
+    if format == ImageFormat::Jpeg {
+        let (rgb, orientation) = super::jpeg::decode(bytes, max_pixels)?;
+        return Ok(orient(rgb, orientation));
+    }
+    let mut decoder = reader
+        .into_decoder()
+        .map_err(|e| PreprocessError::Undecodable(e.to_string()))?;
+    let (width, height) = decoder.dimensions();
+    check_pixels(width, height, max_pixels)?;
+    // A broken EXIF block is not worth refusing the image for: it is shown as stored.
+    let orientation = decoder.orientation().unwrap_or(Orientation::NoTransforms);
+    let mut image = DynamicImage::from_decoder(decoder)
+        .map_err(|e| PreprocessError::Undecodable(e.to_string()))?;
+    image.apply_orientation(orientation);
+    Ok(to_rgb(image))
+}
+
+/// Refuses empty images and images over the pixel limit (from the header, before decoding).
+pub(super) fn check_pixels(width: u32, height: u32, max_pixels: u64) -> Result<(), PreprocessError> {
+    let pixels = u64::from(width) * u64::from(height);
+    if pixels > max_pixels {
+        return Err(PreprocessError::TooManyPixels {
+            width,
+            height,
+            limit: max_pixels,
+        });
+    }
+    if pixels == 0 {
+        return Err(PreprocessError::Undecodable("image has no pixels".into()));
+    }
+    Ok(())
+}
+
+/// Applies an EXIF orientation to decoded RGB (a no-op for the usual upright image).
+fn orient(rgb: RgbImage, orientation: Orientation) -> RgbImage {
+    if orientation == Orientation::NoTransforms {
+        return rgb;
+    }
+    let buffer = image::RgbImage::from_raw(rgb.width as u32, rgb.height as u32, rgb.pixels)
+        .expect("decoder output matches its size");
+    let mut image = DynamicImage::ImageRgb8(buffer);
+    image.apply_orientation(orientation);
+    to_rgb(image)
+}
+
+/// Pillow's `convert('RGB')`: grey replicated, alpha dropped (not composited), 16-bit samples
+/// reduced to their high byte (as Pillow unpacks 48-bit PNGs).
+fn to_rgb(image: DynamicImage) -> RgbImage {
+    let (width, height) = (image.width() as usize, image.height() as usize);
+    let pixels = match image {
+        DynamicImage::ImageRgb8(buf) => buf.into_raw(),
+        DynamicImage::ImageRgb16(buf) => buf.into_raw().iter().map(|v| (v >> 8) as u8).collect(),
+        DynamicImage::ImageRgba16(buf) => buf
+            .into_raw()
+            .chunks_exact(4)
+            .flat_map(|p| [(p[0] >> 8) as u8, (p[1] >> 8) as u8, (p[2] >> 8) as u8])
+            .collect(),
+        DynamicImage::ImageLuma16(buf) => buf
+            .into_raw()
+            .iter()
+            .flat_map(|v| [(v >> 8) as u8; 3])
+            .collect(),
+        DynamicImage::ImageLumaA16(buf) => buf
+            .into_raw()
+            .chunks_exact(2)
+            .flat_map(|p| [(p[0] >> 8) as u8; 3])
+            .collect(),
+        other => other.to_rgb8().into_raw(),
+    };
+    RgbImage {
+        width,
+        height,
+        pixels,
+    }
+}

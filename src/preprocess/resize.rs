@@ -1,0 +1,189 @@
+//! Resize the shorter side and centre-crop, reproducing Pillow's `resize(BILINEAR)` +
+//! torchvision's `Resize` / `CenterCrop` pixel for pixel.
+//!
+//! Pillow's resampling (`Resample.c`) is separable: a horizontal pass into an 8-bit image, then
+//! a vertical pass, each with triangle-filter weights stretched by the downscale factor,
+//! normalised, and rounded to 22-bit fixed point. No crate reproduces it exactly (SIMD resizers
+//! differ by one here and there), so it is written out here. Only the pixels inside the crop
+//! are computed: each output pixel depends on its own taps alone, so the result equals
+//! resizing everything and cropping afterwards.
+
+use super::decode::RgbImage;
+
+/// Fractional bits of Pillow's fixed-point weights (`PRECISION_BITS = 32 - 8 - 2`).
+const PRECISION_BITS: u32 = 22;
+
+/// torchvision's output size for `Resize(shorter)`: the shorter side becomes `shorter`, the
+/// longer one `int(shorter * long / short)` (truncated).
+pub fn resized_size(width: usize, height: usize, shorter: usize) -> (usize, usize) {
+    let long_of = |long: usize, short: usize| ((shorter * long) as f64 / short as f64) as usize;
+    if width <= height {
+        (shorter, long_of(height, width))
+    } else {
+        (long_of(width, height), shorter)
+    }
+}
+
+/// torchvision's `CenterCrop` offset: `round((size - crop) / 2)` with Python's ties-to-even.
+pub fn crop_offset(size: usize, crop: usize) -> usize {
+    let d = size.saturating_sub(crop);
+    let half = d / 2;
+    if d % 2 == 1 && half % 2 == 1 {
+        half + 1
+    } else {
+        half
+    }
+}
+
+/// Fixed-point taps of one output sample: input indices `start..start + weights.len()`.
+struct Taps {
+    start: usize,
+    weights: Vec<i32>,
+}
+
+/// Pillow's `precompute_coeffs` + `normalize_coeffs_8bpc` for the bilinear filter, for output
+/// samples `first..first + count` of a resize from `in_size` to `out_size`.
+fn taps(in_size: usize, out_size: usize, first: usize, count: usize) -> Vec<Taps> {
+    let scale = in_size as f64 / out_size as f64;
+    let filter_scale = scale.max(1.0);
+    let support = filter_scale; // bilinear support 1.0, stretched when downscaling
+    (first..first + count)
+        .map(|i| {
+            let center = (i as f64 + 0.5) * scale;
+            let xmin = ((center - support + 0.5) as isize).max(0) as usize;
+            let xmax = ((center + support + 0.5) as isize).min(in_size as isize) as usize;
+            let raw: Vec<f64> = (xmin..xmax)
+                .map(|x| {
+                    let t = (x as f64 - center + 0.5) / filter_scale;
+                    (1.0 - t.abs()).max(0.0)
+                })
+                .collect();
+            let total: f64 = raw.iter().sum();
+            let weights = raw
+                .iter()
+                .map(|w| {
+                    let w = if total != 0.0 { w / total } else { *w };
+                    let fixed = w * f64::from(1u32 << PRECISION_BITS);
+                    // Round half away from zero, as Pillow's `(int)(0.5 + w)` / `(int)(-0.5 + w)`.
+                    (if fixed < 0.0 { fixed - 0.5 } else { fixed + 0.5 }) as i32
+                })
+                .collect();
+            Taps {
+                start: xmin,
+                weights,
+            }
+        })
+        .collect()
+}
+
+/// One fixed-point sample: `(2^21 + sum(pixel * weight)) >> 22`, clamped to 0..=255.
+#[inline]
+fn sample(acc: i32) -> u8 {
+    (acc >> PRECISION_BITS).clamp(0, 255) as u8
+}
+
+/// Resizes `image` so its shorter side is `shorter` and returns the centre `crop x crop` square
+/// as interleaved RGB.
+pub fn resize_and_crop(image: &RgbImage, shorter: usize, crop: usize) -> Vec<u8> {
+    let (w, h) = (image.width, image.height);
+    let (out_w, out_h) = resized_size(w, h, shorter);
+    let (crop_w, crop_h) = (crop.min(out_w), crop.min(out_h));
+    let (left, top) = (crop_offset(out_w, crop_w), crop_offset(out_h, crop_h));
+    let half = 1i32 << (PRECISION_BITS - 1);
+
+    // Vertical taps decide which input rows the horizontal pass must produce.
+    let vertical = (out_h != h).then(|| taps(h, out_h, top, crop_h));
+    let (row_first, row_end) = match &vertical {
+        Some(v) => (
+            v.iter().map(|t| t.start).min().unwrap_or(0),
+            v.iter().map(|t| t.start + t.weights.len()).max().unwrap_or(0),
+        ),
+        None => (top, top + crop_h),
+    };
+
+    // Horizontal pass: rows row_first..row_end, crop columns only, into 8-bit (as Pillow does).
+    let rows = row_end - row_first;
+    let mut horizontal = vec![0u8; rows * crop_w * 3];
+    if out_w != w {
+        let columns = taps(w, out_w, left, crop_w);
+        for (r, out_row) in horizontal.chunks_exact_mut(crop_w * 3).enumerate() {
+            let src = &image.pixels[(row_first + r) * w * 3..(row_first + r + 1) * w * 3];
+            for (x, t) in columns.iter().enumerate() {
+                let mut acc = [half; 3];
+                for (k, &wt) in t.weights.iter().enumerate() {
+                    let p = &src[(t.start + k) * 3..(t.start + k) * 3 + 3];
+                    for c in 0..3 {
+                        acc[c] += i32::from(p[c]) * wt;
+                    }
+                }
+                for c in 0..3 {
+                    out_row[x * 3 + c] = sample(acc[c]);
+                }
+            }
+        }
+    } else {
+        for (r, out_row) in horizontal.chunks_exact_mut(crop_w * 3).enumerate() {
+            let start = ((row_first + r) * w + left) * 3;
+            out_row.copy_from_slice(&image.pixels[start..start + crop_w * 3]);
+        }
+    }
+
+    // Vertical pass over the horizontally resized rows.
+    let Some(vertical) = vertical else {
+        return horizontal;
+    };
+    let stride = crop_w * 3;
+    let mut out = vec![0u8; crop_h * stride];
+    for (y, t) in vertical.iter().enumerate() {
+        let out_row = &mut out[y * stride..(y + 1) * stride];
+        for (x, value) in out_row.iter_mut().enumerate() {
+            let mut acc = half;
+            for (k, &wt) in t.weights.iter().enumerate() {
+                acc += i32::from(horizontal[(t.start - row_first + k) * stride + x]) * wt;
+            }
+            *value = sample(acc);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn output_size_truncates_the_longer_side() {
+        assert_eq!(resized_size(451, 300, 256), (384, 256));
+        assert_eq!(resized_size(1000, 872, 256), (293, 256));
+        assert_eq!(resized_size(300, 451, 256), (256, 384));
+        assert_eq!(resized_size(256, 256, 256), (256, 256));
+    }
+
+    #[test]
+    fn crop_offset_rounds_half_to_even() {
+        assert_eq!(crop_offset(293, 224), 34); // 34.5 -> 34
+        assert_eq!(crop_offset(295, 224), 36); // 35.5 -> 36
+        assert_eq!(crop_offset(384, 224), 80);
+        assert_eq!(crop_offset(224, 224), 0);
+    }
+
+    #[test]
+    fn weights_sum_to_one_in_fixed_point() {
+        for t in taps(1000, 293, 0, 293) {
+            let sum: i32 = t.weights.iter().sum();
+            assert!((sum - (1 << PRECISION_BITS)).abs() <= t.weights.len() as i32, "{sum}");
+        }
+    }
+
+    #[test]
+    fn constant_image_stays_constant() {
+        let image = RgbImage {
+            width: 640,
+            height: 480,
+            pixels: [10u8, 200, 77].repeat(640 * 480),
+        };
+        let out = resize_and_crop(&image, 256, 224);
+        assert_eq!(out.len(), 224 * 224 * 3);
+        assert!(out.chunks_exact(3).all(|p| p == [10, 200, 77]));
+    }
+}
