@@ -132,6 +132,11 @@ pub struct ServeArgs {
     #[arg(long, env = "REPVGG_CROP")]
     pub crop: Option<u32>,
 
+    /// After SIGTERM/SIGINT, keep accepting connections this long while /readyz answers 503
+    /// (lame duck), so load balancers stop routing here first (ms). Kubernetes' preStop pause
+    /// does the same from outside; set one of the two.
+    #[arg(long, env = "REPVGG_DRAIN_DELAY_MS", default_value_t = 0)]
+    pub drain_delay_ms: u64,
     /// Longest time to finish accepted requests after SIGTERM/SIGINT (s).
     #[arg(long, env = "REPVGG_SHUTDOWN_GRACE_S", default_value_t = 30)]
     pub shutdown_grace_s: u64,
@@ -148,6 +153,7 @@ pub struct ServeConfig {
     pub batching: BatchingConfig,
     pub inference: InferenceConfig,
     pub preprocess: PreprocessLimits,
+    pub drain_delay: Duration,
     pub shutdown_grace: Duration,
 }
 
@@ -245,6 +251,7 @@ impl ServeArgs {
                 resize: self.resize,
                 crop: self.crop,
             },
+            drain_delay: Duration::from_millis(self.drain_delay_ms),
             shutdown_grace: Duration::from_secs(self.shutdown_grace_s),
         })
     }

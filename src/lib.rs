@@ -1,4 +1,26 @@
 //! repvgg-serve: RepVGG image classification over HTTP.
-pub mod model;
+//!
+//! The request flow, module by module:
+//!
+//! ```text
+//! http (axum: body -> images)            src/http
+//!   -> preprocess (worker pool: decode, resize, crop)   src/preprocess
+//!   -> batching (queue -> batch tensor)                  src/batching
+//!   -> inference (ONNX Runtime session threads)          src/inference
+//!   -> http (softmax, top-k, JSON)
+//! ```
+//!
+//! To the side, `model` turns a checkpoint into a fused ONNX graph at start-up (no tokio, no
+//! HTTP there), `metrics` holds the Prometheus series and `/stats` windows, and `server` wires
+//! it all together and drains it on shutdown.
+
+pub mod batching;
+pub mod commands;
+pub mod config;
+pub mod http;
 pub mod inference;
+mod labels;
+pub mod metrics;
+pub mod model;
 pub mod preprocess;
+pub mod server;

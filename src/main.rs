@@ -1,1 +1,63 @@
-fn main() {}
+//! The `repvgg-serve` binary: parse flags, set up logging, run the subcommand.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use repvgg_serve::config::{Cli, Command, LogFormat};
+use repvgg_serve::{commands, server};
+use tracing_subscriber::EnvFilter;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.log_format);
+    match run(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Serve(args) => {
+            let config = args.validate().map_err(anyhow::Error::msg)?;
+            let runtime = tokio::runtime::Runtime::new()?;
+            runtime.block_on(async {
+                let app = server::App::start(config.clone()).await?;
+                let listener = tokio::net::TcpListener::bind(config.addr)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.addr))?;
+                tracing::info!(addr = %listener.local_addr()?, "listening");
+                app.run(listener, server::shutdown_signal()).await
+            })
+        }
+        Command::Export {
+            checkpoint,
+            output,
+            unfused,
+        } => commands::export(&checkpoint, &output, unfused),
+        Command::Inspect { checkpoint, variant } => {
+            let inspection = commands::inspect(checkpoint.as_deref(), variant.as_deref())?;
+            println!("{}", serde_json::to_string_pretty(&inspection)?);
+            Ok(())
+        }
+        Command::Init {
+            variant,
+            output,
+            seed,
+            num_classes,
+        } => commands::init(&variant, &output, seed, num_classes),
+    }
+}
+
+/// Logs to stderr: plain or JSON lines; level from `RUST_LOG` (default `info`).
+fn init_tracing(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Plain => builder.init(),
+        LogFormat::Json => builder.json().with_current_span(true).init(),
+    }
+}

@@ -2,8 +2,10 @@
 
 mod engine;
 pub mod runtime;
+mod worker;
 
 pub use engine::{Engine, EngineConfig};
+pub use worker::{Batch, InputShape, Job, Prediction, Workers};
 
 /// Failures of the inference layer. `Clone`, because one failed batch fails every request in it.
 #[derive(Clone, Debug, thiserror::Error)]

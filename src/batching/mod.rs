@@ -1,0 +1,144 @@
+//! Dynamic batching: handlers submit preprocessed images; a driver task cuts batches from the
+//! [`queue::Queue`] whenever a session can take one, normalises the images straight into the
+//! batch tensor, and hands the batch to the inference threads.
+//!
+//! ```text
+//! handler --submit--> Mutex<Queue> --driver task (permit: a free session)--> crossbeam channel
+//!                                                                      --> inference threads
+//! ```
+//!
+//! Permits: `sessions + 1`, so one batch is prepared while the others run and whatever queued
+//! during a run forms the next batch. A full queue refuses at once (503).
+
+pub mod queue;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use tokio::sync::{Notify, Semaphore};
+
+use crate::inference::{Batch, InputShape, Job};
+use crate::metrics::Metrics;
+use crate::preprocess::normalize::normalize_into;
+use queue::{Pending, Poll, Queue, QueueConfig};
+
+impl Pending for Job {
+    fn enqueued(&self) -> Instant {
+        self.enqueued
+    }
+    fn deadline(&self) -> Instant {
+        self.deadline
+    }
+    fn is_abandoned(&self) -> bool {
+        Job::is_abandoned(self)
+    }
+}
+
+/// The queue is full: answer 503.
+#[derive(Debug)]
+pub struct QueueFull;
+
+/// Cheap handle handlers use to submit jobs. Closing it (on shutdown, after the HTTP server
+/// has drained) lets the driver finish the queue and stop.
+#[derive(Clone, Debug)]
+pub struct Batcher {
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    /// Jobs waiting for a batch. Held only for push / poll, never across an await.
+    queue: Mutex<Queue<Job>>,
+    /// Wakes the driver when a job arrives or the batcher closes.
+    wake: Notify,
+    closed: AtomicBool,
+    metrics: Arc<Metrics>,
+}
+
+impl Batcher {
+    /// Starts the driver task. Batches go to `batches`; `sessions` inference threads read it.
+    pub fn start(
+        config: QueueConfig,
+        sessions: usize,
+        shape: InputShape,
+        batches: crossbeam_channel::Sender<Batch>,
+        metrics: Arc<Metrics>,
+    ) -> (Self, tokio::task::JoinHandle<()>) {
+        let shared = Arc::new(Shared {
+            queue: Mutex::new(Queue::new(config)),
+            wake: Notify::new(),
+            closed: AtomicBool::new(false),
+            metrics,
+        });
+        let permits = Arc::new(Semaphore::new(sessions + 1));
+        let driver = tokio::spawn(drive(shared.clone(), permits, shape, batches));
+        (Self { shared }, driver)
+    }
+
+    /// Queues a job, or refuses it when the queue is full.
+    pub fn submit(&self, job: Job) -> Result<(), QueueFull> {
+        let mut queue = self.shared.queue.lock().unwrap_or_else(|p| p.into_inner());
+        queue.push(job).map_err(|_| QueueFull)?;
+        self.shared.metrics.set_queue_depth(queue.len());
+        drop(queue);
+        self.shared.wake.notify_one();
+        Ok(())
+    }
+
+    /// No more jobs will come: the driver sends what is queued and stops.
+    pub fn close(&self) {
+        self.shared.closed.store(true, Ordering::SeqCst);
+        self.shared.wake.notify_one();
+    }
+}
+
+async fn drive(
+    shared: Arc<Shared>,
+    permits: Arc<Semaphore>,
+    shape: InputShape,
+    batches: crossbeam_channel::Sender<Batch>,
+) {
+    loop {
+        let Ok(permit) = permits.clone().acquire_owned().await else {
+            return;
+        };
+        let jobs = loop {
+            let (poll, removed) = {
+                let mut queue = shared.queue.lock().unwrap_or_else(|p| p.into_inner());
+                let result = queue.poll(Instant::now());
+                shared.metrics.set_queue_depth(queue.len());
+                result
+            };
+            if removed != Default::default() {
+                tracing::debug!(?removed, "dropped queued jobs that were abandoned or past their deadline");
+            }
+            match poll {
+                Poll::Ready(jobs) => break jobs,
+                Poll::WaitUntil(at) => {
+                    tokio::select! {
+                        () = shared.wake.notified() => {}
+                        () = tokio::time::sleep_until(at.into()) => {}
+                    }
+                }
+                Poll::Idle if shared.closed.load(Ordering::SeqCst) => return,
+                Poll::Idle => shared.wake.notified().await,
+            }
+        };
+        let slot = shape.slot_len();
+        let mut tensor = vec![0f32; jobs.len() * slot];
+        for (job, out) in jobs.iter().zip(tensor.chunks_exact_mut(slot)) {
+            normalize_into(&job.crop, out);
+        }
+        let batch = Batch {
+            jobs,
+            tensor,
+            cut_at: Instant::now(),
+            permit,
+        };
+        if batches.send(batch).is_err() {
+            tracing::error!("inference threads are gone; batcher stops");
+            return;
+        }
+    }
+}

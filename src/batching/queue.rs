@@ -1,0 +1,220 @@
+//! The batching queue as a pure state machine (no tasks, no clocks of its own): entries go in
+//! with their arrival time; `poll(now)` says whether a batch leaves now or when to look again.
+//!
+//! Rules: a full batch (`max_batch` entries) leaves at once; otherwise the oldest entry starts
+//! the timer and a partial batch leaves `max_delay` after it arrived. Entries whose client has
+//! gone or whose deadline has passed are removed, never batched. A full queue refuses entries.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+/// What the queue needs to know about an entry.
+pub trait Pending {
+    fn enqueued(&self) -> Instant;
+    fn deadline(&self) -> Instant;
+    /// The client stopped waiting.
+    fn is_abandoned(&self) -> bool;
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct QueueConfig {
+    pub max_batch: usize,
+    pub max_delay: Duration,
+    pub capacity: usize,
+}
+
+/// What [`Queue::poll`] decided.
+#[derive(Debug, PartialEq)]
+pub enum Poll<T> {
+    /// Send these now.
+    Ready(Vec<T>),
+    /// Nothing yet; poll again at this instant (or when an entry arrives).
+    WaitUntil(Instant),
+    /// The queue is empty.
+    Idle,
+}
+
+/// Entries removed by a poll without being batched.
+#[derive(Debug, Default, PartialEq, Eq, Clone, Copy)]
+pub struct Removed {
+    pub abandoned: usize,
+    pub expired: usize,
+}
+
+#[derive(Debug)]
+pub struct Queue<T> {
+    entries: VecDeque<T>,
+    config: QueueConfig,
+}
+
+impl<T: Pending> Queue<T> {
+    pub fn new(config: QueueConfig) -> Self {
+        Self {
+            entries: VecDeque::with_capacity(config.capacity),
+            config,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Adds an entry, or gives it back when the queue is full.
+    pub fn push(&mut self, entry: T) -> Result<(), T> {
+        if self.entries.len() >= self.config.capacity {
+            return Err(entry);
+        }
+        self.entries.push_back(entry);
+        Ok(())
+    }
+
+    /// Removes dead entries, then cuts a batch if one is due.
+    pub fn poll(&mut self, now: Instant) -> (Poll<T>, Removed) {
+        let mut removed = Removed::default();
+        self.entries.retain(|e| {
+            if e.is_abandoned() {
+                removed.abandoned += 1;
+                false
+            } else if e.deadline() <= now {
+                removed.expired += 1;
+                false
+            } else {
+                true
+            }
+        });
+        let Some(oldest) = self.entries.front() else {
+            return (Poll::Idle, removed);
+        };
+        let due = oldest.enqueued() + self.config.max_delay;
+        let poll = if self.entries.len() >= self.config.max_batch || due <= now {
+            let n = self.entries.len().min(self.config.max_batch);
+            Poll::Ready(self.entries.drain(..n).collect())
+        } else {
+            Poll::WaitUntil(due)
+        };
+        (poll, removed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    #[derive(Debug, Clone)]
+    struct E {
+        id: u32,
+        at: Instant,
+        deadline: Instant,
+        gone: Arc<AtomicBool>,
+    }
+
+    impl PartialEq for E {
+        fn eq(&self, other: &Self) -> bool {
+            self.id == other.id
+        }
+    }
+
+    impl Pending for E {
+        fn enqueued(&self) -> Instant {
+            self.at
+        }
+        fn deadline(&self) -> Instant {
+            self.deadline
+        }
+        fn is_abandoned(&self) -> bool {
+            self.gone.load(Ordering::Relaxed)
+        }
+    }
+
+    fn entry(id: u32, at: Instant) -> E {
+        E {
+            id,
+            at,
+            deadline: at + Duration::from_secs(10),
+            gone: Arc::default(),
+        }
+    }
+
+    fn queue(max_batch: usize, capacity: usize) -> Queue<E> {
+        Queue::new(QueueConfig {
+            max_batch,
+            max_delay: Duration::from_millis(5),
+            capacity,
+        })
+    }
+
+    fn ids(poll: Poll<E>) -> Vec<u32> {
+        match poll {
+            Poll::Ready(batch) => batch.iter().map(|e| e.id).collect(),
+            other => panic!("expected a batch, got {other:?}"),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn first_entry_starts_the_timer() {
+        let mut q = queue(4, 16);
+        let t0 = tokio::time::Instant::now().into_std();
+        assert_eq!(q.poll(t0).0, Poll::Idle);
+        q.push(entry(1, t0)).expect("room");
+        tokio::time::advance(Duration::from_millis(3)).await;
+        let t3 = tokio::time::Instant::now().into_std();
+        q.push(entry(2, t3)).expect("room");
+        // Due 5 ms after the *first* entry, not the second.
+        assert_eq!(q.poll(t3).0, Poll::WaitUntil(t0 + Duration::from_millis(5)));
+        tokio::time::advance(Duration::from_millis(2)).await;
+        let t5 = tokio::time::Instant::now().into_std();
+        assert_eq!(ids(q.poll(t5).0), [1, 2]);
+        assert!(q.is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_full_batch_leaves_early_and_the_rest_waits() {
+        let mut q = queue(3, 16);
+        let t0 = tokio::time::Instant::now().into_std();
+        for id in 1..=4 {
+            q.push(entry(id, t0)).expect("room");
+        }
+        assert_eq!(ids(q.poll(t0).0), [1, 2, 3]);
+        assert_eq!(q.poll(t0).0, Poll::WaitUntil(t0 + Duration::from_millis(5)));
+        tokio::time::advance(Duration::from_millis(5)).await;
+        assert_eq!(ids(q.poll(tokio::time::Instant::now().into_std()).0), [4]);
+    }
+
+    #[test]
+    fn abandoned_and_expired_entries_are_skipped() {
+        let mut q = queue(8, 16);
+        let t0 = Instant::now();
+        let gone = entry(1, t0);
+        gone.gone.store(true, Ordering::Relaxed);
+        let mut late = entry(2, t0);
+        late.deadline = t0 + Duration::from_millis(1);
+        for e in [gone, late, entry(3, t0)] {
+            q.push(e).expect("room");
+        }
+        let (poll, removed) = q.poll(t0 + Duration::from_millis(6));
+        assert_eq!(ids(poll), [3]);
+        assert_eq!(
+            removed,
+            Removed {
+                abandoned: 1,
+                expired: 1
+            }
+        );
+    }
+
+    #[test]
+    fn a_full_queue_refuses_entries() {
+        let mut q = queue(8, 2);
+        let t0 = Instant::now();
+        q.push(entry(1, t0)).expect("room");
+        q.push(entry(2, t0)).expect("room");
+        assert_eq!(q.push(entry(3, t0)).map_err(|e| e.id), Err(3));
+        assert_eq!(q.len(), 2);
+    }
+}

@@ -1,0 +1,152 @@
+//! Request bodies -> the images they carry: a raw image, `multipart/form-data` parts, or JSON
+//! with base64 (`{"image": ...}` / `{"images": [...]}`).
+
+use axum::body::{Body, Bytes};
+use axum::extract::{FromRequest, Multipart, Request};
+use axum::http::{header, HeaderMap};
+use base64::Engine as _;
+use serde::Deserialize;
+
+use super::error::ApiError;
+
+/// One image of a request, with the name the client gave it (multipart part name or file
+/// name), if any.
+#[derive(Debug)]
+pub struct ImageInput {
+    pub name: Option<String>,
+    pub bytes: Bytes,
+}
+
+/// Content types accepted as a raw image body (the format itself is sniffed from the bytes).
+const RAW_TYPES: &[&str] = &[
+    "image/jpeg",
+    "image/jpg",
+    "image/pjpeg",
+    "image/png",
+    "image/webp",
+    "image/gif",
+    "image/bmp",
+    "image/x-ms-bmp",
+    "image/tiff",
+    "application/octet-stream",
+];
+
+/// JSON body: one base64 image or several.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JsonImages {
+    /// One image, base64 (standard alphabet; a `data:` URL prefix is accepted).
+    pub image: Option<String>,
+    /// Several images, base64, answered in order.
+    pub images: Option<Vec<String>>,
+}
+
+/// Reads the body (at most `limit` bytes) and splits it into images.
+pub async fn read_images(request: Request, limit: usize) -> Result<Vec<ImageInput>, ApiError> {
+    let (parts, body) = request.into_parts();
+    let content_type = media_type(&parts.headers);
+    if let Some(length) = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
+    {
+        if length > limit {
+            return Err(ApiError::PayloadTooLarge { limit });
+        }
+    }
+    let bytes = axum::body::to_bytes(body, limit).await.map_err(|e| {
+        let too_large = std::error::Error::source(&e)
+            .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+        if too_large {
+            ApiError::PayloadTooLarge { limit }
+        } else {
+            ApiError::BadRequest(format!("cannot read the request body: {e}"))
+        }
+    })?;
+    let images = match content_type.as_deref() {
+        Some("multipart/form-data") => {
+            let request = Request::from_parts(parts, Body::from(bytes));
+            multipart(request).await?
+        }
+        Some("application/json") => json(&bytes)?,
+        None => vec![raw(bytes)?],
+        Some(t) if RAW_TYPES.contains(&t) => vec![raw(bytes)?],
+        Some(other) => return Err(ApiError::UnsupportedMediaType(other.to_owned())),
+    };
+    if images.is_empty() {
+        return Err(ApiError::BadRequest("the request holds no images".into()));
+    }
+    Ok(images)
+}
+
+/// The media type without parameters, lower-cased.
+fn media_type(headers: &HeaderMap) -> Option<String> {
+    let value = headers.get(header::CONTENT_TYPE)?.to_str().ok()?;
+    Some(value.split(';').next()?.trim().to_ascii_lowercase())
+}
+
+fn raw(bytes: Bytes) -> Result<ImageInput, ApiError> {
+    if bytes.is_empty() {
+        return Err(ApiError::EmptyBody);
+    }
+    Ok(ImageInput { name: None, bytes })
+}
+
+async fn multipart(request: Request) -> Result<Vec<ImageInput>, ApiError> {
+    let malformed = |e: axum::extract::multipart::MultipartError| {
+        ApiError::BadRequest(format!("malformed multipart body: {}", e.body_text()))
+    };
+    let mut form = Multipart::from_request(request, &())
+        .await
+        .map_err(|e| ApiError::BadRequest(format!("malformed multipart request: {}", e.body_text())))?;
+    let mut images = Vec::new();
+    while let Some(field) = form.next_field().await.map_err(malformed)? {
+        let name = field
+            .name()
+            .map(str::to_owned)
+            .or_else(|| field.file_name().map(str::to_owned));
+        let bytes = field.bytes().await.map_err(malformed)?;
+        if bytes.is_empty() {
+            return Err(ApiError::BadRequest(format!(
+                "multipart part {} is empty",
+                name.as_deref().unwrap_or("(unnamed)")
+            )));
+        }
+        images.push(ImageInput { name, bytes });
+    }
+    Ok(images)
+}
+
+fn json(bytes: &[u8]) -> Result<Vec<ImageInput>, ApiError> {
+    let body: JsonImages = serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))?;
+    let encoded: Vec<String> = match (body.image, body.images) {
+        (Some(one), None) => vec![one],
+        (None, Some(many)) => many,
+        _ => {
+            return Err(ApiError::BadRequest(
+                "JSON body needs exactly one of \"image\" or \"images\"".into(),
+            ))
+        }
+    };
+    encoded
+        .iter()
+        .enumerate()
+        .map(|(i, text)| {
+            let data = text
+                .strip_prefix("data:")
+                .and_then(|rest| rest.split_once(";base64,").map(|(_, d)| d))
+                .unwrap_or(text);
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(data.trim())
+                .map_err(|e| ApiError::BadRequest(format!("image {i}: invalid base64: {e}")))?;
+            if bytes.is_empty() {
+                return Err(ApiError::BadRequest(format!("image {i} is empty")));
+            }
+            Ok(ImageInput {
+                name: None,
+                bytes: bytes.into(),
+            })
+        })
+        .collect()
+}

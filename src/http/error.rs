@@ -1,0 +1,137 @@
+//! `ApiError`: every failure a client can see, mapped to a status and the one JSON shape
+//! `{"error": "...", "error_type": "..."}` here and nowhere else.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Serialize;
+
+use crate::inference::InferenceError;
+use crate::metrics::Outcome;
+use crate::preprocess::pool::PoolError;
+use crate::preprocess::PreprocessError;
+
+/// Seconds a client is told to wait after a 503.
+const RETRY_AFTER_SECONDS: &str = "1";
+
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("request body is empty: send an image")]
+    EmptyBody,
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    Undecodable(String),
+    #[error("unsupported content type {0}: send an image (JPEG, PNG, WebP, GIF, BMP, TIFF), multipart/form-data or JSON with base64")]
+    UnsupportedMediaType(String),
+    #[error("{0}")]
+    UnsupportedImageFormat(String),
+    #[error("request body is larger than the limit of {limit} bytes")]
+    PayloadTooLarge { limit: usize },
+    #[error("{0}")]
+    TooManyPixels(String),
+    #[error("the queue is full; retry shortly")]
+    QueueFull,
+    #[error("the model is not ready (starting up or shutting down)")]
+    NotReady,
+    #[error("the request deadline passed before the image was classified")]
+    DeadlineExceeded,
+    #[error("inference failed: {0}")]
+    Inference(String),
+    #[error("no route for this path")]
+    NotFound,
+}
+
+/// The JSON every error answers with.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    pub error: String,
+    pub error_type: &'static str,
+}
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::EmptyBody | Self::BadRequest(_) | Self::Undecodable(_) => StatusCode::BAD_REQUEST,
+            Self::UnsupportedMediaType(_) | Self::UnsupportedImageFormat(_) => {
+                StatusCode::UNSUPPORTED_MEDIA_TYPE
+            }
+            Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::TooManyPixels(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::QueueFull | Self::NotReady => StatusCode::SERVICE_UNAVAILABLE,
+            Self::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
+            Self::Inference(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::NotFound => StatusCode::NOT_FOUND,
+        }
+    }
+
+    pub fn error_type(&self) -> &'static str {
+        match self {
+            Self::EmptyBody => "empty_body",
+            Self::BadRequest(_) => "bad_request",
+            Self::Undecodable(_) => "undecodable_image",
+            Self::UnsupportedMediaType(_) => "unsupported_media_type",
+            Self::UnsupportedImageFormat(_) => "unsupported_image_format",
+            Self::PayloadTooLarge { .. } => "payload_too_large",
+            Self::TooManyPixels(_) => "too_many_pixels",
+            Self::QueueFull => "queue_full",
+            Self::NotReady => "not_ready",
+            Self::DeadlineExceeded => "deadline_exceeded",
+            Self::Inference(_) => "inference_failed",
+            Self::NotFound => "not_found",
+        }
+    }
+
+    /// How an image that ended in this error is counted.
+    pub fn outcome(&self) -> Outcome {
+        match self {
+            Self::DeadlineExceeded => Outcome::Expired,
+            Self::Inference(_) => Outcome::Failed,
+            _ => Outcome::Rejected,
+        }
+    }
+
+    pub fn body(&self) -> ErrorBody {
+        ErrorBody {
+            error: self.to_string(),
+            error_type: self.error_type(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut response = (self.status(), Json(self.body())).into_response();
+        if self.status() == StatusCode::SERVICE_UNAVAILABLE {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECONDS));
+        }
+        response
+    }
+}
+
+impl From<PreprocessError> for ApiError {
+    fn from(e: PreprocessError) -> Self {
+        match e {
+            PreprocessError::Undecodable(_) => Self::Undecodable(e.to_string()),
+            PreprocessError::UnsupportedFormat(_) => Self::UnsupportedImageFormat(e.to_string()),
+            PreprocessError::TooManyPixels { .. } => Self::TooManyPixels(e.to_string()),
+        }
+    }
+}
+
+impl From<PoolError> for ApiError {
+    fn from(e: PoolError) -> Self {
+        match e {
+            PoolError::Busy => Self::QueueFull,
+            PoolError::Image(e) => e.into(),
+        }
+    }
+}
+
+impl From<InferenceError> for ApiError {
+    fn from(e: InferenceError) -> Self {
+        Self::Inference(e.to_string())
+    }
+}

@@ -1,0 +1,55 @@
+//! Health, model metadata, metrics and stats endpoints.
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::Json;
+
+use super::dto::{Health, ModelsResponse};
+use super::error::{ApiError, ErrorBody};
+use super::AppState;
+use crate::metrics::StatsReport;
+
+/// Liveness: the process answers. Always cheap, never touches the model.
+#[utoipa::path(get, path = "/healthz", responses((status = 200, body = Health)), tag = "health")]
+pub async fn healthz() -> Json<Health> {
+    Json(Health { status: "alive" })
+}
+
+/// Readiness: 200 once the model is loaded, fused and warmed up at the largest batch; 503
+/// before that and from the moment shutdown starts.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    responses((status = 200, body = Health), (status = 503, body = ErrorBody)),
+    tag = "health"
+)]
+pub async fn readyz(State(state): State<AppState>) -> Result<Json<Health>, ApiError> {
+    if state.readiness.is_ready() {
+        Ok(Json(Health { status: "ready" }))
+    } else {
+        Err(ApiError::NotReady)
+    }
+}
+
+/// The served model: variant, classes, input size, checkpoint hash, demo flag, batching.
+#[utoipa::path(get, path = "/v1/models", responses((status = 200, body = ModelsResponse)), tag = "models")]
+pub async fn models(State(state): State<AppState>) -> Json<ModelsResponse> {
+    Json(state.model.details())
+}
+
+/// Prometheus text exposition.
+#[utoipa::path(get, path = "/metrics", responses((status = 200, content_type = "text/plain", body = String)), tag = "observability")]
+pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        state.metrics.render(),
+    )
+}
+
+/// Throughput and latency percentiles over the last 10 s and 60 s, for people.
+#[utoipa::path(get, path = "/stats", responses((status = 200, body = StatsReport)), tag = "observability")]
+pub async fn stats(State(state): State<AppState>) -> Json<StatsReport> {
+    Json(state.metrics.stats())
+}

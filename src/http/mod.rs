@@ -1,0 +1,118 @@
+//! The HTTP surface: routes, shared state, the error mapping and the OpenAPI document.
+//!
+//! `router(state)` builds the app without a socket (tests use it with `oneshot` or bind
+//! `127.0.0.1:0`); `crate::server` binds it and runs it with graceful shutdown.
+
+mod body;
+mod classify;
+mod dto;
+mod error;
+mod health;
+mod observe;
+pub mod openapi;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use axum::Router;
+
+pub use dto::{BatchingDetails, InputDetails, ModelDetails, ModelsResponse};
+pub use error::ApiError;
+
+use crate::batching::Batcher;
+use crate::metrics::Metrics;
+use crate::model::ModelInfo;
+use crate::preprocess::pool::PreprocessPool;
+
+/// Handles shared by every handler; cloning is cheap.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    pub model: Arc<ServedModel>,
+    pub pool: Arc<PreprocessPool>,
+    pub batcher: Batcher,
+    pub metrics: Arc<Metrics>,
+    pub readiness: Readiness,
+    pub limits: Limits,
+}
+
+/// The model as the HTTP layer describes it.
+#[derive(Debug)]
+pub struct ServedModel {
+    pub info: ModelInfo,
+    pub labels: Vec<String>,
+    pub input: InputDetails,
+    pub batching: BatchingDetails,
+}
+
+impl ServedModel {
+    fn details(&self) -> ModelsResponse {
+        let info = &self.info;
+        ModelsResponse {
+            models: vec![ModelDetails {
+                variant: info.variant.clone(),
+                num_classes: info.num_classes,
+                demo: info.demo,
+                fused: info.fused,
+                checkpoint_sha256: info.checkpoint_sha256.clone(),
+                source: info.source.clone(),
+                dialect: info.dialect,
+                form: info.form,
+                input: self.input,
+                batching: self.batching.clone(),
+            }],
+        }
+    }
+}
+
+/// Request limits the handlers enforce.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    pub request_timeout: Duration,
+    pub max_body_bytes: usize,
+}
+
+/// The readiness latch: set after warm-up, cleared when shutdown starts. Mirrors itself into
+/// the `repvgg_ready` gauge.
+#[derive(Clone, Debug)]
+pub struct Readiness {
+    ready: Arc<AtomicBool>,
+    metrics: Arc<Metrics>,
+}
+
+impl Readiness {
+    pub fn new(metrics: Arc<Metrics>) -> Self {
+        metrics.set_ready(false);
+        Self {
+            ready: Arc::new(AtomicBool::new(false)),
+            metrics,
+        }
+    }
+
+    pub fn set(&self, ready: bool) {
+        self.ready.store(ready, Ordering::SeqCst);
+        self.metrics.set_ready(ready);
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::SeqCst)
+    }
+}
+
+/// All routes, with the body limit and the observability middleware.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/classify", post(classify::classify))
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/v1/models", get(health::models))
+        .route("/metrics", get(health::metrics))
+        .route("/stats", get(health::stats))
+        .route("/openapi.json", get(openapi::openapi_json))
+        .fallback(|| async { ApiError::NotFound })
+        .layer(axum::middleware::from_fn_with_state(state.clone(), observe::observe))
+        .layer(DefaultBodyLimit::max(state.limits.max_body_bytes))
+        .with_state(state)
+}

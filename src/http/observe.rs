@@ -1,0 +1,76 @@
+//! Per-request observability middleware: request id (propagated or generated), one span per
+//! request, the in-flight gauge, request counters and durations by route, and one log line per
+//! request at info with status and stage timings.
+
+use std::time::Instant;
+
+use axum::extract::{Request, State};
+use axum::http::HeaderValue;
+use axum::middleware::Next;
+use axum::response::Response;
+use tracing::Instrument;
+
+use super::AppState;
+
+pub const REQUEST_ID: &str = "x-request-id";
+
+/// Routes the service knows, as metric labels; anything else is `other` (bounded labels).
+const ROUTES: &[&str] = &[
+    "/classify",
+    "/healthz",
+    "/readyz",
+    "/v1/models",
+    "/metrics",
+    "/stats",
+    "/openapi.json",
+];
+
+fn route_label(path: &str) -> &'static str {
+    ROUTES.iter().copied().find(|r| *r == path).unwrap_or("other")
+}
+
+pub async fn observe(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let id = request
+        .headers()
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128)
+        .map(str::to_owned)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let id_header = HeaderValue::from_str(&id).unwrap_or_else(|_| HeaderValue::from_static("invalid"));
+    request.headers_mut().insert(REQUEST_ID, id_header.clone());
+    let route = route_label(request.uri().path());
+    let method = request.method().clone();
+    let span = tracing::info_span!("request", id = %id, %method, route);
+
+    state.metrics.inflight(1.0);
+    let mut response = next.run(request).instrument(span.clone()).await;
+    state.metrics.inflight(-1.0);
+
+    let elapsed = started.elapsed();
+    let status = response.status().as_u16();
+    state.metrics.request_done(route, status, elapsed);
+    response.headers_mut().insert(REQUEST_ID, id_header);
+    let header = |name: &str| {
+        response
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("-")
+            .to_owned()
+    };
+    if route != "/healthz" && route != "/metrics" && route != "/readyz" {
+        span.in_scope(|| {
+            tracing::info!(
+                status,
+                total_ms = elapsed.as_secs_f64() * 1e3,
+                queue_ms = %header("x-queue-time-ms"),
+                preprocess_ms = %header("x-preprocess-time-ms"),
+                inference_ms = %header("x-inference-time-ms"),
+                "request done"
+            );
+        });
+    }
+    response
+}

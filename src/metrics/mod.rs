@@ -1,0 +1,234 @@
+//! Metrics: Prometheus series (names and buckets defined here, in one place) and the rolling
+//! windows behind `GET /stats`.
+//!
+//! Each [`Metrics`] owns its own recorder (nothing global), so several servers in one process
+//! (tests) do not mix their counts. Histogram buckets are per metric, chosen from measured
+//! latencies on 2-core machines (docs/observability.md):
+//! preprocessing a photo takes 1-40 ms, a batch of 8 A0 images about 100 ms, queue waits
+//! range from 0 to the request deadline.
+
+mod stats;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use metrics::{Counter, Gauge, Histogram, Key, KeyName, Label, Level, Metadata, Recorder, Unit};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
+
+pub use stats::{StageTimings, StatsReport};
+
+/// Metric names.
+pub mod names {
+    pub const REQUESTS_TOTAL: &str = "repvgg_requests_total";
+    pub const REQUEST_DURATION: &str = "repvgg_request_duration_seconds";
+    pub const IMAGES_TOTAL: &str = "repvgg_images_total";
+    pub const BATCHES_TOTAL: &str = "repvgg_batches_total";
+    pub const QUEUE_WAIT: &str = "repvgg_queue_wait_seconds";
+    pub const PREPROCESS_DURATION: &str = "repvgg_preprocess_duration_seconds";
+    pub const INFERENCE_DURATION: &str = "repvgg_inference_duration_seconds";
+    pub const BATCH_SIZE: &str = "repvgg_batch_size";
+    pub const QUEUE_DEPTH: &str = "repvgg_queue_depth";
+    pub const INFLIGHT_REQUESTS: &str = "repvgg_inflight_requests";
+    pub const READY: &str = "repvgg_ready";
+    pub const MODEL_INFO: &str = "repvgg_model_info";
+}
+
+/// Histogram buckets, per metric (seconds, or images for the batch size).
+const REQUEST_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0, 10.0, 30.0,
+];
+const QUEUE_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+const PREPROCESS_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.002, 0.004, 0.008, 0.015, 0.03, 0.06, 0.12, 0.25, 0.5, 1.0,
+];
+const INFERENCE_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.125, 0.15, 0.2, 0.3, 0.5, 1.0, 2.0,
+];
+const BATCH_SIZE_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0];
+
+/// What finally happened to one image.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Classified and answered.
+    Ok,
+    /// Refused: bad input (4xx) or queue full (503).
+    Rejected,
+    /// Inference failed (500).
+    Failed,
+    /// Deadline passed before it was computed (504).
+    Expired,
+    /// The client went away first.
+    Cancelled,
+}
+
+impl Outcome {
+    fn label(self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::Rejected => "rejected",
+            Self::Failed => "failed",
+            Self::Expired => "expired",
+            Self::Cancelled => "cancelled",
+        }
+    }
+}
+
+static METADATA: Metadata<'static> = Metadata::new(module_path!(), Level::INFO, Some(module_path!()));
+
+/// The service's metrics. Cheap to share (`Arc`), safe from any thread.
+pub struct Metrics {
+    recorder: PrometheusRecorder,
+    handle: PrometheusHandle,
+    process: metrics_process::Collector,
+    batches: Counter,
+    batch_size: Histogram,
+    inference: Histogram,
+    queue_wait: Histogram,
+    preprocess: Histogram,
+    queue_depth: Gauge,
+    inflight: Gauge,
+    ready: Gauge,
+    windows: stats::Windows,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        use names::*;
+        let mut builder = PrometheusBuilder::new();
+        for (name, buckets) in [
+            (REQUEST_DURATION, REQUEST_BUCKETS),
+            (QUEUE_WAIT, QUEUE_BUCKETS),
+            (PREPROCESS_DURATION, PREPROCESS_BUCKETS),
+            (INFERENCE_DURATION, INFERENCE_BUCKETS),
+            (BATCH_SIZE, BATCH_SIZE_BUCKETS),
+        ] {
+            builder = builder
+                .set_buckets_for_metric(Matcher::Full(name.into()), buckets)
+                .expect("non-empty buckets");
+        }
+        let recorder = builder.build_recorder();
+        let handle = recorder.handle();
+        let describe = |name: &'static str, unit: Option<Unit>, help: &'static str| {
+            recorder.describe_counter(KeyName::from_const_str(name), unit, help.into());
+        };
+        describe(REQUESTS_TOTAL, None, "HTTP requests by matched route and status");
+        describe(REQUEST_DURATION, Some(Unit::Seconds), "HTTP request duration by route");
+        describe(IMAGES_TOTAL, None, "Images by outcome (ok, rejected, failed, expired, cancelled)");
+        describe(BATCHES_TOTAL, None, "Batches run by ONNX Runtime");
+        describe(QUEUE_WAIT, Some(Unit::Seconds), "Time an image waited for its batch");
+        describe(PREPROCESS_DURATION, Some(Unit::Seconds), "Decode + resize + crop per image");
+        describe(INFERENCE_DURATION, Some(Unit::Seconds), "ONNX Runtime run time per batch");
+        describe(BATCH_SIZE, None, "Images per batch");
+        describe(QUEUE_DEPTH, None, "Images waiting for a batch");
+        describe(INFLIGHT_REQUESTS, None, "HTTP requests being handled");
+        describe(READY, None, "1 when the model is loaded, warmed up and not shutting down");
+        describe(MODEL_INFO, None, "The served model (value is always 1)");
+        let process = metrics_process::Collector::default();
+        metrics::with_local_recorder(&recorder, || process.describe());
+        let key = |name: &'static str| Key::from_static_name(name);
+        Self {
+            batches: recorder.register_counter(&key(BATCHES_TOTAL), &METADATA),
+            batch_size: recorder.register_histogram(&key(BATCH_SIZE), &METADATA),
+            inference: recorder.register_histogram(&key(INFERENCE_DURATION), &METADATA),
+            queue_wait: recorder.register_histogram(&key(QUEUE_WAIT), &METADATA),
+            preprocess: recorder.register_histogram(&key(PREPROCESS_DURATION), &METADATA),
+            queue_depth: recorder.register_gauge(&key(QUEUE_DEPTH), &METADATA),
+            inflight: recorder.register_gauge(&key(INFLIGHT_REQUESTS), &METADATA),
+            ready: recorder.register_gauge(&key(READY), &METADATA),
+            windows: stats::Windows::new(),
+            process,
+            handle,
+            recorder,
+        }
+    }
+
+    /// The Prometheus text exposition, with process metrics refreshed.
+    pub fn render(&self) -> String {
+        metrics::with_local_recorder(&self.recorder, || self.process.collect());
+        self.handle.run_upkeep();
+        self.handle.render()
+    }
+
+    pub fn request_done(&self, route: &str, status: u16, elapsed: Duration) {
+        let labels = vec![Label::new("route", route.to_owned()), Label::new("status", status.to_string())];
+        self.recorder
+            .register_counter(&Key::from_parts(names::REQUESTS_TOTAL, labels), &METADATA)
+            .increment(1);
+        let route = vec![Label::new("route", route.to_owned())];
+        self.recorder
+            .register_histogram(&Key::from_parts(names::REQUEST_DURATION, route), &METADATA)
+            .record(elapsed.as_secs_f64());
+        self.windows.request();
+    }
+
+    pub fn image_outcome(&self, outcome: Outcome) {
+        let labels = vec![Label::new("outcome", outcome.label())];
+        self.recorder
+            .register_counter(&Key::from_parts(names::IMAGES_TOTAL, labels), &METADATA)
+            .increment(1);
+    }
+
+    /// An image answered successfully, with its stage timings.
+    pub fn image_timings(&self, timings: StageTimings) {
+        self.queue_wait.record(timings.queue.as_secs_f64());
+        self.windows.image(timings);
+    }
+
+    pub fn preprocessed(&self, elapsed: Duration) {
+        self.preprocess.record(elapsed.as_secs_f64());
+    }
+
+    pub fn batch_done(&self, size: usize, inference: Duration) {
+        self.batches.increment(1);
+        self.batch_size.record(size as f64);
+        self.inference.record(inference.as_secs_f64());
+        self.windows.batch(size);
+    }
+
+    pub fn set_queue_depth(&self, depth: usize) {
+        self.queue_depth.set(depth as f64);
+        self.windows.set_queue_depth(depth);
+    }
+
+    pub fn inflight(&self, delta: f64) {
+        self.inflight.increment(delta);
+    }
+
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.set(if ready { 1.0 } else { 0.0 });
+    }
+
+    pub fn set_model_info(&self, variant: &str, classes: usize, sha256: &str, fused: bool) {
+        let labels = vec![
+            Label::new("variant", variant.to_owned()),
+            Label::new("classes", classes.to_string()),
+            Label::new("checkpoint_sha256", sha256.to_owned()),
+            Label::new("fused", fused.to_string()),
+        ];
+        self.recorder
+            .register_gauge(&Key::from_parts(names::MODEL_INFO, labels), &METADATA)
+            .set(1.0);
+    }
+
+    /// `GET /stats`.
+    pub fn stats(&self) -> StatsReport {
+        self.windows.report()
+    }
+}
+
+/// Shared handle type.
+pub type SharedMetrics = Arc<Metrics>;

@@ -1,0 +1,225 @@
+//! Start-up and shutdown: model -> sessions (warmed up) -> inference threads -> batcher ->
+//! preprocessing pool -> HTTP; and the reverse, in order, on SIGTERM/SIGINT.
+
+use std::future::{Future, IntoFuture};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+
+use crate::batching::queue::QueueConfig;
+use crate::batching::Batcher;
+use crate::config::ServeConfig;
+use crate::http::{self, AppState, BatchingDetails, InputDetails, Limits, Readiness, ServedModel};
+use crate::inference::{Engine, EngineConfig, InputShape, Workers};
+use crate::metrics::Metrics;
+use crate::model;
+use crate::preprocess::pool::PreprocessPool;
+use crate::preprocess::PreprocessConfig;
+
+/// A loaded, warmed-up service, not yet listening.
+#[derive(Debug)]
+pub struct App {
+    pub state: AppState,
+    config: ServeConfig,
+    workers: Workers,
+    driver: tokio::task::JoinHandle<()>,
+}
+
+impl App {
+    /// Loads (and fuses) the model, builds and warms up the sessions, starts the threads.
+    pub async fn start(config: ServeConfig) -> anyhow::Result<Self> {
+        let started = Instant::now();
+        let metrics = Arc::new(Metrics::new());
+        let readiness = Readiness::new(metrics.clone());
+        let prep_config = config.clone();
+        let (prepared, engines) = tokio::task::spawn_blocking(move || load(&prep_config))
+            .await
+            .context("model loading panicked")??;
+        let info = prepared.info;
+        if info.demo {
+            tracing::warn!(
+                "DEMO MODEL ({}): RANDOM weights, predictions are meaningless. \
+                 Pass --checkpoint FILE (or --model FILE.onnx) to serve real weights.",
+                info.source
+            );
+        }
+        let labels = crate::labels::load(config.labels.as_deref(), info.num_classes)?;
+        let preprocess = PreprocessConfig {
+            resize: config.preprocess.resize.unwrap_or(info.resize),
+            crop: config.preprocess.crop.unwrap_or(info.crop),
+            max_pixels: config.preprocess.max_pixels,
+        };
+        if preprocess.crop > preprocess.resize {
+            anyhow::bail!("crop {} is larger than resize {}", preprocess.crop, preprocess.resize);
+        }
+        metrics.set_model_info(
+            info.variant.as_deref().unwrap_or("custom"),
+            info.num_classes,
+            info.checkpoint_sha256.as_deref().unwrap_or(""),
+            info.fused,
+        );
+
+        let shape = InputShape {
+            size: preprocess.crop as usize,
+        };
+        let (batches_tx, batches_rx) = crossbeam_channel::unbounded();
+        let workers = Workers::spawn(engines, batches_rx, shape, metrics.clone());
+        let b = &config.batching;
+        let (batcher, driver) = Batcher::start(
+            QueueConfig {
+                max_batch: b.max_batch_size,
+                max_delay: b.max_queue_delay,
+                capacity: b.queue_capacity,
+            },
+            config.inference.sessions,
+            shape,
+            batches_tx,
+            metrics.clone(),
+        );
+        let pool = PreprocessPool::start(config.preprocess.workers, b.queue_capacity, preprocess);
+        let model = ServedModel {
+            labels,
+            input: InputDetails {
+                resize: preprocess.resize,
+                crop: preprocess.crop,
+                max_pixels: preprocess.max_pixels,
+                max_body_bytes: config.preprocess.max_body_bytes,
+            },
+            batching: BatchingDetails {
+                max_batch_size: b.max_batch_size,
+                max_queue_delay_ms: b.max_queue_delay.as_millis() as u64,
+                queue_capacity: b.queue_capacity,
+                request_timeout_ms: b.request_timeout.as_millis() as u64,
+                sessions: config.inference.sessions,
+                intra_threads: config.inference.intra_threads,
+                preprocess_workers: config.preprocess.workers,
+            },
+            info,
+        };
+        let state = AppState {
+            model: Arc::new(model),
+            pool: Arc::new(pool),
+            batcher,
+            metrics,
+            readiness,
+            limits: Limits {
+                request_timeout: b.request_timeout,
+                max_body_bytes: config.preprocess.max_body_bytes,
+            },
+        };
+        state.readiness.set(true);
+        tracing::info!(
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            variant = state.model.info.variant.as_deref().unwrap_or("custom"),
+            classes = state.model.info.num_classes,
+            from_cache = prepared.from_cache,
+            "model ready"
+        );
+        Ok(Self {
+            state,
+            config,
+            workers,
+            driver,
+        })
+    }
+
+    /// Serves on `listener` until `shutdown` resolves, then drains: readiness 503 at once,
+    /// the optional lame-duck delay, no new connections, every accepted request answered
+    /// (bounded by the grace period), the batcher flushed, the inference threads joined.
+    pub async fn run(self, listener: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let Self {
+            state,
+            config,
+            workers,
+            driver,
+        } = self;
+        let draining = Arc::new(tokio::sync::Notify::new());
+        let signal = {
+            let readiness = state.readiness.clone();
+            let draining = draining.clone();
+            let delay = config.drain_delay;
+            async move {
+                shutdown.await;
+                readiness.set(false);
+                tracing::info!(drain_delay_ms = delay.as_millis() as u64, "shutdown: readiness now 503, draining");
+                draining.notify_one();
+                tokio::time::sleep(delay).await;
+                tracing::info!("shutdown: no longer accepting connections");
+            }
+        };
+        let app = http::router(state.clone());
+        let mut server = tokio::spawn(axum::serve(listener, app).with_graceful_shutdown(signal).into_future());
+        let bound = config.drain_delay + config.shutdown_grace;
+        tokio::select! {
+            result = &mut server => result.context("HTTP server task")?.context("HTTP server")?,
+            () = async { draining.notified().await; tokio::time::sleep(bound).await } => {
+                tracing::warn!(grace_s = config.shutdown_grace.as_secs(), "grace period over: closing remaining connections");
+                server.abort();
+            }
+        }
+        state.batcher.close();
+        let _ = driver.await;
+        let AppState { pool, .. } = state;
+        tokio::task::spawn_blocking(move || {
+            workers.join();
+            if let Ok(pool) = Arc::try_unwrap(pool) {
+                pool.shutdown();
+            }
+        })
+        .await
+        .context("joining worker threads")?;
+        tracing::info!("shutdown complete");
+        Ok(())
+    }
+}
+
+/// Prepares the model and one warmed-up engine per session (blocking work).
+fn load(config: &ServeConfig) -> anyhow::Result<(model::PreparedModel, Vec<Engine>)> {
+    let prepared = model::prepare(&config.source, config.cache_dir.as_deref())?;
+    let engine_config = EngineConfig {
+        intra_threads: config.inference.intra_threads,
+        spinning: config.inference.spinning,
+    };
+    let crop = config.preprocess.crop.unwrap_or(prepared.info.crop) as usize;
+    let batch = config.batching.max_batch_size;
+    let engines = (0..config.inference.sessions)
+        .map(|_| {
+            let mut engine = Engine::new(
+                &prepared.onnx,
+                prepared.info.num_classes,
+                &engine_config,
+                config.ort_dylib.as_deref(),
+            )?;
+            // Warm-up at the largest batch: allocations and kernels are ready before traffic.
+            let started = Instant::now();
+            engine.run(&vec![0.0; batch * 3 * crop * crop], batch, crop, crop)?;
+            tracing::info!(batch, elapsed_ms = started.elapsed().as_millis() as u64, "session warmed up");
+            Ok(engine)
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    Ok((prepared, engines))
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}
