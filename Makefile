@@ -1,0 +1,34 @@
+# repvgg-serve: the two commands of the README quick start are `make run` and `make test`.
+# Both set up what is missing first (ONNX Runtime's shared library from the pinned PyPI wheel).
+
+CARGO ?= cargo
+ORT_LIB := .ort/libonnxruntime.so.1.31.1
+PORT ?= 8080
+ARGS ?=
+
+.PHONY: run test setup build lint bench clean-cache
+
+## Fetch libonnxruntime.so.1.31.1 into .ort/ (pinned wheel, sha256 checked).
+setup: $(ORT_LIB)
+
+$(ORT_LIB): scripts/setup-ort.sh
+	scripts/setup-ort.sh
+
+build: setup
+	$(CARGO) build --release --bin repvgg-serve
+
+## Serve on port 8080 (demo model unless ARGS="--checkpoint FILE").
+run: build
+	./target/release/repvgg-serve serve --port $(PORT) $(ARGS)
+
+## The whole test suite (unit, integration, end-to-end over HTTP, loadtest's own tests).
+test: setup
+	scripts/setup-test-tools.sh
+	$(CARGO) test --workspace --all-targets
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+clean-cache:
+	rm -rf .cache/repvgg-serve
