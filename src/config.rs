@@ -79,9 +79,12 @@ pub struct ServeArgs {
     #[arg(long, env = "REPVGG_DEMO_VARIANT", default_value = "A0")]
     pub demo_variant: String,
     /// Where fused models are cached, keyed by checkpoint sha256, so restarts skip fusion.
-    /// Put it on a volume in containers. Empty disables the cache.
+    /// Put it on a volume in containers.
     #[arg(long, env = "REPVGG_CACHE_DIR", default_value = ".cache/repvgg-serve")]
     pub cache_dir: PathBuf,
+    /// Fuse at every start, never read or write the cache.
+    #[arg(long, env = "REPVGG_NO_CACHE", default_value_t = false)]
+    pub no_cache: bool,
     /// Class names, one per line. Default: ImageNet-1k names for 1000-class models, else class_N.
     #[arg(long, env = "REPVGG_LABELS")]
     pub labels: Option<PathBuf>,
@@ -228,7 +231,7 @@ impl ServeArgs {
         Ok(ServeConfig {
             addr: SocketAddr::new(ip, self.port),
             source,
-            cache_dir: (!self.cache_dir.as_os_str().is_empty()).then_some(self.cache_dir),
+            cache_dir: (!self.no_cache).then_some(self.cache_dir),
             labels,
             ort_dylib: self.ort_dylib,
             batching: BatchingConfig {

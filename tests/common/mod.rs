@@ -97,3 +97,5 @@ pub fn reference_crop_tensor(image: &str) -> Vec<f32> {
     repvgg_serve::preprocess::normalize::normalize_into(crop.as_raw(), &mut out);
     out
 }
+
+pub mod server;

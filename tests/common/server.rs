@@ -1,0 +1,72 @@
+//! An in-process server on 127.0.0.1:0, configured through the real CLI parser.
+
+use std::net::SocketAddr;
+
+use clap::Parser;
+use repvgg_serve::config::{Cli, Command};
+use repvgg_serve::server::App;
+use tokio::sync::oneshot;
+
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub client: reqwest::Client,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl TestServer {
+    /// Starts `repvgg-serve serve <args>` (no cache unless the args give one).
+    pub async fn start(args: &[&str]) -> Self {
+        let mut argv = vec!["repvgg-serve", "serve", "--host", "127.0.0.1", "--port", "0", "--no-cache"];
+        argv.extend_from_slice(args);
+        let Command::Serve(serve) = Cli::try_parse_from(&argv).expect("valid flags").command else {
+            unreachable!("serve subcommand");
+        };
+        let config = serve.validate().expect("valid config");
+        let app = App::start(config).await.expect("app starts");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(app.run(listener, async move {
+            let _ = stopped.await;
+        }));
+        Self {
+            addr,
+            client: reqwest::Client::new(),
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Graceful shutdown; waits for it to finish.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.expect("server task").expect("clean shutdown");
+        }
+    }
+
+    pub async fn metrics(&self) -> String {
+        self.client
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text")
+    }
+}
+
+/// The value of a series in Prometheus text (`name{labels} value`), 0 when absent.
+pub fn metric_value(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
