@@ -45,24 +45,7 @@ pub struct JsonImages {
 pub async fn read_images(request: Request, limit: usize) -> Result<Vec<ImageInput>, ApiError> {
     let (parts, body) = request.into_parts();
     let content_type = media_type(&parts.headers);
-    if let Some(length) = parts
-        .headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
-    {
-        if length > limit {
-            return Err(ApiError::PayloadTooLarge { limit });
-        }
-    }
-    let bytes = axum::body::to_bytes(body, limit).await.map_err(|e| {
-        let too_large = std::error::Error::source(&e)
-            .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
-        if too_large {
-            ApiError::PayloadTooLarge { limit }
-        } else {
-            ApiError::BadRequest(format!("cannot read the request body: {e}"))
-        }
-    })?;
+    let bytes = collect_limited(body, limit).await?;
     let images = match content_type.as_deref() {
         Some("multipart/form-data") => {
             let request = Request::from_parts(parts, Body::from(bytes));
@@ -77,6 +60,45 @@ pub async fn read_images(request: Request, limit: usize) -> Result<Vec<ImageInpu
         return Err(ApiError::BadRequest("the request holds no images".into()));
     }
     Ok(images)
+}
+
+/// How much of an oversized body is read and thrown away so the client gets a clean 413
+/// instead of a reset connection (a "lingering close"), as a multiple of the limit.
+const DRAIN_FACTOR: usize = 4;
+/// And for how long at most.
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Reads at most `limit` bytes of body. Past the limit the rest is drained (bounded in size
+/// and time) and the answer is 413.
+async fn collect_limited(mut body: Body, limit: usize) -> Result<Bytes, ApiError> {
+    use http_body_util::BodyExt;
+    let mut collected = Vec::new();
+    let mut seen = 0usize;
+    let drain_until = tokio::time::Instant::now() + DRAIN_TIME;
+    loop {
+        let frame = if seen > limit {
+            match tokio::time::timeout_at(drain_until, body.frame()).await {
+                Ok(frame) => frame,
+                Err(_) => break,
+            }
+        } else {
+            body.frame().await
+        };
+        let Some(frame) = frame else { break };
+        let frame = frame.map_err(|e| ApiError::BadRequest(format!("cannot read the request body: {e}")))?;
+        if let Ok(data) = frame.into_data() {
+            seen = seen.saturating_add(data.len());
+            if seen <= limit {
+                collected.extend_from_slice(&data);
+            } else if seen > limit.saturating_mul(DRAIN_FACTOR) {
+                break;
+            }
+        }
+    }
+    if seen > limit {
+        return Err(ApiError::PayloadTooLarge { limit });
+    }
+    Ok(collected.into())
 }
 
 /// The media type without parameters, lower-cased.

@@ -1,0 +1,117 @@
+//! Dynamic batching through the real server: concurrent requests share batches and get the
+//! same answers as one at a time; a full queue answers 503 without computing; an expired
+//! deadline answers 504 without computing.
+
+mod common;
+
+use common::server::{metric_value, TestServer};
+use common::*;
+use futures_util::future::join_all;
+use serde_json::Value;
+
+async fn post_image(server: &TestServer, bytes: Vec<u8>) -> (u16, Value, Option<String>) {
+    let response = server
+        .client
+        .post(server.url("/classify?logits=true"))
+        .header("content-type", "image/png")
+        .body(bytes)
+        .send()
+        .await
+        .expect("request");
+    let status = response.status().as_u16();
+    let retry_after = response
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().expect("ascii").to_owned());
+    (status, response.json().await.expect("JSON"), retry_after)
+}
+
+fn logits(answer: &Value) -> Vec<f32> {
+    answer["logits"]
+        .as_array()
+        .expect("logits")
+        .iter()
+        .map(|v| v.as_f64().expect("number") as f32)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_requests_share_batches_and_answer_as_one_at_a_time() {
+    let checkpoint = fixture("checkpoints/tiny_official_train.pth");
+    let server = TestServer::start(&[
+        "--checkpoint",
+        checkpoint.to_str().expect("utf-8"),
+        "--max-batch-size",
+        "8",
+        "--max-queue-delay-ms",
+        "300",
+    ])
+    .await;
+    let images: Vec<Vec<u8>> = IMAGES[..8]
+        .iter()
+        .map(|i| std::fs::read(fixture(&format!("images/{i}"))).expect("fixture"))
+        .collect();
+    let concurrent = join_all(images.iter().map(|b| post_image(&server, b.clone()))).await;
+    let metrics = server.metrics().await;
+    let batches = metric_value(&metrics, "repvgg_batch_size_count");
+    let images_batched = metric_value(&metrics, "repvgg_batch_size_sum");
+    assert_eq!(images_batched, 8.0);
+    assert!(batches < 8.0, "8 concurrent requests ran in {batches} batches: no batching");
+    for (i, bytes) in images.iter().enumerate() {
+        let (status, alone, _) = post_image(&server, bytes.clone()).await;
+        assert_eq!(status, 200);
+        assert_eq!(concurrent[i].0, 200);
+        let diff = max_abs_diff(&logits(&concurrent[i].1), &logits(&alone));
+        assert!(diff < 1e-4, "{}: batched vs alone differ by {diff}", IMAGES[i]);
+        assert_eq!(concurrent[i].1["predictions"][0]["class_id"], alone["predictions"][0]["class_id"]);
+    }
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_queue_answers_503_without_computing() {
+    // The A0 demo model is slow enough (tens of ms per image) for requests to pile up.
+    let server = TestServer::start(&[
+        "--max-batch-size",
+        "1",
+        "--max-queue-delay-ms",
+        "0",
+        "--queue-capacity",
+        "1",
+        "--preprocess-workers",
+        "1",
+    ])
+    .await;
+    let image = std::fs::read(fixture("images/horse.png")).expect("fixture");
+    let answers = join_all((0..24).map(|_| post_image(&server, image.clone()))).await;
+    let ok = answers.iter().filter(|(s, _, _)| *s == 200).count();
+    let full: Vec<_> = answers.iter().filter(|(s, _, _)| *s == 503).collect();
+    assert_eq!(ok + full.len(), answers.len(), "only 200 and 503 expected");
+    assert!(!full.is_empty(), "24 concurrent requests never filled a queue of 1");
+    assert!(ok >= 1);
+    for (_, body, retry_after) in &full {
+        assert_eq!(body["error_type"], "queue_full");
+        assert_eq!(retry_after.as_deref(), Some("1"));
+    }
+    let metrics = server.metrics().await;
+    // Only the answered images were computed.
+    assert_eq!(metric_value(&metrics, "repvgg_batch_size_sum"), ok as f64);
+    assert_eq!(metric_value(&metrics, r#"repvgg_images_total{outcome="ok"}"#), ok as f64);
+    assert_eq!(metric_value(&metrics, r#"repvgg_images_total{outcome="rejected"}"#), full.len() as f64);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_deadline_answers_504_without_computing() {
+    let checkpoint = fixture("checkpoints/tiny_official_train.pth");
+    let server = TestServer::start(&["--checkpoint", checkpoint.to_str().expect("utf-8"), "--request-timeout-ms", "1"]).await;
+    // Decoding and resizing a 512x512 PNG alone takes longer than 1 ms.
+    let image = std::fs::read(fixture("images/astronaut.png")).expect("fixture");
+    let (status, body, _) = post_image(&server, image).await;
+    assert_eq!(status, 504);
+    assert_eq!(body["error_type"], "deadline_exceeded");
+    let metrics = server.metrics().await;
+    assert_eq!(metric_value(&metrics, "repvgg_batch_size_count"), 0.0);
+    assert_eq!(metric_value(&metrics, r#"repvgg_images_total{outcome="expired"}"#), 1.0);
+    server.stop().await;
+}
