@@ -45,7 +45,11 @@ pub fn inspect(checkpoint: Option<&Path>, variant: Option<&str>) -> anyhow::Resu
         let ckpt = Checkpoint::load(path)?;
         let dialect = ckpt.dialect;
         let model = RepVgg::from_checkpoint(ckpt)?;
-        return Ok(Inspection::new(&model.arch, Some(dialect), Some(model.form)));
+        return Ok(Inspection::new(
+            &model.arch,
+            Some(dialect),
+            Some(model.form),
+        ));
     }
     let name = variant.unwrap_or_default();
     let v = variants::find(name).ok_or_else(|| ModelError::UnknownVariant(name.to_owned()))?;
@@ -58,6 +62,9 @@ pub fn init(variant: &str, output: &Path, seed: u64, num_classes: usize) -> anyh
         bail!("--num-classes must be at least 1");
     }
     model::write_random_checkpoint(variant, seed, num_classes, output)?;
-    eprintln!("wrote {} (random {variant} weights, seed {seed})", output.display());
+    eprintln!(
+        "wrote {} (random {variant} weights, seed {seed})",
+        output.display()
+    );
     Ok(())
 }

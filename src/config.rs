@@ -10,7 +10,11 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use crate::model::ModelSource;
 
 #[derive(Debug, Parser)]
-#[command(name = "repvgg-serve", version, about = "RepVGG image classification over HTTP")]
+#[command(
+    name = "repvgg-serve",
+    version,
+    about = "RepVGG image classification over HTTP"
+)]
 pub struct Cli {
     /// Log format: human-readable lines or one JSON object per line (for log pipelines).
     #[arg(long, env = "REPVGG_LOG_FORMAT", value_enum, default_value_t = LogFormat::Plain, global = true)]
@@ -238,9 +242,10 @@ impl ServeArgs {
                 max_batch_size: positive("max-batch-size", self.max_batch_size)?,
                 max_queue_delay: Duration::from_millis(self.max_queue_delay_ms),
                 queue_capacity: positive("queue-capacity", self.queue_capacity)?,
-                request_timeout: Duration::from_millis(
-                    positive("request-timeout-ms", self.request_timeout_ms as usize)? as u64,
-                ),
+                request_timeout: Duration::from_millis(positive(
+                    "request-timeout-ms",
+                    self.request_timeout_ms as usize,
+                )? as u64),
             },
             inference: InferenceConfig {
                 sessions: positive("sessions", self.sessions)?,
@@ -248,7 +253,10 @@ impl ServeArgs {
                 spinning: self.ort_spinning,
             },
             preprocess: PreprocessLimits {
-                workers: positive("preprocess-workers", self.preprocess_workers.unwrap_or(cores))?,
+                workers: positive(
+                    "preprocess-workers",
+                    self.preprocess_workers.unwrap_or(cores),
+                )?,
                 max_body_bytes: positive("max-body-bytes", self.max_body_bytes)?,
                 max_pixels: positive("max-pixels", self.max_pixels as usize)? as u64,
                 resize: self.resize,

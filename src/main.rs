@@ -38,7 +38,10 @@ fn run(command: Command) -> anyhow::Result<()> {
             output,
             unfused,
         } => commands::export(&checkpoint, &output, unfused),
-        Command::Inspect { checkpoint, variant } => {
+        Command::Inspect {
+            checkpoint,
+            variant,
+        } => {
             let inspection = commands::inspect(checkpoint.as_deref(), variant.as_deref())?;
             println!("{}", serde_json::to_string_pretty(&inspection)?);
             Ok(())
@@ -55,7 +58,9 @@ fn run(command: Command) -> anyhow::Result<()> {
 /// Logs to stderr: plain or JSON lines; level from `RUST_LOG` (default `info`).
 fn init_tracing(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Plain => builder.init(),
         LogFormat::Json => builder.json().with_current_span(true).init(),

@@ -52,7 +52,11 @@ impl App {
             max_pixels: config.preprocess.max_pixels,
         };
         if preprocess.crop > preprocess.resize {
-            anyhow::bail!("crop {} is larger than resize {}", preprocess.crop, preprocess.resize);
+            anyhow::bail!(
+                "crop {} is larger than resize {}",
+                preprocess.crop,
+                preprocess.resize
+            );
         }
         metrics.set_model_info(
             info.variant.as_deref().unwrap_or("custom"),
@@ -128,7 +132,11 @@ impl App {
     /// Serves on `listener` until `shutdown` resolves, then drains: readiness 503 at once,
     /// the optional lame-duck delay, no new connections, every accepted request answered
     /// (bounded by the grace period), the batcher flushed, the inference threads joined.
-    pub async fn run(self, listener: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    pub async fn run(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
         let Self {
             state,
             config,
@@ -143,14 +151,21 @@ impl App {
             async move {
                 shutdown.await;
                 readiness.set(false);
-                tracing::info!(drain_delay_ms = delay.as_millis() as u64, "shutdown: readiness now 503, draining");
+                tracing::info!(
+                    drain_delay_ms = delay.as_millis() as u64,
+                    "shutdown: readiness now 503, draining"
+                );
                 draining.notify_one();
                 tokio::time::sleep(delay).await;
                 tracing::info!("shutdown: no longer accepting connections");
             }
         };
         let app = http::router(state.clone());
-        let mut server = tokio::spawn(axum::serve(listener, app).with_graceful_shutdown(signal).into_future());
+        let mut server = tokio::spawn(
+            axum::serve(listener, app)
+                .with_graceful_shutdown(signal)
+                .into_future(),
+        );
         let bound = config.drain_delay + config.shutdown_grace;
         tokio::select! {
             result = &mut server => result.context("HTTP server task")?.context("HTTP server")?,
@@ -195,7 +210,11 @@ fn load(config: &ServeConfig) -> anyhow::Result<(model::PreparedModel, Vec<Engin
             // Warm-up at the largest batch: allocations and kernels are ready before traffic.
             let started = Instant::now();
             engine.run(&vec![0.0; batch * 3 * crop * crop], batch, crop, crop)?;
-            tracing::info!(batch, elapsed_ms = started.elapsed().as_millis() as u64, "session warmed up");
+            tracing::info!(
+                batch,
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "session warmed up"
+            );
             Ok(engine)
         })
         .collect::<anyhow::Result<Vec<_>>>()?;

@@ -17,7 +17,11 @@ fn cli(args: &[&str]) -> Output {
 
 fn json(args: &[&str]) -> serde_json::Value {
     let out = cli(args);
-    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_slice(&out.stdout).expect("JSON on stdout")
 }
 
@@ -25,7 +29,11 @@ fn json(args: &[&str]) -> serde_json::Value {
 fn failure(args: &[&str]) -> String {
     let out = cli(args);
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert_eq!(out.status.code(), Some(1), "{args:?} should fail cleanly: {stderr}");
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{args:?} should fail cleanly: {stderr}"
+    );
     assert!(!stderr.contains("panicked"), "{args:?} panicked: {stderr}");
     stderr
 }
@@ -55,7 +63,10 @@ fn inspect_variant_reproduces_the_reference_table() {
         assert_eq!(v["variant"], name);
         let params = v["params_deploy"].as_u64().expect("integer params_deploy") as f64;
         let macs = v["macs_224"].as_u64().expect("integer macs_224") as f64;
-        assert!((params / 1e6 - params_m).abs() < 0.005 + 1e-9, "{name}: {params}");
+        assert!(
+            (params / 1e6 - params_m).abs() < 0.005 + 1e-9,
+            "{name}: {params}"
+        );
         assert!((macs / 1e9 - macs_g).abs() < 0.005 + 1e-9, "{name}: {macs}");
         assert!(v["params_train"].as_u64().expect("params_train") as f64 > params);
         assert_eq!(v["stages"].as_array().expect("stages").len(), 5);
@@ -70,18 +81,36 @@ fn inspect_checkpoint_reads_the_architecture_from_shapes() {
         ("tiny_timm_train.safetensors", "timm", "train"),
     ] {
         let path = fixture(&format!("checkpoints/{file}"));
-        let v = json(&["inspect", "--checkpoint", path.to_str().expect("utf-8 path")]);
-        assert_eq!(v["variant"], serde_json::Value::Null, "{file}: not a named variant");
+        let v = json(&[
+            "inspect",
+            "--checkpoint",
+            path.to_str().expect("utf-8 path"),
+        ]);
+        assert_eq!(
+            v["variant"],
+            serde_json::Value::Null,
+            "{file}: not a named variant"
+        );
         assert_eq!(v["dialect"], dialect, "{file}");
         assert_eq!(v["form"], form, "{file}");
         assert_eq!(v["num_classes"], 10);
         let stages = v["stages"].as_array().expect("stages");
-        let depths: Vec<u64> = stages.iter().map(|s| s["depth"].as_u64().expect("depth")).collect();
-        let widths: Vec<u64> = stages.iter().map(|s| s["width"].as_u64().expect("width")).collect();
+        let depths: Vec<u64> = stages
+            .iter()
+            .map(|s| s["depth"].as_u64().expect("depth"))
+            .collect();
+        let widths: Vec<u64> = stages
+            .iter()
+            .map(|s| s["width"].as_u64().expect("width"))
+            .collect();
         assert_eq!(depths, [1, 2, 2, 4, 1], "{file}");
         assert_eq!(widths, [16, 16, 32, 64, 128], "{file}");
         // Groups 2 on odd block indices within each stage.
-        assert_eq!(stages[3]["block_groups"], serde_json::json!([1, 2, 1, 2]), "{file}");
+        assert_eq!(
+            stages[3]["block_groups"],
+            serde_json::json!([1, 2, 1, 2]),
+            "{file}"
+        );
     }
 }
 
@@ -90,8 +119,20 @@ fn init_writes_a_checkpoint_that_loads_as_its_variant() {
     let dir = tempfile::tempdir().expect("tempdir");
     let out = dir.path().join("a0.safetensors");
     let out_str = out.to_str().expect("utf-8");
-    let status = cli(&["init", "--variant", "A0", "--output", out_str, "--seed", "3"]);
-    assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
+    let status = cli(&[
+        "init",
+        "--variant",
+        "A0",
+        "--output",
+        out_str,
+        "--seed",
+        "3",
+    ]);
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
     let v = json(&["inspect", "--checkpoint", out_str]);
     assert_eq!(v["variant"], "A0");
     assert_eq!(v["form"], "train");
@@ -103,7 +144,15 @@ fn init_writes_a_checkpoint_that_loads_as_its_variant() {
         bytes[8 + header_len..].to_vec()
     };
     let again = dir.path().join("again.safetensors");
-    cli(&["init", "--variant", "A0", "--output", again.to_str().expect("utf-8"), "--seed", "3"]);
+    cli(&[
+        "init",
+        "--variant",
+        "A0",
+        "--output",
+        again.to_str().expect("utf-8"),
+        "--seed",
+        "3",
+    ]);
     assert!(data(&out) == data(&again), "same seed, different weights");
 }
 
@@ -114,10 +163,20 @@ fn export_writes_fused_and_unfused_onnx() {
     let ckpt = ckpt.to_str().expect("utf-8");
     for (flag, name) in [(None, "fused.onnx"), (Some("--unfused"), "unfused.onnx")] {
         let out = dir.path().join(name);
-        let mut args = vec!["export", "--checkpoint", ckpt, "--output", out.to_str().expect("utf-8")];
+        let mut args = vec![
+            "export",
+            "--checkpoint",
+            ckpt,
+            "--output",
+            out.to_str().expect("utf-8"),
+        ];
         args.extend(flag);
         let result = cli(&args);
-        assert!(result.status.success(), "{}", String::from_utf8_lossy(&result.stderr));
+        assert!(
+            result.status.success(),
+            "{}",
+            String::from_utf8_lossy(&result.stderr)
+        );
         let bytes = std::fs::read(&out).expect("onnx written");
         assert!(bytes.len() > 100_000, "{name}: {} bytes", bytes.len());
     }
@@ -157,7 +216,10 @@ fn malicious_pickle_is_refused_and_runs_nothing() {
     let path = path.to_str().expect("utf-8");
     let err = failure(&["inspect", "--checkpoint", path]);
     assert!(err.contains(path), "{err}");
-    assert!(err.contains("refused to load") && err.contains("posix.system"), "{err}");
+    assert!(
+        err.contains("refused to load") && err.contains("posix.system"),
+        "{err}"
+    );
     assert!(!marker.exists(), "the pickle's payload ran");
 }
 
@@ -166,7 +228,8 @@ fn safetensors_with_a_wrong_shape_names_the_tensor() {
     // Rewrite one shape in the header of the real timm file, keeping the data intact.
     let bytes = std::fs::read(fixture("checkpoints/tiny_timm_train.safetensors")).expect("fixture");
     let header_len = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes")) as usize;
-    let mut header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + header_len]).expect("header");
+    let mut header: serde_json::Value =
+        serde_json::from_slice(&bytes[8..8 + header_len]).expect("header");
     let tensor = "stages.1.0.conv_kxk.conv.weight";
     assert_eq!(header[tensor]["shape"], serde_json::json!([32, 16, 3, 3]));
     header[tensor]["shape"] = serde_json::json!([32, 16, 9, 1]);
@@ -178,7 +241,10 @@ fn safetensors_with_a_wrong_shape_names_the_tensor() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = write(dir.path(), "bad.safetensors", &out);
     let err = failure(&["inspect", "--checkpoint", &path]);
-    assert!(err.contains(&path) && err.contains(tensor) && err.contains("[32, 16, 9, 1]"), "{err}");
+    assert!(
+        err.contains(&path) && err.contains(tensor) && err.contains("[32, 16, 9, 1]"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -189,11 +255,17 @@ fn unrelated_files_are_not_checkpoints() {
     let text = write(dir.path(), "notes.txt", b"just some text\n");
     for path in [png, text.as_str()] {
         let err = failure(&["inspect", "--checkpoint", path]);
-        assert!(err.contains(path) && err.contains("not a checkpoint"), "{err}");
+        assert!(
+            err.contains(path) && err.contains("not a checkpoint"),
+            "{err}"
+        );
     }
     let missing = dir.path().join("missing.pth");
     let err = failure(&["inspect", "--checkpoint", missing.to_str().expect("utf-8")]);
-    assert!(err.contains("missing.pth") && err.contains("cannot read"), "{err}");
+    assert!(
+        err.contains("missing.pth") && err.contains("cannot read"),
+        "{err}"
+    );
     // A safetensors file of some other network: unknown layout, with the names it has.
     let mut header = serde_json::json!({"fc.weight": {"dtype": "F32", "shape": [2, 2], "data_offsets": [0, 16]}})
         .to_string()
@@ -204,5 +276,8 @@ fn unrelated_files_are_not_checkpoints() {
     other.extend([0u8; 16]);
     let path = write(dir.path(), "resnet.safetensors", &other);
     let err = failure(&["inspect", "--checkpoint", &path]);
-    assert!(err.contains("unknown layout") && err.contains("fc.weight"), "{err}");
+    assert!(
+        err.contains("unknown layout") && err.contains("fc.weight"),
+        "{err}"
+    );
 }

@@ -23,8 +23,13 @@ fn check_checkpoint_against_pytorch(path: &Path, reference_model: &str) {
     assert!(prepared.info.fused);
     let mut engine = engine(&prepared.onnx, prepared.info.num_classes);
     let reference = Reference::load();
-    let batch: Vec<f32> = IMAGES.iter().flat_map(|i| reference_crop_tensor(i)).collect();
-    let logits = engine.run(&batch, IMAGES.len(), 224, 224).expect("inference");
+    let batch: Vec<f32> = IMAGES
+        .iter()
+        .flat_map(|i| reference_crop_tensor(i))
+        .collect();
+    let logits = engine
+        .run(&batch, IMAGES.len(), 224, 224)
+        .expect("inference");
     let classes = prepared.info.num_classes;
     for (i, image) in IMAGES.iter().enumerate() {
         let ours = &logits[i * classes..(i + 1) * classes];
@@ -35,7 +40,11 @@ fn check_checkpoint_against_pytorch(path: &Path, reference_model: &str) {
             "{}: {image}: max abs error {err} > {MAX_ABS_ERROR}",
             path.display()
         );
-        assert_eq!(top_k(ours, 5), reference.top5(reference_model, image), "{image} top-5");
+        assert_eq!(
+            top_k(ours, 5),
+            reference.top5(reference_model, image),
+            "{image} top-5"
+        );
     }
 }
 
@@ -71,18 +80,30 @@ fn fused_and_unfused_graphs_agree_for_every_variant() {
         .map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0)
         .collect();
     for v in variants::VARIANTS.iter() {
-        let unfused = RepVgg::from_checkpoint(init::random_checkpoint(v, 7, 1000)).expect("random model");
+        let unfused =
+            RepVgg::from_checkpoint(init::random_checkpoint(v, 7, 1000)).expect("random model");
         let classes = unfused.arch.num_classes;
         let unfused_onnx = onnx::export(&unfused, &[]);
         let fused_onnx = onnx::export(&unfused.fused(), &[]);
-        let a = engine(&unfused_onnx, classes).run(&input, BATCH, SIZE, SIZE).expect("unfused");
+        let a = engine(&unfused_onnx, classes)
+            .run(&input, BATCH, SIZE, SIZE)
+            .expect("unfused");
         drop(unfused_onnx);
-        let b = engine(&fused_onnx, classes).run(&input, BATCH, SIZE, SIZE).expect("fused");
+        let b = engine(&fused_onnx, classes)
+            .run(&input, BATCH, SIZE, SIZE)
+            .expect("fused");
         let mean = a.iter().sum::<f32>() / a.len() as f32;
         let std = (a.iter().map(|x| (x - mean).powi(2)).sum::<f32>() / a.len() as f32).sqrt();
         let diff = max_abs_diff(&a, &b);
-        eprintln!("{}: logits std {std:.4}, max |fused - unfused| {diff:.3e}", v.name);
+        eprintln!(
+            "{}: logits std {std:.4}, max |fused - unfused| {diff:.3e}",
+            v.name
+        );
         assert!(std > 1e-3, "{}: degenerate logits (std {std})", v.name);
-        assert!(diff <= 1e-4 * std, "{}: max diff {diff} > 1e-4 x std {std}", v.name);
+        assert!(
+            diff <= 1e-4 * std,
+            "{}: max diff {diff} > 1e-4 x std {std}",
+            v.name
+        );
     }
 }

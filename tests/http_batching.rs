@@ -56,14 +56,24 @@ async fn concurrent_requests_share_batches_and_answer_as_one_at_a_time() {
     let batches = metric_value(&metrics, "repvgg_batch_size_count");
     let images_batched = metric_value(&metrics, "repvgg_batch_size_sum");
     assert_eq!(images_batched, 8.0);
-    assert!(batches < 8.0, "8 concurrent requests ran in {batches} batches: no batching");
+    assert!(
+        batches < 8.0,
+        "8 concurrent requests ran in {batches} batches: no batching"
+    );
     for (i, bytes) in images.iter().enumerate() {
         let (status, alone, _) = post_image(&server, bytes.clone()).await;
         assert_eq!(status, 200);
         assert_eq!(concurrent[i].0, 200);
         let diff = max_abs_diff(&logits(&concurrent[i].1), &logits(&alone));
-        assert!(diff < 1e-4, "{}: batched vs alone differ by {diff}", IMAGES[i]);
-        assert_eq!(concurrent[i].1["predictions"][0]["class_id"], alone["predictions"][0]["class_id"]);
+        assert!(
+            diff < 1e-4,
+            "{}: batched vs alone differ by {diff}",
+            IMAGES[i]
+        );
+        assert_eq!(
+            concurrent[i].1["predictions"][0]["class_id"],
+            alone["predictions"][0]["class_id"]
+        );
     }
     server.stop().await;
 }
@@ -87,7 +97,10 @@ async fn a_full_queue_answers_503_without_computing() {
     let ok = answers.iter().filter(|(s, _, _)| *s == 200).count();
     let full: Vec<_> = answers.iter().filter(|(s, _, _)| *s == 503).collect();
     assert_eq!(ok + full.len(), answers.len(), "only 200 and 503 expected");
-    assert!(!full.is_empty(), "24 concurrent requests never filled a queue of 1");
+    assert!(
+        !full.is_empty(),
+        "24 concurrent requests never filled a queue of 1"
+    );
     assert!(ok >= 1);
     for (_, body, retry_after) in &full {
         assert_eq!(body["error_type"], "queue_full");
@@ -96,15 +109,27 @@ async fn a_full_queue_answers_503_without_computing() {
     let metrics = server.metrics().await;
     // Only the answered images were computed.
     assert_eq!(metric_value(&metrics, "repvgg_batch_size_sum"), ok as f64);
-    assert_eq!(metric_value(&metrics, r#"repvgg_images_total{outcome="ok"}"#), ok as f64);
-    assert_eq!(metric_value(&metrics, r#"repvgg_images_total{outcome="rejected"}"#), full.len() as f64);
+    assert_eq!(
+        metric_value(&metrics, r#"repvgg_images_total{outcome="ok"}"#),
+        ok as f64
+    );
+    assert_eq!(
+        metric_value(&metrics, r#"repvgg_images_total{outcome="rejected"}"#),
+        full.len() as f64
+    );
     server.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expired_deadline_answers_504_without_computing() {
     let checkpoint = fixture("checkpoints/tiny_official_train.pth");
-    let server = TestServer::start(&["--checkpoint", checkpoint.to_str().expect("utf-8"), "--request-timeout-ms", "1"]).await;
+    let server = TestServer::start(&[
+        "--checkpoint",
+        checkpoint.to_str().expect("utf-8"),
+        "--request-timeout-ms",
+        "1",
+    ])
+    .await;
     // Decoding and resizing a 512x512 PNG alone takes longer than 1 ms.
     let image = std::fs::read(fixture("images/astronaut.png")).expect("fixture");
     let (status, body, _) = post_image(&server, image).await;
@@ -112,6 +137,9 @@ async fn an_expired_deadline_answers_504_without_computing() {
     assert_eq!(body["error_type"], "deadline_exceeded");
     let metrics = server.metrics().await;
     assert_eq!(metric_value(&metrics, "repvgg_batch_size_count"), 0.0);
-    assert_eq!(metric_value(&metrics, r#"repvgg_images_total{outcome="expired"}"#), 1.0);
+    assert_eq!(
+        metric_value(&metrics, r#"repvgg_images_total{outcome="expired"}"#),
+        1.0
+    );
     server.stop().await;
 }

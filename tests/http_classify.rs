@@ -22,11 +22,18 @@ async fn classify(server: &TestServer, image: &str, encoding: &str) -> Value {
     let bytes = std::fs::read(fixture(&format!("images/{image}"))).expect("fixture image");
     let url = server.url("/classify?logits=true&top_k=5");
     let request = match encoding {
-        "raw" => server.client.post(&url).header("content-type", "application/octet-stream").body(bytes),
-        "multipart" => server.client.post(&url).multipart(
-            reqwest::multipart::Form::new()
-                .part("image", reqwest::multipart::Part::bytes(bytes).file_name(image.to_owned())),
-        ),
+        "raw" => server
+            .client
+            .post(&url)
+            .header("content-type", "application/octet-stream")
+            .body(bytes),
+        "multipart" => server
+            .client
+            .post(&url)
+            .multipart(reqwest::multipart::Form::new().part(
+                "image",
+                reqwest::multipart::Part::bytes(bytes).file_name(image.to_owned()),
+            )),
         "json" => server.client.post(&url).json(&serde_json::json!({
             "image": base64::engine::general_purpose::STANDARD.encode(bytes)
         })),
@@ -34,7 +41,13 @@ async fn classify(server: &TestServer, image: &str, encoding: &str) -> Value {
     };
     let response = request.send().await.expect("request");
     assert_eq!(response.status(), 200, "{image} as {encoding}");
-    for header in ["x-queue-time-ms", "x-preprocess-time-ms", "x-inference-time-ms", "x-total-time-ms", "x-request-id"] {
+    for header in [
+        "x-queue-time-ms",
+        "x-preprocess-time-ms",
+        "x-inference-time-ms",
+        "x-total-time-ms",
+        "x-request-id",
+    ] {
         assert!(response.headers().contains_key(header), "{header} missing");
     }
     response.json().await.expect("JSON")
@@ -57,7 +70,11 @@ async fn check_model(checkpoint: &std::path::Path, reference_model: &str) {
         let raw = classify(&server, image, "raw").await;
         let ours = logits(&raw);
         let err = max_abs_diff(&ours, &want);
-        assert!(err <= bound(image), "{image}: max |logit error| {err} > {}", bound(image));
+        assert!(
+            err <= bound(image),
+            "{image}: max |logit error| {err} > {}",
+            bound(image)
+        );
         let mut sorted = want.clone();
         sorted.sort_by(|a, b| b.total_cmp(a));
         if sorted[0] - sorted[1] > bound(image) {
@@ -76,7 +93,10 @@ async fn check_model(checkpoint: &std::path::Path, reference_model: &str) {
         assert!(probabilities > 0.0 && probabilities <= 1.0 + 1e-6);
         for encoding in ["multipart", "json"] {
             let other = classify(&server, image, encoding).await;
-            assert_eq!(other["predictions"], raw["predictions"], "{image}: {encoding} vs raw");
+            assert_eq!(
+                other["predictions"], raw["predictions"],
+                "{image}: {encoding} vs raw"
+            );
             assert_eq!(other["logits"], raw["logits"], "{image}: {encoding} vs raw");
         }
     }
@@ -85,7 +105,11 @@ async fn check_model(checkpoint: &std::path::Path, reference_model: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tiny_checkpoints_over_http_match_pytorch_in_every_encoding() {
-    for file in ["tiny_official_train.pth", "tiny_official_deploy.pth", "tiny_timm_train.safetensors"] {
+    for file in [
+        "tiny_official_train.pth",
+        "tiny_official_deploy.pth",
+        "tiny_timm_train.safetensors",
+    ] {
         check_model(&fixture(&format!("checkpoints/{file}")), "tiny").await;
     }
 }
@@ -99,13 +123,33 @@ async fn a0_checkpoint_over_http_matches_pytorch() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn several_images_answer_in_request_order_with_bad_ones_marked() {
-    let server = TestServer::start(&["--checkpoint", fixture("checkpoints/tiny_official_train.pth").to_str().expect("utf-8")]).await;
+    let server = TestServer::start(&[
+        "--checkpoint",
+        fixture("checkpoints/tiny_official_train.pth")
+            .to_str()
+            .expect("utf-8"),
+    ])
+    .await;
     let good = std::fs::read(fixture("images/chelsea.png")).expect("image");
     let form = reqwest::multipart::Form::new()
         .part("cat", reqwest::multipart::Part::bytes(good.clone()))
-        .part("broken", reqwest::multipart::Part::bytes(b"not an image".to_vec()))
-        .part("camera", reqwest::multipart::Part::bytes(std::fs::read(fixture("images/camera.png")).expect("image")));
-    let response = server.client.post(server.url("/classify")).multipart(form).send().await.expect("request");
+        .part(
+            "broken",
+            reqwest::multipart::Part::bytes(b"not an image".to_vec()),
+        )
+        .part(
+            "camera",
+            reqwest::multipart::Part::bytes(
+                std::fs::read(fixture("images/camera.png")).expect("image"),
+            ),
+        );
+    let response = server
+        .client
+        .post(server.url("/classify"))
+        .multipart(form)
+        .send()
+        .await
+        .expect("request");
     assert_eq!(response.status(), 200);
     let body: Value = response.json().await.expect("JSON");
     let results = body["results"].as_array().expect("results");
@@ -129,13 +173,22 @@ async fn several_images_answer_in_request_order_with_bad_ones_marked() {
         .await
         .expect("request");
     let body: Value = response.json().await.expect("JSON");
-    assert_eq!(body["results"][0]["predictions"], body["results"][1]["predictions"]);
+    assert_eq!(
+        body["results"][0]["predictions"],
+        body["results"][1]["predictions"]
+    );
     server.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn models_health_and_openapi_describe_the_service() {
-    let server = TestServer::start(&["--checkpoint", fixture("checkpoints/tiny_timm_train.safetensors").to_str().expect("utf-8")]).await;
+    let server = TestServer::start(&[
+        "--checkpoint",
+        fixture("checkpoints/tiny_timm_train.safetensors")
+            .to_str()
+            .expect("utf-8"),
+    ])
+    .await;
     let get = |path: &str| {
         let url = server.url(path);
         let client = server.client.clone();
@@ -153,8 +206,19 @@ async fn models_health_and_openapi_describe_the_service() {
     assert_eq!(model["checkpoint_sha256"].as_str().map(str::len), Some(64));
     assert!(model["batching"]["max_batch_size"].as_u64().is_some());
     let spec: Value = get("/openapi.json").await.json().await.expect("JSON");
-    for path in ["/classify", "/healthz", "/readyz", "/v1/models", "/metrics", "/stats", "/openapi.json"] {
-        assert!(spec["paths"][path].is_object(), "{path} missing from OpenAPI");
+    for path in [
+        "/classify",
+        "/healthz",
+        "/readyz",
+        "/v1/models",
+        "/metrics",
+        "/stats",
+        "/openapi.json",
+    ] {
+        assert!(
+            spec["paths"][path].is_object(),
+            "{path} missing from OpenAPI"
+        );
     }
     let missing = get("/nope").await;
     assert_eq!(missing.status(), 404);

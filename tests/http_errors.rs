@@ -27,7 +27,10 @@ fn png_declaring(width: u32, height: u32) -> Vec<u8> {
     ihdr.extend([8, 2, 0, 0, 0]);
     let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
     png.extend(chunk(b"IHDR", &ihdr));
-    png.extend(chunk(b"IDAT", &[0x78, 0x9c, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01]));
+    png.extend(chunk(
+        b"IDAT",
+        &[0x78, 0x9c, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01],
+    ));
     png.extend(chunk(b"IEND", &[]));
     png
 }
@@ -35,7 +38,10 @@ fn png_declaring(width: u32, height: u32) -> Vec<u8> {
 /// `horse.png` with one byte of its first IDAT chunk flipped: the chunk CRC no longer matches.
 fn png_with_broken_crc() -> Vec<u8> {
     let mut png = std::fs::read(fixture("images/horse.png")).expect("fixture");
-    let idat = png.windows(4).position(|w| w == b"IDAT").expect("an IDAT chunk");
+    let idat = png
+        .windows(4)
+        .position(|w| w == b"IDAT")
+        .expect("an IDAT chunk");
     png[idat + 10] ^= 0xFF;
     png
 }
@@ -57,7 +63,10 @@ async fn bad_inputs_get_4xx_json_and_the_server_keeps_serving() {
     let url = server.url("/classify");
     let client = &server.client;
     let raw = |body: Vec<u8>, content_type: &str| {
-        client.post(&url).header("content-type", content_type).body(body)
+        client
+            .post(&url)
+            .header("content-type", content_type)
+            .body(body)
     };
     let cases: Vec<(&str, reqwest::RequestBuilder, u16, &str)> = vec![
         ("empty body", raw(vec![], "image/jpeg"), 400, "empty_body"),
@@ -80,11 +89,20 @@ async fn bad_inputs_get_4xx_json_and_the_server_keeps_serving() {
         ("bad query", raw(jpeg.clone(), "image/jpeg").query(&[("top_k", "many")]), 400, "bad_request"),
     ];
     for (name, request, status, error_type) in cases {
-        let response = request.send().await.unwrap_or_else(|e| panic!("{name}: {e}"));
+        let response = request
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!(response.status().as_u16(), status, "{name}");
-        let body: Value = response.json().await.unwrap_or_else(|e| panic!("{name}: not JSON: {e}"));
+        let body: Value = response
+            .json()
+            .await
+            .unwrap_or_else(|e| panic!("{name}: not JSON: {e}"));
         assert_eq!(body["error_type"], error_type, "{name}: {body}");
-        assert!(body["error"].as_str().is_some_and(|e| !e.is_empty()), "{name}: {body}");
+        assert!(
+            body["error"].as_str().is_some_and(|e| !e.is_empty()),
+            "{name}: {body}"
+        );
         // The next request is served normally.
         let ok = server
             .client

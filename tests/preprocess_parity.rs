@@ -16,7 +16,9 @@ const CONFIG: PreprocessConfig = PreprocessConfig {
 fn every_fixture_image_matches_pillow() {
     for image in IMAGES {
         let bytes = std::fs::read(fixture(&format!("images/{image}"))).expect("fixture image");
-        let ours = CONFIG.crop_rgb(&bytes).unwrap_or_else(|e| panic!("{image}: {e}"));
+        let ours = CONFIG
+            .crop_rgb(&bytes)
+            .unwrap_or_else(|e| panic!("{image}: {e}"));
         let reference = image::open(fixture(&format!("reference/{image}.crop224.png")))
             .expect("reference crop")
             .to_rgb8();
@@ -33,8 +35,14 @@ fn every_fixture_image_matches_pillow() {
             let max = *diffs.iter().max().expect("pixels");
             let mean = diffs.iter().map(|&d| f64::from(d)).sum::<f64>() / diffs.len() as f64;
             eprintln!("{image} channel {c}: max {max}, mean {mean:.4}");
-            assert!(max <= max_allowed, "{image} channel {c}: max diff {max} > {max_allowed}");
-            assert!(mean <= mean_allowed, "{image} channel {c}: mean diff {mean} > {mean_allowed}");
+            assert!(
+                max <= max_allowed,
+                "{image} channel {c}: max diff {max} > {max_allowed}"
+            );
+            assert!(
+                mean <= mean_allowed,
+                "{image} channel {c}: mean diff {mean} > {mean_allowed}"
+            );
         }
     }
 }

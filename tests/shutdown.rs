@@ -37,14 +37,17 @@ async fn sigterm_drains_in_flight_requests_and_exits_cleanly() {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
             if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
                 if v["fields"]["message"] == "listening" {
-                    let _ = addr_tx.send(v["fields"]["addr"].as_str().unwrap_or_default().to_owned());
+                    let _ =
+                        addr_tx.send(v["fields"]["addr"].as_str().unwrap_or_default().to_owned());
                 }
             }
             lines.push(line);
         }
         lines
     });
-    let addr = addr_rx.recv_timeout(Duration::from_secs(60)).expect("server listening");
+    let addr = addr_rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("server listening");
     let client = reqwest::Client::new();
     let image = std::fs::read(fixture("images/chelsea_q90.jpg")).expect("fixture");
 
@@ -80,7 +83,10 @@ async fn sigterm_drains_in_flight_requests_and_exits_cleanly() {
         .into_iter()
         .map(|r| r.expect("task").expect("in-flight request answered"))
         .collect();
-    assert!(statuses.iter().all(|&s| s == 200), "in-flight answers: {statuses:?}");
+    assert!(
+        statuses.iter().all(|&s| s == 200),
+        "in-flight answers: {statuses:?}"
+    );
 
     let status = child.wait().expect("exit status");
     let logs = log_reader.join().expect("log reader");

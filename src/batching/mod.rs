@@ -111,7 +111,10 @@ async fn drive(
                 result
             };
             if removed != Default::default() {
-                tracing::debug!(?removed, "dropped queued jobs that were abandoned or past their deadline");
+                tracing::debug!(
+                    ?removed,
+                    "dropped queued jobs that were abandoned or past their deadline"
+                );
             }
             match poll {
                 Poll::Ready(jobs) => break jobs,

@@ -85,7 +85,8 @@ async fn collect_limited(mut body: Body, limit: usize) -> Result<Bytes, ApiError
             body.frame().await
         };
         let Some(frame) = frame else { break };
-        let frame = frame.map_err(|e| ApiError::BadRequest(format!("cannot read the request body: {e}")))?;
+        let frame = frame
+            .map_err(|e| ApiError::BadRequest(format!("cannot read the request body: {e}")))?;
         if let Ok(data) = frame.into_data() {
             seen = seen.saturating_add(data.len());
             if seen <= limit {
@@ -118,9 +119,9 @@ async fn multipart(request: Request) -> Result<Vec<ImageInput>, ApiError> {
     let malformed = |e: axum::extract::multipart::MultipartError| {
         ApiError::BadRequest(format!("malformed multipart body: {}", e.body_text()))
     };
-    let mut form = Multipart::from_request(request, &())
-        .await
-        .map_err(|e| ApiError::BadRequest(format!("malformed multipart request: {}", e.body_text())))?;
+    let mut form = Multipart::from_request(request, &()).await.map_err(|e| {
+        ApiError::BadRequest(format!("malformed multipart request: {}", e.body_text()))
+    })?;
     let mut images = Vec::new();
     while let Some(field) = form.next_field().await.map_err(malformed)? {
         let name = field

@@ -16,7 +16,9 @@ use serde::Deserialize;
 use tokio::sync::oneshot;
 
 use super::body::{read_images, ImageInput};
-use super::dto::{BatchClassifyResponse, Classification, ClassifyResponse, ImageResult, Prediction, TimingsMs};
+use super::dto::{
+    BatchClassifyResponse, Classification, ClassifyResponse, ImageResult, Prediction, TimingsMs,
+};
 use super::error::{ApiError, ErrorBody};
 use super::AppState;
 use crate::inference::Job;
@@ -72,12 +74,16 @@ pub async fn classify(
         return Err(ApiError::NotReady);
     }
     let images = read_images(request, state.limits.max_body_bytes).await?;
-    let top_k = params.top_k.unwrap_or(5).clamp(1, state.model.info.num_classes);
+    let top_k = params
+        .top_k
+        .unwrap_or(5)
+        .clamp(1, state.model.info.num_classes);
     let model = (&state.model.info).into();
 
     if images.len() == 1 {
         let image = images.into_iter().next().expect("one image");
-        let result = classify_image(&state, image.bytes, arrived, deadline, top_k, params.logits).await?;
+        let result =
+            classify_image(&state, image.bytes, arrived, deadline, top_k, params.logits).await?;
         let headers = timing_headers(&result.timings_ms);
         return Ok((headers, Json(ClassifyResponse { model, result })).into_response());
     }
@@ -85,7 +91,8 @@ pub async fn classify(
     let answers = join_all(images.into_iter().map(|ImageInput { name, bytes }| {
         let state = &state;
         async move {
-            let result = classify_image(state, bytes, arrived, deadline, top_k, params.logits).await;
+            let result =
+                classify_image(state, bytes, arrived, deadline, top_k, params.logits).await;
             (name, result)
         }
     }))
@@ -120,7 +127,11 @@ pub async fn classify(
             },
         })
         .collect();
-    Ok((timing_headers(&slowest), Json(BatchClassifyResponse { model, results })).into_response())
+    Ok((
+        timing_headers(&slowest),
+        Json(BatchClassifyResponse { model, results }),
+    )
+        .into_response())
 }
 
 /// One image through the pool and the queue, counted exactly once in `repvgg_images_total`.
@@ -200,7 +211,8 @@ impl<'a> OutcomeGuard<'a> {
 
 impl Drop for OutcomeGuard<'_> {
     fn drop(&mut self) {
-        self.metrics.image_outcome(self.outcome.unwrap_or(Outcome::Cancelled));
+        self.metrics
+            .image_outcome(self.outcome.unwrap_or(Outcome::Cancelled));
     }
 }
 
@@ -238,7 +250,8 @@ fn max_timings(a: TimingsMs, b: TimingsMs) -> TimingsMs {
 /// `x-queue-time-ms`, `x-preprocess-time-ms`, `x-inference-time-ms`, `x-total-time-ms` (for
 /// several images: the largest of each).
 fn timing_headers(t: &TimingsMs) -> [(&'static str, HeaderValue); 4] {
-    let value = |v: f64| HeaderValue::from_str(&format!("{v:.3}")).expect("a number is a header value");
+    let value =
+        |v: f64| HeaderValue::from_str(&format!("{v:.3}")).expect("a number is a header value");
     [
         ("x-queue-time-ms", value(t.queue)),
         ("x-preprocess-time-ms", value(t.preprocess)),
@@ -255,7 +268,10 @@ mod tests {
     fn softmax_top_k_is_ordered_and_normalised() {
         let labels: Vec<String> = (0..4).map(|i| format!("c{i}")).collect();
         let p = top_predictions(&[1.0, 3.0, 2.0, 0.0], 4, &labels);
-        assert_eq!(p.iter().map(|p| p.class_id).collect::<Vec<_>>(), [1, 2, 0, 3]);
+        assert_eq!(
+            p.iter().map(|p| p.class_id).collect::<Vec<_>>(),
+            [1, 2, 0, 3]
+        );
         let total: f32 = p.iter().map(|p| p.probability).sum();
         assert!((total - 1.0).abs() < 1e-6);
         assert_eq!(p[0].label, "c1");

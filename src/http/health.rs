@@ -43,7 +43,10 @@ pub async fn models(State(state): State<AppState>) -> Json<ModelsResponse> {
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     (
         StatusCode::OK,
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         state.metrics.render(),
     )
 }

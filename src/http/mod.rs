@@ -112,7 +112,10 @@ pub fn router(state: AppState) -> Router {
         .route("/stats", get(health::stats))
         .route("/openapi.json", get(openapi::openapi_json))
         .fallback(|| async { ApiError::NotFound })
-        .layer(axum::middleware::from_fn_with_state(state.clone(), observe::observe))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            observe::observe,
+        ))
         .layer(DefaultBodyLimit::max(state.limits.max_body_bytes))
         .with_state(state)
 }

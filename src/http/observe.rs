@@ -26,7 +26,11 @@ const ROUTES: &[&str] = &[
 ];
 
 fn route_label(path: &str) -> &'static str {
-    ROUTES.iter().copied().find(|r| *r == path).unwrap_or("other")
+    ROUTES
+        .iter()
+        .copied()
+        .find(|r| *r == path)
+        .unwrap_or("other")
 }
 
 pub async fn observe(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
@@ -38,7 +42,8 @@ pub async fn observe(State(state): State<AppState>, mut request: Request, next: 
         .filter(|v| !v.is_empty() && v.len() <= 128)
         .map(str::to_owned)
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-    let id_header = HeaderValue::from_str(&id).unwrap_or_else(|_| HeaderValue::from_static("invalid"));
+    let id_header =
+        HeaderValue::from_str(&id).unwrap_or_else(|_| HeaderValue::from_static("invalid"));
     request.headers_mut().insert(REQUEST_ID, id_header.clone());
     let route = route_label(request.uri().path());
     let method = request.method().clone();

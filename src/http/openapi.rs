@@ -7,7 +7,10 @@ use crate::metrics;
 
 #[derive(Debug, OpenApi)]
 #[openapi(
-    info(title = "repvgg-serve", description = "RepVGG image classification over HTTP"),
+    info(
+        title = "repvgg-serve",
+        description = "RepVGG image classification over HTTP"
+    ),
     paths(
         classify::classify,
         health::healthz,

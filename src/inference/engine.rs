@@ -63,7 +63,13 @@ impl Engine {
 
     /// Runs `batch` NCHW images of `size x size` (`input.len() == batch * 3 * size * size`) and
     /// returns `batch * num_classes` logits.
-    pub fn run(&mut self, input: &[f32], batch: usize, height: usize, width: usize) -> Result<Vec<f32>, InferenceError> {
+    pub fn run(
+        &mut self,
+        input: &[f32],
+        batch: usize,
+        height: usize,
+        width: usize,
+    ) -> Result<Vec<f32>, InferenceError> {
         let tensor = TensorRef::from_array_view(([batch, 3, height, width], input))
             .map_err(|e| InferenceError::Runtime(e.to_string()))?;
         let outputs = self

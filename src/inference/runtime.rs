@@ -25,9 +25,17 @@ pub fn locate_library(explicit: Option<&Path>) -> Result<PathBuf, InferenceError
     if explicit.is_none() {
         candidates.push(Path::new(".ort").join(ORT_LIBRARY));
         if let Ok(exe) = std::env::current_exe() {
-            candidates.extend(exe.ancestors().skip(1).map(|dir| dir.join(".ort").join(ORT_LIBRARY)));
+            candidates.extend(
+                exe.ancestors()
+                    .skip(1)
+                    .map(|dir| dir.join(".ort").join(ORT_LIBRARY)),
+            );
         }
-        candidates.push(Path::new(env!("CARGO_MANIFEST_DIR")).join(".ort").join(ORT_LIBRARY));
+        candidates.push(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join(".ort")
+                .join(ORT_LIBRARY),
+        );
     }
     let tried: Vec<String> = candidates.iter().map(|p| p.display().to_string()).collect();
     // An explicit path or ORT_DYLIB_PATH that does not exist is an error, not a fallback.

@@ -132,7 +132,10 @@ fn run(
         }
         let dropped = total - live.len();
         if dropped > 0 {
-            tracing::debug!(dropped, "skipped jobs whose client left while the batch waited");
+            tracing::debug!(
+                dropped,
+                "skipped jobs whose client left while the batch waited"
+            );
         }
         if live.is_empty() {
             drop(permit);
@@ -151,12 +154,15 @@ fn run(
         let batch_size = live.len();
         for (i, job) in live.into_iter().enumerate() {
             let _entered = job.span.enter();
-            let answer = result.as_ref().map_err(Clone::clone).map(|logits| Prediction {
-                logits: logits[i * classes..(i + 1) * classes].to_vec(),
-                queue: cut_at.saturating_duration_since(job.enqueued),
-                inference,
-                batch_size,
-            });
+            let answer = result
+                .as_ref()
+                .map_err(Clone::clone)
+                .map(|logits| Prediction {
+                    logits: logits[i * classes..(i + 1) * classes].to_vec(),
+                    queue: cut_at.saturating_duration_since(job.enqueued),
+                    inference,
+                    batch_size,
+                });
             // The receiver may have gone meanwhile; nothing to do then.
             let _ = job.reply.send(answer);
         }

@@ -13,7 +13,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use metrics::{Counter, Gauge, Histogram, Key, KeyName, Label, Level, Metadata, Recorder, Unit};
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
+use metrics_exporter_prometheus::{
+    Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
+};
 
 pub use stats::{StageTimings, StatsReport};
 
@@ -35,7 +37,8 @@ pub mod names {
 
 /// Histogram buckets, per metric (seconds, or images for the batch size).
 const REQUEST_BUCKETS: &[f64] = &[
-    0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0, 10.0, 30.0,
+    0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0, 10.0,
+    30.0,
 ];
 const QUEUE_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -75,7 +78,8 @@ impl Outcome {
     }
 }
 
-static METADATA: Metadata<'static> = Metadata::new(module_path!(), Level::INFO, Some(module_path!()));
+static METADATA: Metadata<'static> =
+    Metadata::new(module_path!(), Level::INFO, Some(module_path!()));
 
 /// The service's metrics. Cheap to share (`Arc`), safe from any thread.
 pub struct Metrics {
@@ -125,17 +129,45 @@ impl Metrics {
         let describe = |name: &'static str, unit: Option<Unit>, help: &'static str| {
             recorder.describe_counter(KeyName::from_const_str(name), unit, help.into());
         };
-        describe(REQUESTS_TOTAL, None, "HTTP requests by matched route and status");
-        describe(REQUEST_DURATION, Some(Unit::Seconds), "HTTP request duration by route");
-        describe(IMAGES_TOTAL, None, "Images by outcome (ok, rejected, failed, expired, cancelled)");
+        describe(
+            REQUESTS_TOTAL,
+            None,
+            "HTTP requests by matched route and status",
+        );
+        describe(
+            REQUEST_DURATION,
+            Some(Unit::Seconds),
+            "HTTP request duration by route",
+        );
+        describe(
+            IMAGES_TOTAL,
+            None,
+            "Images by outcome (ok, rejected, failed, expired, cancelled)",
+        );
         describe(BATCHES_TOTAL, None, "Batches run by ONNX Runtime");
-        describe(QUEUE_WAIT, Some(Unit::Seconds), "Time an image waited for its batch");
-        describe(PREPROCESS_DURATION, Some(Unit::Seconds), "Decode + resize + crop per image");
-        describe(INFERENCE_DURATION, Some(Unit::Seconds), "ONNX Runtime run time per batch");
+        describe(
+            QUEUE_WAIT,
+            Some(Unit::Seconds),
+            "Time an image waited for its batch",
+        );
+        describe(
+            PREPROCESS_DURATION,
+            Some(Unit::Seconds),
+            "Decode + resize + crop per image",
+        );
+        describe(
+            INFERENCE_DURATION,
+            Some(Unit::Seconds),
+            "ONNX Runtime run time per batch",
+        );
         describe(BATCH_SIZE, None, "Images per batch");
         describe(QUEUE_DEPTH, None, "Images waiting for a batch");
         describe(INFLIGHT_REQUESTS, None, "HTTP requests being handled");
-        describe(READY, None, "1 when the model is loaded, warmed up and not shutting down");
+        describe(
+            READY,
+            None,
+            "1 when the model is loaded, warmed up and not shutting down",
+        );
         describe(MODEL_INFO, None, "The served model (value is always 1)");
         let process = metrics_process::Collector::default();
         metrics::with_local_recorder(&recorder, || process.describe());
@@ -164,7 +196,10 @@ impl Metrics {
     }
 
     pub fn request_done(&self, route: &str, status: u16, elapsed: Duration) {
-        let labels = vec![Label::new("route", route.to_owned()), Label::new("status", status.to_string())];
+        let labels = vec![
+            Label::new("route", route.to_owned()),
+            Label::new("status", status.to_string()),
+        ];
         self.recorder
             .register_counter(&Key::from_parts(names::REQUESTS_TOTAL, labels), &METADATA)
             .increment(1);

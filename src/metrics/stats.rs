@@ -36,7 +36,9 @@ pub(super) struct Windows {
 
 fn push<T>(series: &Mutex<VecDeque<(Instant, T)>>, now: Instant, value: T) {
     let mut series = series.lock().unwrap_or_else(|p| p.into_inner());
-    while series.front().is_some_and(|(t, _)| now.duration_since(*t) > HORIZON)
+    while series
+        .front()
+        .is_some_and(|(t, _)| now.duration_since(*t) > HORIZON)
         || series.len() >= MAX_SAMPLES
     {
         series.pop_front();
@@ -79,9 +81,21 @@ impl Windows {
 
     pub(super) fn report(&self) -> StatsReport {
         let now = Instant::now();
-        let images = self.images.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        let requests = self.requests.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        let batches = self.batches.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let images = self
+            .images
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let requests = self
+            .requests
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let batches = self
+            .batches
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         let uptime = now.duration_since(self.started);
         let window = |secs: u64| {
             let span = Duration::from_secs(secs);
@@ -92,7 +106,10 @@ impl Windows {
                 .filter(|(t, _)| now.duration_since(*t) <= span)
                 .map(|(_, s)| *s)
                 .collect();
-            let request_count = requests.iter().filter(|(t, ())| now.duration_since(*t) <= span).count();
+            let request_count = requests
+                .iter()
+                .filter(|(t, ())| now.duration_since(*t) <= span)
+                .count();
             let sizes: Vec<usize> = batches
                 .iter()
                 .filter(|(t, _)| now.duration_since(*t) <= span)
@@ -184,7 +201,8 @@ impl Percentiles {
             return Self::default();
         }
         values.sort_by(f64::total_cmp);
-        let rank = |p: f64| values[((p * values.len() as f64).ceil() as usize).clamp(1, values.len()) - 1];
+        let rank =
+            |p: f64| values[((p * values.len() as f64).ceil() as usize).clamp(1, values.len()) - 1];
         Self {
             count: values.len(),
             p50: rank(0.50),

@@ -163,8 +163,16 @@ mod tests {
         for (name, deploy_m, train_m, macs_g) in TABLE {
             let arch = variants::find(name).expect(name).architecture(1000);
             let round = |x: usize, unit: f64| (x as f64 / unit * 100.0).round() / 100.0;
-            assert_eq!(round(arch.params_deploy(), 1e6), deploy_m, "{name} deploy params");
-            assert_eq!(round(arch.params_train(), 1e6), train_m, "{name} train params");
+            assert_eq!(
+                round(arch.params_deploy(), 1e6),
+                deploy_m,
+                "{name} deploy params"
+            );
+            assert_eq!(
+                round(arch.params_train(), 1e6),
+                train_m,
+                "{name} train params"
+            );
             assert_eq!(round(arch.macs(224), 1e9), macs_g, "{name} MACs");
             assert_eq!(arch.variant().map(|v| v.name), Some(name));
         }

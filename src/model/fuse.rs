@@ -26,7 +26,8 @@ impl RepVgg {
                 } = &block.branches
                 {
                     let in_per_group = block.spec.in_per_group();
-                    let (kernel, bias) = fuse_block(dense, one_by_one, identity.as_ref(), in_per_group);
+                    let (kernel, bias) =
+                        fuse_block(dense, one_by_one, identity.as_ref(), in_per_group);
                     block.branches = Branches::Deploy { kernel, bias };
                 }
                 block
@@ -63,7 +64,9 @@ fn fuse_block(
             }
         }
     };
-    add_branch(&dense.bn, &|o, i, k| f64::from(dense.kernel.data[o * taps + i * 9 + k]));
+    add_branch(&dense.bn, &|o, i, k| {
+        f64::from(dense.kernel.data[o * taps + i * 9 + k])
+    });
     // The 1x1 kernel sits at the centre tap (k = 4) of the 3x3 window.
     add_branch(&one_by_one.bn, &|o, i, k| {
         if k == 4 {

@@ -43,7 +43,10 @@ pub fn random_training_weights(arch: &Architecture, seed: u64) -> BTreeMap<Strin
             format!("{prefix}.rbr_1x1.conv.weight"),
             normal(&mut rng, vec![o, i, 1, 1], (2.0 / i as f32).sqrt()),
         );
-        let mut bns = vec![format!("{prefix}.rbr_dense.bn"), format!("{prefix}.rbr_1x1.bn")];
+        let mut bns = vec![
+            format!("{prefix}.rbr_dense.bn"),
+            format!("{prefix}.rbr_1x1.bn"),
+        ];
         if spec.identity {
             bns.push(format!("{prefix}.rbr_identity"));
         }
@@ -55,18 +58,37 @@ pub fn random_training_weights(arch: &Architecture, seed: u64) -> BTreeMap<Strin
             out.insert(format!("{bn}.running_var"), uniform(&mut rng, o, 0.5, 2.0));
         }
         if let Some(h) = spec.se_channels {
-            out.insert(format!("{prefix}.se.down.weight"), normal(&mut rng, vec![h, o, 1, 1], (1.0 / o as f32).sqrt()));
-            out.insert(format!("{prefix}.se.down.bias"), normal(&mut rng, vec![h], 0.1));
-            out.insert(format!("{prefix}.se.up.weight"), normal(&mut rng, vec![o, h, 1, 1], (1.0 / h as f32).sqrt()));
-            out.insert(format!("{prefix}.se.up.bias"), normal(&mut rng, vec![o], 0.1));
+            out.insert(
+                format!("{prefix}.se.down.weight"),
+                normal(&mut rng, vec![h, o, 1, 1], (1.0 / o as f32).sqrt()),
+            );
+            out.insert(
+                format!("{prefix}.se.down.bias"),
+                normal(&mut rng, vec![h], 0.1),
+            );
+            out.insert(
+                format!("{prefix}.se.up.weight"),
+                normal(&mut rng, vec![o, h, 1, 1], (1.0 / h as f32).sqrt()),
+            );
+            out.insert(
+                format!("{prefix}.se.up.bias"),
+                normal(&mut rng, vec![o], 0.1),
+            );
         }
     }
     let features = arch.features();
     out.insert(
         "linear.weight".into(),
-        normal(&mut rng, vec![arch.num_classes, features], (1.0 / features as f32).sqrt()),
+        normal(
+            &mut rng,
+            vec![arch.num_classes, features],
+            (1.0 / features as f32).sqrt(),
+        ),
     );
-    out.insert("linear.bias".into(), normal(&mut rng, vec![arch.num_classes], 0.01));
+    out.insert(
+        "linear.bias".into(),
+        normal(&mut rng, vec![arch.num_classes], 0.01),
+    );
     out
 }
 
@@ -77,5 +99,8 @@ fn normal(rng: &mut ChaCha8Rng, shape: Vec<usize>, std: f32) -> Tensor {
 }
 
 fn uniform(rng: &mut ChaCha8Rng, len: usize, low: f32, high: f32) -> Tensor {
-    Tensor::new(vec![len], (0..len).map(|_| rng.random_range(low..high)).collect())
+    Tensor::new(
+        vec![len],
+        (0..len).map(|_| rng.random_range(low..high)).collect(),
+    )
 }

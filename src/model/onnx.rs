@@ -41,9 +41,25 @@ pub fn export(model: &RepVgg, metadata: &[(&str, String)]) -> Vec<u8> {
                 one_by_one,
                 identity,
             } => {
-                let d = graph.conv(&format!("{name}.dense"), &x, &dense.kernel, None, stride, groups, 1);
+                let d = graph.conv(
+                    &format!("{name}.dense"),
+                    &x,
+                    &dense.kernel,
+                    None,
+                    stride,
+                    groups,
+                    1,
+                );
                 let mut terms = vec![graph.batch_norm(&format!("{name}.dense.bn"), &d, &dense.bn)];
-                let o = graph.conv(&format!("{name}.1x1"), &x, &one_by_one.kernel, None, stride, groups, 0);
+                let o = graph.conv(
+                    &format!("{name}.1x1"),
+                    &x,
+                    &one_by_one.kernel,
+                    None,
+                    stride,
+                    groups,
+                    0,
+                );
                 terms.push(graph.batch_norm(&format!("{name}.1x1.bn"), &o, &one_by_one.bn));
                 if let Some(bn) = identity {
                     terms.push(graph.batch_norm(&format!("{name}.identity"), &x, bn));
@@ -115,7 +131,13 @@ impl GraphBuilder {
     }
 
     /// Adds a node whose single output is named after the node; returns that name.
-    fn node(&mut self, op: &str, name: &str, inputs: &[String], attrs: Vec<AttributeProto>) -> String {
+    fn node(
+        &mut self,
+        op: &str,
+        name: &str,
+        inputs: &[String],
+        attrs: Vec<AttributeProto>,
+    ) -> String {
         self.nodes.push(NodeProto {
             op_type: op.into(),
             name: name.into(),
@@ -138,7 +160,10 @@ impl GraphBuilder {
         groups: i64,
         pad: i64,
     ) -> String {
-        let mut inputs = vec![x.to_owned(), self.initializer(&format!("{name}.weight"), kernel)];
+        let mut inputs = vec![
+            x.to_owned(),
+            self.initializer(&format!("{name}.weight"), kernel),
+        ];
         if let Some(bias) = bias {
             inputs.push(self.vector(&format!("{name}.bias"), bias));
         }
@@ -160,17 +185,48 @@ impl GraphBuilder {
             self.vector(&format!("{name}.running_mean"), &bn.mean),
             self.vector(&format!("{name}.running_var"), &bn.var),
         ];
-        self.node("BatchNormalization", name, &inputs, vec![float("epsilon", BN_EPS as f32)])
+        self.node(
+            "BatchNormalization",
+            name,
+            &inputs,
+            vec![float("epsilon", BN_EPS as f32)],
+        )
     }
 
     /// `x * sigmoid(up(relu(down(avgpool(x)))))`.
     fn se(&mut self, name: &str, x: &str, se: &Se) -> String {
-        let pooled = self.node("GlobalAveragePool", &format!("{name}.pool"), &[x.to_owned()], vec![]);
-        let down = self.conv(&format!("{name}.down"), &pooled, &se.down, Some(&se.down_bias), 1, 1, 0);
+        let pooled = self.node(
+            "GlobalAveragePool",
+            &format!("{name}.pool"),
+            &[x.to_owned()],
+            vec![],
+        );
+        let down = self.conv(
+            &format!("{name}.down"),
+            &pooled,
+            &se.down,
+            Some(&se.down_bias),
+            1,
+            1,
+            0,
+        );
         let relu = self.node("Relu", &format!("{name}.relu"), &[down], vec![]);
-        let up = self.conv(&format!("{name}.up"), &relu, &se.up, Some(&se.up_bias), 1, 1, 0);
+        let up = self.conv(
+            &format!("{name}.up"),
+            &relu,
+            &se.up,
+            Some(&se.up_bias),
+            1,
+            1,
+            0,
+        );
         let gate = self.node("Sigmoid", &format!("{name}.sigmoid"), &[up], vec![]);
-        self.node("Mul", &format!("{name}.scale"), &[x.to_owned(), gate], vec![])
+        self.node(
+            "Mul",
+            &format!("{name}.scale"),
+            &[x.to_owned(), gate],
+            vec![],
+        )
     }
 
     fn rename_last_output(&mut self, from: &str, to: &str) {
@@ -186,7 +242,10 @@ impl GraphBuilder {
             name: "repvgg".into(),
             node: self.nodes,
             initializer: self.initializers,
-            input: vec![value_info(INPUT, &[dim("batch"), dim(3), dim("height"), dim("width")])],
+            input: vec![value_info(
+                INPUT,
+                &[dim("batch"), dim(3), dim("height"), dim("width")],
+            )],
             output: vec![value_info(OUTPUT, &[dim("batch"), dim(num_classes as i64)])],
             ..Default::default()
         }

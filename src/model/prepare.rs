@@ -49,7 +49,10 @@ pub struct PreparedModel {
 }
 
 /// Loads, fuses and exports the model, using and filling `cache_dir` for checkpoints.
-pub fn prepare(source: &ModelSource, cache_dir: Option<&Path>) -> Result<PreparedModel, ModelError> {
+pub fn prepare(
+    source: &ModelSource,
+    cache_dir: Option<&Path>,
+) -> Result<PreparedModel, ModelError> {
     match source {
         ModelSource::Onnx(path) => {
             let bytes = std::fs::read(path).map_err(|e| ModelError::io(path, e))?;
@@ -77,11 +80,22 @@ pub fn prepare(source: &ModelSource, cache_dir: Option<&Path>) -> Result<Prepare
             }
             let started = Instant::now();
             let ckpt = Checkpoint::load(path)?;
-            let info_base = (ckpt.sha256.clone(), ckpt.dialect, path.display().to_string());
+            let info_base = (
+                ckpt.sha256.clone(),
+                ckpt.dialect,
+                path.display().to_string(),
+            );
             let model = RepVgg::from_checkpoint(ckpt)?;
             let form = model.form;
             let fused = model.fused();
-            let info = describe(&fused, Some(info_base.0), Some(info_base.1), Some(form), info_base.2, false);
+            let info = describe(
+                &fused,
+                Some(info_base.0),
+                Some(info_base.1),
+                Some(form),
+                info_base.2,
+                false,
+            );
             let onnx = onnx::export(&fused, &metadata(&info));
             tracing::info!(
                 elapsed_ms = started.elapsed().as_millis() as u64,
@@ -98,7 +112,8 @@ pub fn prepare(source: &ModelSource, cache_dir: Option<&Path>) -> Result<Prepare
             })
         }
         ModelSource::Demo { variant, seed } => {
-            let v = variants::find(variant).ok_or_else(|| ModelError::UnknownVariant(variant.clone()))?;
+            let v = variants::find(variant)
+                .ok_or_else(|| ModelError::UnknownVariant(variant.clone()))?;
             let ckpt = init::random_checkpoint(v, *seed, 1000);
             let model = RepVgg::from_checkpoint(ckpt)?.fused();
             let source = format!("demo: random {} weights, seed {seed}", v.name);
@@ -125,7 +140,10 @@ pub fn write_random_checkpoint(
     let metadata = HashMap::from([
         ("variant".to_owned(), v.name.to_owned()),
         ("seed".to_owned(), seed.to_string()),
-        ("note".to_owned(), "random weights from repvgg-serve init".to_owned()),
+        (
+            "note".to_owned(),
+            "random weights from repvgg-serve init".to_owned(),
+        ),
     ]);
     checkpoint::safetensors::write(output, &tensors, metadata)
 }
@@ -157,7 +175,10 @@ pub fn describe(
 pub fn metadata(info: &ModelInfo) -> Vec<(&'static str, String)> {
     vec![
         ("variant", info.variant.clone().unwrap_or_default()),
-        ("checkpoint_sha256", info.checkpoint_sha256.clone().unwrap_or_default()),
+        (
+            "checkpoint_sha256",
+            info.checkpoint_sha256.clone().unwrap_or_default(),
+        ),
         ("demo", info.demo.to_string()),
         ("fused", info.fused.to_string()),
         (
@@ -230,6 +251,8 @@ fn store(path: &Path, bytes: &[u8]) {
         .and_then(|()| std::fs::rename(&tmp, path));
     match result {
         Ok(()) => tracing::info!(cache = %path.display(), "fused model cached"),
-        Err(e) => tracing::warn!(cache = %path.display(), error = %e, "could not cache the fused model"),
+        Err(e) => {
+            tracing::warn!(cache = %path.display(), error = %e, "could not cache the fused model")
+        }
     }
 }

@@ -91,7 +91,11 @@ impl Variant {
             let width = widths[stage + 1];
             let blocks = (0..depth)
                 .map(|j| {
-                    let groups = if global_index % 2 == 0 { self.groups } else { 1 };
+                    let groups = if global_index % 2 == 0 {
+                        self.groups
+                    } else {
+                        1
+                    };
                     let stride = if j == 0 { 2 } else { 1 };
                     let block = BlockSpec::new(in_channels, width, stride, groups, se(width));
                     in_channels = width;

@@ -41,6 +41,9 @@ pub struct Se {
     pub up_bias: Vec<f32>,
 }
 
+/// One block's convolution(s). Held once per block at load time, so the size difference
+/// between the forms does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug)]
 pub enum Branches {
     Train {
@@ -193,7 +196,11 @@ impl Reader {
                     "stage {stage} block indices are not 0..n: {indices:?}"
                 )));
             }
-            prefixes.extend(indices.into_iter().map(|j| (stage, j, format!("stage{stage}.{j}"))));
+            prefixes.extend(
+                indices
+                    .into_iter()
+                    .map(|j| (stage, j, format!("stage{stage}.{j}"))),
+            );
         }
         Ok(prefixes)
     }
@@ -213,7 +220,10 @@ impl Reader {
         let [out, in_per_group, 3, 3] = kernel.shape[..] else {
             return Err(self.wrong_shape(&main, vec![0, in_channels, 3, 3], &kernel));
         };
-        if in_per_group == 0 || in_channels % in_per_group != 0 || out % (in_channels / in_per_group) != 0 {
+        if in_per_group == 0
+            || in_channels % in_per_group != 0
+            || out % (in_channels / in_per_group) != 0
+        {
             return Err(self.wrong_shape(&main, vec![out, in_channels, 3, 3], &kernel));
         }
         let groups = in_channels / in_per_group;
@@ -226,7 +236,9 @@ impl Reader {
         let branches = match form {
             Form::Deploy => Branches::Deploy {
                 kernel,
-                bias: self.take(&format!("{prefix}.rbr_reparam.bias"), Some(&[out]))?.data,
+                bias: self
+                    .take(&format!("{prefix}.rbr_reparam.bias"), Some(&[out]))?
+                    .data,
             },
             Form::Train => {
                 let has_identity = self.has(&format!("{prefix}.rbr_identity.running_var"));
@@ -259,18 +271,24 @@ impl Reader {
         let se = se_channels
             .map(|hidden| {
                 Ok::<_, ModelError>(Se {
-                    down: self.take(&format!("{prefix}.se.down.weight"), Some(&[hidden, out, 1, 1]))?,
-                    down_bias: self.take(&format!("{prefix}.se.down.bias"), Some(&[hidden]))?.data,
-                    up: self.take(&format!("{prefix}.se.up.weight"), Some(&[out, hidden, 1, 1]))?,
-                    up_bias: self.take(&format!("{prefix}.se.up.bias"), Some(&[out]))?.data,
+                    down: self.take(
+                        &format!("{prefix}.se.down.weight"),
+                        Some(&[hidden, out, 1, 1]),
+                    )?,
+                    down_bias: self
+                        .take(&format!("{prefix}.se.down.bias"), Some(&[hidden]))?
+                        .data,
+                    up: self.take(
+                        &format!("{prefix}.se.up.weight"),
+                        Some(&[out, hidden, 1, 1]),
+                    )?,
+                    up_bias: self
+                        .take(&format!("{prefix}.se.up.bias"), Some(&[out]))?
+                        .data,
                 })
             })
             .transpose()?;
-        Ok(Block {
-            spec,
-            branches,
-            se,
-        })
+        Ok(Block { spec, branches, se })
     }
 
     fn bn(&mut self, prefix: &str, channels: usize) -> Result<BatchNorm, ModelError> {

@@ -61,7 +61,11 @@ pub fn decode_rgb(bytes: &[u8], max_pixels: u64) -> Result<RgbImage, PreprocessE
 }
 
 /// Refuses empty images and images over the pixel limit (from the header, before decoding).
-pub(super) fn check_pixels(width: u32, height: u32, max_pixels: u64) -> Result<(), PreprocessError> {
+pub(super) fn check_pixels(
+    width: u32,
+    height: u32,
+    max_pixels: u64,
+) -> Result<(), PreprocessError> {
     let pixels = u64::from(width) * u64::from(height);
     if pixels > max_pixels {
         return Err(PreprocessError::TooManyPixels {

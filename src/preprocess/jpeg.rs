@@ -31,7 +31,10 @@ pub fn decode(bytes: &[u8], max_pixels: u64) -> Result<(RgbImage, Orientation), 
     })
 }
 
-fn decode_unchecked(bytes: &[u8], max_pixels: u64) -> Result<(RgbImage, Orientation), PreprocessError> {
+fn decode_unchecked(
+    bytes: &[u8],
+    max_pixels: u64,
+) -> Result<(RgbImage, Orientation), PreprocessError> {
     let undecodable = |e: std::io::Error| PreprocessError::Undecodable(format!("JPEG: {e}"));
     let decompress = Decompress::with_markers(&[Marker::APP(1)])
         .from_mem(bytes)
@@ -40,7 +43,11 @@ fn decode_unchecked(bytes: &[u8], max_pixels: u64) -> Result<(RgbImage, Orientat
     super::decode::check_pixels(width as u32, height as u32, max_pixels)?;
     let orientation = decompress
         .markers()
-        .find_map(|m| m.data.strip_prefix(b"Exif\0\0").and_then(Orientation::from_exif_chunk))
+        .find_map(|m| {
+            m.data
+                .strip_prefix(b"Exif\0\0")
+                .and_then(Orientation::from_exif_chunk)
+        })
         .unwrap_or(Orientation::NoTransforms);
 
     let cmyk = matches!(
@@ -48,7 +55,9 @@ fn decode_unchecked(bytes: &[u8], max_pixels: u64) -> Result<(RgbImage, Orientat
         ColorSpace::JCS_CMYK | ColorSpace::JCS_YCCK
     );
     let pixels = if cmyk {
-        let mut started = decompress.to_colorspace(ColorSpace::JCS_CMYK).map_err(undecodable)?;
+        let mut started = decompress
+            .to_colorspace(ColorSpace::JCS_CMYK)
+            .map_err(undecodable)?;
         let raw: Vec<[u8; 4]> = started.read_scanlines().map_err(undecodable)?;
         started.finish().map_err(undecodable)?;
         raw.iter().flat_map(|&p| adobe_cmyk_to_rgb(p)).collect()
@@ -59,7 +68,9 @@ fn decode_unchecked(bytes: &[u8], max_pixels: u64) -> Result<(RgbImage, Orientat
         raw
     };
     if pixels.len() != width * height * 3 {
-        return Err(PreprocessError::Undecodable("JPEG: short pixel data".into()));
+        return Err(PreprocessError::Undecodable(
+            "JPEG: short pixel data".into(),
+        ));
     }
     Ok((
         RgbImage {
@@ -105,7 +116,9 @@ mod tests {
 
     #[test]
     fn truncation_is_detected_from_markers() {
-        assert!(ends_after_last_scan(&[0xFF, 0xD8, 0xFF, 0xDA, 1, 2, 0xFF, 0xD9]));
+        assert!(ends_after_last_scan(&[
+            0xFF, 0xD8, 0xFF, 0xDA, 1, 2, 0xFF, 0xD9
+        ]));
         assert!(!ends_after_last_scan(&[0xFF, 0xD8, 0xFF, 0xDA, 1, 2, 3]));
         // An embedded thumbnail's EOI before the main scan does not count.
         assert!(!ends_after_last_scan(&[0xFF, 0xD9, 0xFF, 0xDA, 1, 2]));

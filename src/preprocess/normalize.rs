@@ -9,11 +9,14 @@ pub const STD: [f32; 3] = [0.229, 0.224, 0.225];
 ///
 /// `out.len()` must be `pixels.len()`; a lookup table per channel keeps this a copy.
 pub fn normalize_into(pixels: &[u8], out: &mut [f32]) {
-    assert_eq!(pixels.len(), out.len(), "normalize_into: slot size mismatch");
+    assert_eq!(
+        pixels.len(),
+        out.len(),
+        "normalize_into: slot size mismatch"
+    );
     let plane = pixels.len() / 3;
-    let tables: [[f32; 256]; 3] = std::array::from_fn(|c| {
-        std::array::from_fn(|v| (v as f32 / 255.0 - MEAN[c]) / STD[c])
-    });
+    let tables: [[f32; 256]; 3] =
+        std::array::from_fn(|c| std::array::from_fn(|v| (v as f32 / 255.0 - MEAN[c]) / STD[c]));
     let (r, rest) = out.split_at_mut(plane);
     let (g, b) = rest.split_at_mut(plane);
     for (i, px) in pixels.chunks_exact(3).enumerate() {

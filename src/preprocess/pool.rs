@@ -57,12 +57,16 @@ impl PreprocessPool {
                             }
                             let _entered = task.span.enter();
                             let started = Instant::now();
-                            let result = std::panic::catch_unwind(AssertUnwindSafe(|| config.crop_rgb(&task.bytes)))
-                                .unwrap_or_else(|_| Err(PreprocessError::Undecodable("decoder panicked".into())))
-                                .map(|crop| Preprocessed {
-                                    crop,
-                                    elapsed: started.elapsed(),
-                                });
+                            let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                                config.crop_rgb(&task.bytes)
+                            }))
+                            .unwrap_or_else(|_| {
+                                Err(PreprocessError::Undecodable("decoder panicked".into()))
+                            })
+                            .map(|crop| Preprocessed {
+                                crop,
+                                elapsed: started.elapsed(),
+                            });
                             let _ = task.reply.send(result);
                         }
                     })
@@ -91,7 +95,11 @@ impl PreprocessPool {
         self.tasks.try_send(task).map_err(|_| PoolError::Busy)?;
         answer
             .await
-            .map_err(|_| PoolError::Image(PreprocessError::Undecodable("preprocessing worker stopped".into())))?
+            .map_err(|_| {
+                PoolError::Image(PreprocessError::Undecodable(
+                    "preprocessing worker stopped".into(),
+                ))
+            })?
             .map_err(PoolError::Image)
     }
 

@@ -65,7 +65,11 @@ fn taps(in_size: usize, out_size: usize, first: usize, count: usize) -> Vec<Taps
                     let w = if total != 0.0 { w / total } else { *w };
                     let fixed = w * f64::from(1u32 << PRECISION_BITS);
                     // Round half away from zero, as Pillow's `(int)(0.5 + w)` / `(int)(-0.5 + w)`.
-                    (if fixed < 0.0 { fixed - 0.5 } else { fixed + 0.5 }) as i32
+                    (if fixed < 0.0 {
+                        fixed - 0.5
+                    } else {
+                        fixed + 0.5
+                    }) as i32
                 })
                 .collect();
             Taps {
@@ -96,7 +100,10 @@ pub fn resize_and_crop(image: &RgbImage, shorter: usize, crop: usize) -> Vec<u8>
     let (row_first, row_end) = match &vertical {
         Some(v) => (
             v.iter().map(|t| t.start).min().unwrap_or(0),
-            v.iter().map(|t| t.start + t.weights.len()).max().unwrap_or(0),
+            v.iter()
+                .map(|t| t.start + t.weights.len())
+                .max()
+                .unwrap_or(0),
         ),
         None => (top, top + crop_h),
     };
@@ -171,7 +178,10 @@ mod tests {
     fn weights_sum_to_one_in_fixed_point() {
         for t in taps(1000, 293, 0, 293) {
             let sum: i32 = t.weights.iter().sum();
-            assert!((sum - (1 << PRECISION_BITS)).abs() <= t.weights.len() as i32, "{sum}");
+            assert!(
+                (sum - (1 << PRECISION_BITS)).abs() <= t.weights.len() as i32,
+                "{sum}"
+            );
         }
     }
 

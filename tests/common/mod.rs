@@ -5,7 +5,9 @@
 use std::path::{Path, PathBuf};
 
 pub fn fixture(relative: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(relative)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(relative)
 }
 
 /// A file from `../shared/fixtures`. When it is missing: a failure under CI (`CI=true`), a loud
@@ -85,7 +87,10 @@ pub fn top_k(values: &[f32], k: usize) -> Vec<usize> {
 
 pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }
 
 /// The Pillow reference crop of `image`, normalised into CHW.

@@ -17,14 +17,24 @@ pub struct TestServer {
 impl TestServer {
     /// Starts `repvgg-serve serve <args>` (no cache unless the args give one).
     pub async fn start(args: &[&str]) -> Self {
-        let mut argv = vec!["repvgg-serve", "serve", "--host", "127.0.0.1", "--port", "0", "--no-cache"];
+        let mut argv = vec![
+            "repvgg-serve",
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--no-cache",
+        ];
         argv.extend_from_slice(args);
         let Command::Serve(serve) = Cli::try_parse_from(&argv).expect("valid flags").command else {
             unreachable!("serve subcommand");
         };
         let config = serve.validate().expect("valid config");
         let app = App::start(config).await.expect("app starts");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let addr = listener.local_addr().expect("addr");
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(app.run(listener, async move {
@@ -67,6 +77,12 @@ impl TestServer {
 /// The value of a series in Prometheus text (`name{labels} value`), 0 when absent.
 pub fn metric_value(text: &str, series: &str) -> f64 {
     text.lines()
-        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+        .find_map(|line| {
+            line.strip_prefix(series)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse()
+                .ok()
+        })
         .unwrap_or(0.0)
 }

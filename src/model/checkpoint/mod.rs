@@ -37,9 +37,10 @@ impl Checkpoint {
             Some(Format::LegacyPickle) => {
                 return Err(ModelError::NotACheckpoint {
                     path: path.to_owned(),
-                    reason: "a bare pickle (legacy torch.save before PyTorch 1.6, or pickle.dump); \
+                    reason:
+                        "a bare pickle (legacy torch.save before PyTorch 1.6, or pickle.dump); \
                              re-save it with a current torch.save or as .safetensors"
-                        .into(),
+                            .into(),
                 })
             }
             None => {

@@ -44,13 +44,17 @@ impl Dialect {
     pub fn to_official(self, name: &str) -> String {
         match self {
             Self::Official => name.to_owned(),
-            Self::Timm => translate(name, |(official, timm)| (timm, official), |stage| {
-                // `stages.K.` -> `stageK+1.`
-                let rest = stage.strip_prefix(".stages.")?;
-                let (index, tail) = rest.split_once('.')?;
-                let index: usize = index.parse().ok()?;
-                Some(format!(".stage{}.{tail}", index + 1))
-            }),
+            Self::Timm => translate(
+                name,
+                |(official, timm)| (timm, official),
+                |stage| {
+                    // `stages.K.` -> `stageK+1.`
+                    let rest = stage.strip_prefix(".stages.")?;
+                    let (index, tail) = rest.split_once('.')?;
+                    let index: usize = index.parse().ok()?;
+                    Some(format!(".stage{}.{tail}", index + 1))
+                },
+            ),
         }
     }
 
@@ -58,12 +62,16 @@ impl Dialect {
     pub fn from_official(self, name: &str) -> String {
         match self {
             Self::Official => name.to_owned(),
-            Self::Timm => translate(name, |pair| pair, |stage| {
-                let rest = stage.strip_prefix(".stage")?;
-                let (index, tail) = rest.split_once('.')?;
-                let index: usize = index.parse().ok()?;
-                (index > 0).then(|| format!(".stages.{}.{tail}", index - 1))
-            }),
+            Self::Timm => translate(
+                name,
+                |pair| pair,
+                |stage| {
+                    let rest = stage.strip_prefix(".stage")?;
+                    let (index, tail) = rest.split_once('.')?;
+                    let index: usize = index.parse().ok()?;
+                    (index > 0).then(|| format!(".stages.{}.{tail}", index - 1))
+                },
+            ),
         }
     }
 }
@@ -102,9 +110,15 @@ mod tests {
     fn timm_names_translate_both_ways() {
         let pairs = [
             ("stem.conv_kxk.conv.weight", "stage0.rbr_dense.conv.weight"),
-            ("stages.0.1.identity.running_var", "stage1.1.rbr_identity.running_var"),
+            (
+                "stages.0.1.identity.running_var",
+                "stage1.1.rbr_identity.running_var",
+            ),
             ("stages.3.0.conv_1x1.bn.bias", "stage4.0.rbr_1x1.bn.bias"),
-            ("stages.2.5.reparam_conv.weight", "stage3.5.rbr_reparam.weight"),
+            (
+                "stages.2.5.reparam_conv.weight",
+                "stage3.5.rbr_reparam.weight",
+            ),
             ("stages.1.0.attn.fc2.bias", "stage2.0.se.up.bias"),
             ("head.fc.weight", "linear.weight"),
         ];

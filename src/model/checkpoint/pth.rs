@@ -72,7 +72,10 @@ pub fn read(path: &Path, bytes: &[u8]) -> Result<BTreeMap<String, Tensor>, Model
         if name.ends_with("num_batches_tracked") {
             continue;
         }
-        if !matches!(info.dtype, DType::F32 | DType::F16 | DType::BF16 | DType::F64) {
+        if !matches!(
+            info.dtype,
+            DType::F32 | DType::F16 | DType::BF16 | DType::F64
+        ) {
             return Err(ModelError::UnsupportedDtype {
                 path: path.to_owned(),
                 tensor: name.clone(),
@@ -95,7 +98,8 @@ fn forbidden_global(object: &Object) -> Option<String> {
         Object::Class {
             module_name,
             class_name,
-        } => (!allowed_global(module_name, class_name)).then(|| format!("{module_name}.{class_name}")),
+        } => (!allowed_global(module_name, class_name))
+            .then(|| format!("{module_name}.{class_name}")),
         Object::Tuple(items) | Object::List(items) => items.iter().find_map(forbidden_global),
         Object::Dict(entries) => entries
             .iter()
