@@ -1,1 +1,123 @@
-fn main() {}
+//! `loadtest`: closed- or open-loop load against repvgg-serve (or any image endpoint).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use loadtest::{run, sweep, Bodies, Encoding, Mode, RunConfig};
+
+#[derive(Parser)]
+#[command(about = "Honest HTTP load generator: open loop without coordinated omission")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// One bounded run.
+    Run {
+        #[command(flatten)]
+        common: Common,
+        /// Closed loop with this many concurrent clients.
+        #[arg(long, conflicts_with = "rate", required_unless_present = "rate")]
+        concurrency: Option<usize>,
+        /// Open loop at this many requests per second.
+        #[arg(long)]
+        rate: Option<f64>,
+    },
+    /// Open-loop steps at rising rates; writes the curve as JSON and SVG.
+    Sweep {
+        #[command(flatten)]
+        common: Common,
+        /// Comma-separated arrival rates (requests/s).
+        #[arg(long, value_delimiter = ',', required = true)]
+        rates: Vec<f64>,
+        /// SVG chart of throughput vs p50/p99 latency.
+        #[arg(long)]
+        svg: Option<PathBuf>,
+    },
+}
+
+#[derive(Args)]
+struct Common {
+    #[arg(long, default_value = "http://127.0.0.1:8080/classify")]
+    url: String,
+    /// An image file or a folder of images (cycled).
+    #[arg(long)]
+    images: PathBuf,
+    #[arg(long, value_enum, default_value_t = Encoding::Raw)]
+    encoding: Encoding,
+    /// Seconds to send for (per step for a sweep).
+    #[arg(long)]
+    duration: Option<f64>,
+    /// Requests to send at most.
+    #[arg(long)]
+    requests: Option<u64>,
+    /// Per-request timeout (s).
+    #[arg(long, default_value_t = 30.0)]
+    timeout: f64,
+    /// Write the results as JSON here.
+    #[arg(long)]
+    output: Option<PathBuf>,
+    /// Allow a non-loopback target.
+    #[arg(long)]
+    allow_remote: bool,
+    /// No live progress line.
+    #[arg(long)]
+    quiet: bool,
+}
+
+impl Common {
+    fn config(&self, mode: Mode) -> RunConfig {
+        RunConfig {
+            url: self.url.clone(),
+            mode,
+            encoding: self.encoding,
+            duration: self.duration.map(Duration::from_secs_f64),
+            requests: self.requests,
+            timeout: Duration::from_secs_f64(self.timeout),
+            progress: !self.quiet,
+            allow_remote: self.allow_remote,
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Run {
+            common,
+            concurrency,
+            rate,
+        } => {
+            let mode = match (concurrency, rate) {
+                (Some(concurrency), _) => Mode::Closed { concurrency },
+                (None, Some(rate)) => Mode::Open { rate },
+                (None, None) => unreachable!("clap requires one"),
+            };
+            let bodies = Arc::new(Bodies::load(&common.images)?);
+            let report = run(&common.config(mode), bodies).await?;
+            println!("{}", report.summary());
+            if let Some(path) = &common.output {
+                std::fs::write(path, serde_json::to_string_pretty(&report)?)?;
+            }
+        }
+        Command::Sweep { common, rates, svg } => {
+            let bodies = Arc::new(Bodies::load(&common.images)?);
+            let base = RunConfig {
+                progress: false,
+                ..common.config(Mode::Open { rate: 1.0 })
+            };
+            let reports = sweep::sweep(&base, &rates, bodies).await?;
+            if let Some(path) = &common.output {
+                std::fs::write(path, serde_json::to_string_pretty(&reports)?)?;
+            }
+            if let Some(path) = &svg {
+                std::fs::write(path, sweep::svg(&common.url, &[("target", &reports)]))?;
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,77 @@
+//! Request bodies: images from a folder, cycled, sent raw, as multipart or as base64 JSON.
+
+use std::path::Path;
+
+use anyhow::{bail, Context};
+use base64::Engine as _;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Encoding {
+    Raw,
+    Multipart,
+    Json,
+}
+
+/// The images to send, in a fixed order.
+#[derive(Clone, Debug)]
+pub struct Bodies {
+    images: Vec<(String, Vec<u8>)>,
+}
+
+impl Bodies {
+    /// Every regular file in `dir` (sorted by name), or the single file `dir` names.
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let mut images = Vec::new();
+        if path.is_file() {
+            images.push((name(path), std::fs::read(path).with_context(|| path.display().to_string())?));
+        } else {
+            let mut entries: Vec<_> = std::fs::read_dir(path)
+                .with_context(|| format!("{}: cannot list", path.display()))?
+                .filter_map(Result::ok)
+                .map(|e| e.path())
+                .filter(|p| p.is_file())
+                .collect();
+            entries.sort();
+            for p in entries {
+                images.push((name(&p), std::fs::read(&p).with_context(|| p.display().to_string())?));
+            }
+        }
+        if images.is_empty() {
+            bail!("{}: no images", path.display());
+        }
+        Ok(Self { images })
+    }
+
+    pub fn from_bytes(name: &str, bytes: Vec<u8>) -> Self {
+        Self {
+            images: vec![(name.to_owned(), bytes)],
+        }
+    }
+
+    /// The `i`-th request of a run (images cycle).
+    pub fn request(&self, client: &reqwest::Client, url: &str, encoding: Encoding, i: u64) -> reqwest::RequestBuilder {
+        let (name, bytes) = &self.images[(i % self.images.len() as u64) as usize];
+        match encoding {
+            Encoding::Raw => client
+                .post(url)
+                .header("content-type", "application/octet-stream")
+                .body(bytes.clone()),
+            Encoding::Multipart => client.post(url).multipart(
+                reqwest::multipart::Form::new()
+                    .part("image", reqwest::multipart::Part::bytes(bytes.clone()).file_name(name.clone())),
+            ),
+            Encoding::Json => client
+                .post(url)
+                .header("content-type", "application/json")
+                .body(format!(
+                    "{{\"image\":\"{}\"}}",
+                    base64::engine::general_purpose::STANDARD.encode(bytes)
+                )),
+        }
+    }
+}
+
+fn name(path: &Path) -> String {
+    path.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned())
+}

@@ -1,0 +1,82 @@
+//! Results of a run: throughput, latency percentiles from an HDR histogram, errors by status.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+/// Latencies are recorded in microseconds, 1 us .. 10 min, 3 significant digits.
+pub fn new_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 600_000_000, 3).expect("valid histogram bounds")
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    pub mode: String,
+    /// Target arrival rate (open loop) or concurrency (closed loop).
+    pub offered: f64,
+    pub duration_s: f64,
+    pub sent: u64,
+    /// Answered with 200.
+    pub ok: u64,
+    /// Answers by HTTP status; `error` for connection failures.
+    pub statuses: BTreeMap<String, u64>,
+    /// Successful answers per second.
+    pub throughput_rps: f64,
+    /// Latency of successful answers (ms).
+    pub latency_ms: Latency,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Latency {
+    pub p50: f64,
+    pub p90: f64,
+    pub p99: f64,
+    pub p999: f64,
+    pub max: f64,
+    pub mean: f64,
+}
+
+impl Latency {
+    pub fn from_histogram(h: &Histogram<u64>) -> Self {
+        let ms = |us: u64| us as f64 / 1e3;
+        Self {
+            p50: ms(h.value_at_quantile(0.50)),
+            p90: ms(h.value_at_quantile(0.90)),
+            p99: ms(h.value_at_quantile(0.99)),
+            p999: ms(h.value_at_quantile(0.999)),
+            max: ms(h.max()),
+            mean: h.mean() / 1e3,
+        }
+    }
+}
+
+impl Report {
+    pub fn new(mode: &str, offered: f64, elapsed: Duration, statuses: BTreeMap<String, u64>, latencies: &Histogram<u64>) -> Self {
+        let ok = statuses.get("200").copied().unwrap_or(0);
+        Self {
+            mode: mode.to_owned(),
+            offered,
+            duration_s: elapsed.as_secs_f64(),
+            sent: statuses.values().sum(),
+            ok,
+            statuses,
+            throughput_rps: ok as f64 / elapsed.as_secs_f64().max(1e-9),
+            latency_ms: Latency::from_histogram(latencies),
+        }
+    }
+
+    /// Share of requests answered 200.
+    pub fn answered_share(&self) -> f64 {
+        self.ok as f64 / self.sent.max(1) as f64
+    }
+
+    pub fn summary(&self) -> String {
+        let l = &self.latency_ms;
+        format!(
+            "{} offered {:.1}: {} sent, {} ok ({:.1}/s) in {:.1}s | p50 {:.1} ms p90 {:.1} p99 {:.1} p99.9 {:.1} max {:.1} | statuses {:?}",
+            self.mode, self.offered, self.sent, self.ok, self.throughput_rps, self.duration_s, l.p50, l.p90, l.p99, l.p999, l.max, self.statuses
+        )
+    }
+}

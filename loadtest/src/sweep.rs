@@ -1,0 +1,78 @@
+//! Throughput-latency curve: open-loop steps of rising arrival rate, up to and past
+//! saturation, written as JSON and as an SVG chart.
+
+use std::fmt::Write;
+use std::sync::Arc;
+
+use crate::run::{run, Mode, RunConfig};
+use crate::{Bodies, Report};
+
+/// Runs one open-loop step per rate.
+pub async fn sweep(base: &RunConfig, rates: &[f64], bodies: Arc<Bodies>) -> anyhow::Result<Vec<Report>> {
+    let mut reports = Vec::new();
+    for &rate in rates {
+        let config = RunConfig {
+            mode: Mode::Open { rate },
+            ..base.clone()
+        };
+        let report = run(&config, bodies.clone()).await?;
+        eprintln!("{}", report.summary());
+        reports.push(report);
+    }
+    Ok(reports)
+}
+
+/// Achieved throughput vs p50 / p99 latency, one line per series (several runs side by side).
+pub fn svg(title: &str, series: &[(&str, &[Report])]) -> String {
+    let (w, h, left, bottom) = (720.0, 420.0, 70.0, 50.0);
+    let max_x = series
+        .iter()
+        .flat_map(|(_, r)| r.iter().map(|r| r.offered.max(r.throughput_rps)))
+        .fold(1.0, f64::max);
+    let max_y = series
+        .iter()
+        .flat_map(|(_, r)| r.iter().map(|r| r.latency_ms.p99))
+        .fold(1.0, f64::max);
+    let x = |v: f64| left + v / max_x * (w - left - 20.0);
+    let y = |v: f64| h - bottom - v / max_y * (h - bottom - 30.0);
+    let mut out = String::new();
+    let _ = write!(
+        out,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12"><rect width="100%" height="100%" fill="white"/><text x="{}" y="18" text-anchor="middle" font-size="14">{title}</text><line x1="{left}" y1="{}" x2="{}" y2="{}" stroke="black"/><line x1="{left}" y1="30" x2="{left}" y2="{}" stroke="black"/><text x="{}" y="{}" text-anchor="middle">achieved throughput (requests/s, max {max_x:.0})</text><text x="15" y="{}" transform="rotate(-90 15 {})" text-anchor="middle">latency (ms, max {max_y:.0})</text>"#,
+        w / 2.0,
+        h - bottom,
+        w - 20.0,
+        h - bottom,
+        h - bottom,
+        w / 2.0,
+        h - 15.0,
+        h / 2.0,
+        h / 2.0
+    );
+    let colors = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd"];
+    for (k, (name, reports)) in series.iter().enumerate() {
+        let color = colors[k % colors.len()];
+        for (quantile, dash) in [("p50", ""), ("p99", "6,3")] {
+            let points: Vec<String> = reports
+                .iter()
+                .map(|r| {
+                    let v = if quantile == "p50" { r.latency_ms.p50 } else { r.latency_ms.p99 };
+                    format!("{:.1},{:.1}", x(r.throughput_rps), y(v))
+                })
+                .collect();
+            let _ = write!(
+                out,
+                r#"<polyline fill="none" stroke="{color}" stroke-width="2" stroke-dasharray="{dash}" points="{}"/>"#,
+                points.join(" ")
+            );
+        }
+        let _ = write!(
+            out,
+            r#"<text x="{}" y="{}" fill="{color}">{name} (solid p50, dashed p99)</text>"#,
+            left + 10.0,
+            45.0 + 16.0 * k as f64
+        );
+    }
+    out.push_str("</svg>\n");
+    out
+}
