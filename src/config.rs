@@ -102,7 +102,7 @@ pub struct ServeArgs {
     pub max_batch_size: usize,
     /// How long the first queued image waits for others before a partial batch leaves (ms).
     /// 0 = take whatever is queued when a session is free (best at low load).
-    #[arg(long, env = "REPVGG_MAX_QUEUE_DELAY_MS", default_value_t = 2)]
+    #[arg(long, env = "REPVGG_MAX_QUEUE_DELAY_MS", default_value_t = 0)]
     pub max_queue_delay_ms: u64,
     /// Images that may wait for inference; beyond it requests get 503 at once. Size it as
     /// throughput x the latency you accept.

@@ -92,6 +92,14 @@ async fn sigterm_drains_in_flight_requests_and_exits_cleanly() {
     let logs = log_reader.join().expect("log reader");
     assert_eq!(status.code(), Some(0), "logs:\n{}", logs.join("\n"));
     assert!(logs.iter().any(|l| l.contains("shutdown complete")));
+    // One structured line per request, with its id and status.
+    let request_lines: Vec<serde_json::Value> = logs
+        .iter()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["fields"]["message"] == "request done" && v["span"]["route"] == "/classify")
+        .collect();
+    assert_eq!(request_lines.len(), 12, "one log line per classify request");
+    assert!(request_lines.iter().all(|v| v["fields"]["status"] == 200 && v["span"]["id"].is_string()));
     // The listener is gone.
     assert!(std::net::TcpStream::connect(&addr).is_err());
 }

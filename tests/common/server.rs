@@ -9,6 +9,7 @@ use tokio::sync::oneshot;
 
 pub struct TestServer {
     pub addr: SocketAddr,
+    pub state: repvgg_serve::http::AppState,
     pub client: reqwest::Client,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
@@ -32,6 +33,7 @@ impl TestServer {
         };
         let config = serve.validate().expect("valid config");
         let app = App::start(config).await.expect("app starts");
+        let state = app.state.clone();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -42,6 +44,7 @@ impl TestServer {
         }));
         Self {
             addr,
+            state,
             client: reqwest::Client::new(),
             stop: Some(stop),
             task: Some(task),
