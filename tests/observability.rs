@@ -145,12 +145,35 @@ async fn a_real_prometheus_scrapes_the_service() {
             missing.push(name);
         }
     }
+    // Every query of the Grafana dashboard is valid PromQL over these series.
+    let dashboard: Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/grafana/repvgg-serve-dashboard.json"))
+            .expect("dashboard"),
+    )
+    .expect("dashboard JSON");
+    let mut bad_queries = Vec::new();
+    for target in dashboard["panels"].as_array().expect("panels").iter().flat_map(|p| p["targets"].as_array().cloned().unwrap_or_default()) {
+        let expr = target["expr"].as_str().expect("expr").replace("$job", ".*").replace("$__rate_interval", "1m");
+        let body: Value = client
+            .get(format!("{base}/api/v1/query"))
+            .query(&[("query", expr.as_str())])
+            .send()
+            .await
+            .expect("query")
+            .json()
+            .await
+            .expect("JSON");
+        if body["status"] != "success" {
+            bad_queries.push((expr, body));
+        }
+    }
     let ready = prom_query(&client, &base, "repvgg_ready").await;
     let info = prom_query(&client, &base, "repvgg_model_info").await;
     let _ = prometheus.kill();
     let _ = prometheus.wait();
     assert_eq!(counted, Some(SENT as f64), "Prometheus counted {counted:?} classify requests");
     assert!(missing.is_empty(), "series missing in Prometheus: {missing:?}");
+    assert!(bad_queries.is_empty(), "dashboard queries Prometheus rejects: {bad_queries:?}");
     assert_eq!(ready[0]["value"][1], "1");
     assert_eq!(info[0]["metric"]["classes"], "10");
     assert_eq!(info[0]["metric"]["fused"], "true");

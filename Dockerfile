@@ -1,0 +1,45 @@
+# syntax=docker/dockerfile:1
+# repvgg-serve: multi-stage build. Builder: Rust on Debian bookworm. Runtime: slim bookworm with
+# the binary, ONNX Runtime's shared library (same pinned PyPI wheel as the build), a non-root
+# user, and the fused-model cache on a writable path meant for a volume.
+
+ARG RUST_IMAGE=docker.io/library/rust:1.95-bookworm
+ARG RUNTIME_IMAGE=docker.io/library/debian:bookworm-slim
+
+FROM ${RUST_IMAGE} AS builder
+WORKDIR /src
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends python3-pip=23.* \
+ && rm -rf /var/lib/apt/lists/*
+COPY . .
+RUN scripts/setup-ort.sh /opt/ort \
+ && cargo build --release --locked --bin repvgg-serve \
+ && install -D target/release/repvgg-serve /out/repvgg-serve \
+ && install -D /opt/ort/libonnxruntime.so.1.31.1 /out/libonnxruntime.so.1.31.1
+
+FROM ${RUNTIME_IMAGE}
+ARG VERSION=0.1.0
+LABEL org.opencontainers.image.title="repvgg-serve" \
+      org.opencontainers.image.description="RepVGG image classification over HTTP (fused at start-up, ONNX Runtime)" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.licenses="Apache-2.0"
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends ca-certificates=20230311* curl=7.88.* \
+ && rm -rf /var/lib/apt/lists/* \
+ && useradd --system --uid 10001 --home-dir /nonexistent --shell /usr/sbin/nologin repvgg \
+ && mkdir -p /var/cache/repvgg-serve /models \
+ && chown 10001:10001 /var/cache/repvgg-serve
+COPY --from=builder /out/repvgg-serve /usr/local/bin/repvgg-serve
+COPY --from=builder /out/libonnxruntime.so.1.31.1 /usr/local/lib/libonnxruntime.so.1.31.1
+ENV ORT_DYLIB_PATH=/usr/local/lib/libonnxruntime.so.1.31.1 \
+    REPVGG_CACHE_DIR=/var/cache/repvgg-serve \
+    REPVGG_HOST=0.0.0.0 \
+    REPVGG_PORT=8080 \
+    REPVGG_LOG_FORMAT=json
+VOLUME ["/var/cache/repvgg-serve"]
+USER 10001:10001
+EXPOSE 8080
+HEALTHCHECK --interval=10s --timeout=3s --start-period=60s --retries=3 \
+  CMD ["curl", "-fsS", "http://127.0.0.1:8080/healthz"]
+ENTRYPOINT ["/usr/local/bin/repvgg-serve"]
+CMD ["serve"]
