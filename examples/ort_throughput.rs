@@ -19,14 +19,17 @@ fn main() -> anyhow::Result<()> {
         None => EngineConfig::default().intra_threads,
     };
     let bytes = std::fs::read(model)?;
-    let probe = repvgg_serve::model::prepare(&repvgg_serve::model::ModelSource::Onnx(model.into()), None)?;
+    let probe =
+        repvgg_serve::model::prepare(&repvgg_serve::model::ModelSource::Onnx(model.into()), None)?;
     let config = EngineConfig {
         intra_threads: threads,
         spinning: false,
     };
     let mut engine = Engine::new(&bytes, probe.info.num_classes, &config, None)?;
     let size = probe.info.crop as usize;
-    let input: Vec<f32> = (0..batch * 3 * size * size).map(|i| ((i % 255) as f32 / 127.0) - 1.0).collect();
+    let input: Vec<f32> = (0..batch * 3 * size * size)
+        .map(|i| ((i % 255) as f32 / 127.0) - 1.0)
+        .collect();
     engine.run(&input, batch, size, size)?; // warm-up
     let started = Instant::now();
     let mut batches = 0u64;

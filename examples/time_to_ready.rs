@@ -10,7 +10,9 @@ use repvgg_serve::model::{prepare, ModelSource};
 
 fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
-    let checkpoint = args.next().ok_or_else(|| anyhow::anyhow!("usage: time_to_ready CHECKPOINT [CACHE_DIR]"))?;
+    let checkpoint = args
+        .next()
+        .ok_or_else(|| anyhow::anyhow!("usage: time_to_ready CHECKPOINT [CACHE_DIR]"))?;
     let cache = tempfile_dir(args.next());
     std::fs::create_dir_all(&cache)?;
     let source = ModelSource::Checkpoint(checkpoint.clone().into());
@@ -18,7 +20,12 @@ fn main() -> anyhow::Result<()> {
         let started = Instant::now();
         let prepared = prepare(&source, Some(&cache))?;
         let fused = started.elapsed();
-        let mut engine = Engine::new(&prepared.onnx, prepared.info.num_classes, &EngineConfig::default(), None)?;
+        let mut engine = Engine::new(
+            &prepared.onnx,
+            prepared.info.num_classes,
+            &EngineConfig::default(),
+            None,
+        )?;
         let size = prepared.info.crop as usize;
         engine.run(&vec![0.0; 3 * size * size], 1, size, size)?;
         println!(

@@ -12,7 +12,10 @@ use common::*;
 use serde_json::Value;
 
 fn tiny() -> String {
-    fixture("checkpoints/tiny_official_train.pth").to_str().expect("utf-8").to_owned()
+    fixture("checkpoints/tiny_official_train.pth")
+        .to_str()
+        .expect("utf-8")
+        .to_owned()
 }
 
 async fn classify(server: &TestServer, image: &str) -> u16 {
@@ -34,7 +37,10 @@ fn tool(name: &str) -> String {
         .args(["-c", &format!("command -v {name}")])
         .output()
         .is_ok_and(|o| o.status.success());
-    assert!(found, "{name} not installed: run scripts/setup-test-tools.sh (make test does)");
+    assert!(
+        found,
+        "{name} not installed: run scripts/setup-test-tools.sh (make test does)"
+    );
     name.to_owned()
 }
 
@@ -44,7 +50,12 @@ async fn promtool_accepts_the_live_metrics() {
     for image in ["chelsea.png", "camera.png", "chelsea_q90.jpg"] {
         assert_eq!(classify(&server, image).await, 200);
     }
-    let _ = server.client.post(server.url("/classify")).body("junk").send().await;
+    let _ = server
+        .client
+        .post(server.url("/classify"))
+        .body("junk")
+        .send()
+        .await;
     let text = server.metrics().await;
     let mut child = Command::new(tool("promtool"))
         .args(["check", "metrics"])
@@ -54,7 +65,12 @@ async fn promtool_accepts_the_live_metrics() {
         .spawn()
         .expect("promtool");
     use std::io::Write;
-    child.stdin.take().expect("stdin").write_all(text.as_bytes()).expect("write");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(text.as_bytes())
+        .expect("write");
     let out = child.wait_with_output().expect("promtool output");
     assert!(
         out.status.success(),
@@ -74,11 +90,19 @@ fn free_port() -> u16 {
 }
 
 async fn prom_query(client: &reqwest::Client, base: &str, query: &str) -> Vec<Value> {
-    let Ok(response) = client.get(format!("{base}/api/v1/query")).query(&[("query", query)]).send().await else {
+    let Ok(response) = client
+        .get(format!("{base}/api/v1/query"))
+        .query(&[("query", query)])
+        .send()
+        .await
+    else {
         return vec![];
     };
     let body: Value = response.json().await.unwrap_or_default();
-    body["data"]["result"].as_array().cloned().unwrap_or_default()
+    body["data"]["result"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -101,7 +125,10 @@ async fn a_real_prometheus_scrapes_the_service() {
     let port = free_port();
     let mut prometheus = Command::new(tool("prometheus"))
         .arg(format!("--config.file={}", config.display()))
-        .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.path().join("data").display()
+        ))
         .arg(format!("--web.listen-address=127.0.0.1:{port}"))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -147,13 +174,25 @@ async fn a_real_prometheus_scrapes_the_service() {
     }
     // Every query of the Grafana dashboard is valid PromQL over these series.
     let dashboard: Value = serde_json::from_str(
-        &std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/grafana/repvgg-serve-dashboard.json"))
-            .expect("dashboard"),
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/deploy/grafana/repvgg-serve-dashboard.json"
+        ))
+        .expect("dashboard"),
     )
     .expect("dashboard JSON");
     let mut bad_queries = Vec::new();
-    for target in dashboard["panels"].as_array().expect("panels").iter().flat_map(|p| p["targets"].as_array().cloned().unwrap_or_default()) {
-        let expr = target["expr"].as_str().expect("expr").replace("$job", ".*").replace("$__rate_interval", "1m");
+    for target in dashboard["panels"]
+        .as_array()
+        .expect("panels")
+        .iter()
+        .flat_map(|p| p["targets"].as_array().cloned().unwrap_or_default())
+    {
+        let expr = target["expr"]
+            .as_str()
+            .expect("expr")
+            .replace("$job", ".*")
+            .replace("$__rate_interval", "1m");
         let body: Value = client
             .get(format!("{base}/api/v1/query"))
             .query(&[("query", expr.as_str())])
@@ -171,9 +210,19 @@ async fn a_real_prometheus_scrapes_the_service() {
     let info = prom_query(&client, &base, "repvgg_model_info").await;
     let _ = prometheus.kill();
     let _ = prometheus.wait();
-    assert_eq!(counted, Some(SENT as f64), "Prometheus counted {counted:?} classify requests");
-    assert!(missing.is_empty(), "series missing in Prometheus: {missing:?}");
-    assert!(bad_queries.is_empty(), "dashboard queries Prometheus rejects: {bad_queries:?}");
+    assert_eq!(
+        counted,
+        Some(SENT as f64),
+        "Prometheus counted {counted:?} classify requests"
+    );
+    assert!(
+        missing.is_empty(),
+        "series missing in Prometheus: {missing:?}"
+    );
+    assert!(
+        bad_queries.is_empty(),
+        "dashboard queries Prometheus rejects: {bad_queries:?}"
+    );
     assert_eq!(ready[0]["value"][1], "1");
     assert_eq!(info[0]["metric"]["classes"], "10");
     assert_eq!(info[0]["metric"]["fused"], "true");
@@ -201,16 +250,30 @@ async fn stats_agree_with_a_known_load() {
     assert!(stats["totals"]["batches"].as_u64().expect("batches") >= 1);
     for window in ["last_10s", "last_60s"] {
         let w = &stats[window];
-        assert!(w["images_per_second"].as_f64().expect("rate") > 0.0, "{window}");
-        assert!(w["requests_per_second"].as_f64().expect("rate") > 0.0, "{window}");
-        assert!(w["mean_batch_size"].as_f64().expect("batch") >= 1.0, "{window}");
+        assert!(
+            w["images_per_second"].as_f64().expect("rate") > 0.0,
+            "{window}"
+        );
+        assert!(
+            w["requests_per_second"].as_f64().expect("rate") > 0.0,
+            "{window}"
+        );
+        assert!(
+            w["mean_batch_size"].as_f64().expect("batch") >= 1.0,
+            "{window}"
+        );
         for stage in ["queue", "preprocess", "inference", "total"] {
             let p = &w["latency_ms"][stage];
             let v = |k: &str| p[k].as_f64().expect("percentile");
             assert_eq!(p["count"], N, "{window} {stage}");
-            assert!(v("p50") <= v("p90") && v("p90") <= v("p99") && v("p99") <= v("max"), "{window} {stage}: {p}");
+            assert!(
+                v("p50") <= v("p90") && v("p90") <= v("p99") && v("p99") <= v("max"),
+                "{window} {stage}: {p}"
+            );
         }
-        assert!(w["latency_ms"]["total"]["p50"].as_f64() > w["latency_ms"]["inference"]["p50"].as_f64());
+        assert!(
+            w["latency_ms"]["total"]["p50"].as_f64() > w["latency_ms"]["inference"]["p50"].as_f64()
+        );
     }
     assert!(stats["uptime_seconds"].as_f64().expect("uptime") > 0.0);
     assert_eq!(stats["queue_depth"], 0);
@@ -221,24 +284,63 @@ async fn stats_agree_with_a_known_load() {
 async fn counts(server: &TestServer, status: u16, outcome: &str) -> (f64, f64) {
     let text = server.metrics().await;
     (
-        metric_value(&text, &format!(r#"repvgg_requests_total{{route="/classify",status="{status}"}}"#)),
-        metric_value(&text, &format!(r#"repvgg_images_total{{outcome="{outcome}"}}"#)),
+        metric_value(
+            &text,
+            &format!(r#"repvgg_requests_total{{route="/classify",status="{status}"}}"#),
+        ),
+        metric_value(
+            &text,
+            &format!(r#"repvgg_images_total{{outcome="{outcome}"}}"#),
+        ),
     )
 }
+
+/// (server flags, body, content type, expected status, image outcome when an image was seen)
+type Case = (
+    Vec<&'static str>,
+    Vec<u8>,
+    &'static str,
+    u16,
+    Option<&'static str>,
+);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_request_and_error_path_is_counted_once() {
     let good = std::fs::read(fixture("images/chelsea.png")).expect("fixture");
     // (server flags, body, content type, expected status, image outcome or None when the
     // request never got as far as an image)
-    let cases: Vec<(Vec<&str>, Vec<u8>, &str, u16, Option<&str>)> = vec![
+    let cases: Vec<Case> = vec![
         (vec![], good.clone(), "image/png", 200, Some("ok")),
-        (vec![], b"garbage".to_vec(), "image/png", 400, Some("rejected")),
+        (
+            vec![],
+            b"garbage".to_vec(),
+            "image/png",
+            400,
+            Some("rejected"),
+        ),
         (vec![], vec![], "image/png", 400, None),
-        (vec!["--max-body-bytes", "1000"], good.clone(), "image/png", 413, None),
+        (
+            vec!["--max-body-bytes", "1000"],
+            good.clone(),
+            "image/png",
+            413,
+            None,
+        ),
         (vec![], b"text".to_vec(), "text/plain", 415, None),
-        (vec!["--max-pixels", "1000"], good.clone(), "image/png", 422, Some("rejected")),
-        (vec!["--request-timeout-ms", "1"], good.clone(), "image/png", 504, Some("expired")),
+        (
+            vec!["--max-pixels", "1000"],
+            good.clone(),
+            "image/png",
+            422,
+            Some("rejected"),
+        ),
+        (
+            vec!["--request-timeout-ms", "1"],
+            good.clone(),
+            "image/png",
+            504,
+            Some("expired"),
+        ),
     ];
     for (flags, body, content_type, status, outcome) in cases {
         let mut args = vec!["--checkpoint".to_owned(), tiny()];
@@ -257,16 +359,31 @@ async fn every_request_and_error_path_is_counted_once() {
             .expect("request");
         assert_eq!(response.status().as_u16(), status, "{flags:?}");
         let after = counts(&server, status, outcome_label).await;
-        assert_eq!(after.0 - before.0, 1.0, "{status}: requests counted {}", after.0 - before.0);
+        assert_eq!(
+            after.0 - before.0,
+            1.0,
+            "{status}: requests counted {}",
+            after.0 - before.0
+        );
         let images = if outcome.is_some() { 1.0 } else { 0.0 };
-        assert_eq!(after.1 - before.1, images, "{status}: images_total{{{outcome_label}}}");
+        assert_eq!(
+            after.1 - before.1,
+            images,
+            "{status}: images_total{{{outcome_label}}}"
+        );
         server.stop().await;
     }
     // 503: not ready (start-up or shutdown): counted once, no image touched.
     let server = TestServer::start(&["--checkpoint", &tiny()]).await;
     server.state.readiness.set(false);
     let before = counts(&server, 503, "rejected").await;
-    let response = server.client.post(server.url("/classify")).body(good).send().await.expect("request");
+    let response = server
+        .client
+        .post(server.url("/classify"))
+        .body(good)
+        .send()
+        .await
+        .expect("request");
     assert_eq!(response.status(), 503);
     assert_eq!(response.headers()["retry-after"], "1");
     let after = counts(&server, 503, "rejected").await;

@@ -99,7 +99,9 @@ async fn sigterm_drains_in_flight_requests_and_exits_cleanly() {
         .filter(|v| v["fields"]["message"] == "request done" && v["span"]["route"] == "/classify")
         .collect();
     assert_eq!(request_lines.len(), 12, "one log line per classify request");
-    assert!(request_lines.iter().all(|v| v["fields"]["status"] == 200 && v["span"]["id"].is_string()));
+    assert!(request_lines
+        .iter()
+        .all(|v| v["fields"]["status"] == 200 && v["span"]["id"].is_string()));
     // The listener is gone.
     assert!(std::net::TcpStream::connect(&addr).is_err());
 }

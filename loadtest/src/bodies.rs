@@ -24,7 +24,10 @@ impl Bodies {
     pub fn load(path: &Path) -> anyhow::Result<Self> {
         let mut images = Vec::new();
         if path.is_file() {
-            images.push((name(path), std::fs::read(path).with_context(|| path.display().to_string())?));
+            images.push((
+                name(path),
+                std::fs::read(path).with_context(|| path.display().to_string())?,
+            ));
         } else {
             let mut entries: Vec<_> = std::fs::read_dir(path)
                 .with_context(|| format!("{}: cannot list", path.display()))?
@@ -34,7 +37,10 @@ impl Bodies {
                 .collect();
             entries.sort();
             for p in entries {
-                images.push((name(&p), std::fs::read(&p).with_context(|| p.display().to_string())?));
+                images.push((
+                    name(&p),
+                    std::fs::read(&p).with_context(|| p.display().to_string())?,
+                ));
             }
         }
         if images.is_empty() {
@@ -50,17 +56,27 @@ impl Bodies {
     }
 
     /// The `i`-th request of a run (images cycle).
-    pub fn request(&self, client: &reqwest::Client, url: &str, encoding: Encoding, i: u64) -> reqwest::RequestBuilder {
+    pub fn request(
+        &self,
+        client: &reqwest::Client,
+        url: &str,
+        encoding: Encoding,
+        i: u64,
+    ) -> reqwest::RequestBuilder {
         let (name, bytes) = &self.images[(i % self.images.len() as u64) as usize];
         match encoding {
             Encoding::Raw => client
                 .post(url)
                 .header("content-type", "application/octet-stream")
                 .body(bytes.clone()),
-            Encoding::Multipart => client.post(url).multipart(
-                reqwest::multipart::Form::new()
-                    .part("image", reqwest::multipart::Part::bytes(bytes.clone()).file_name(name.clone())),
-            ),
+            Encoding::Multipart => {
+                client
+                    .post(url)
+                    .multipart(reqwest::multipart::Form::new().part(
+                        "image",
+                        reqwest::multipart::Part::bytes(bytes.clone()).file_name(name.clone()),
+                    ))
+            }
             Encoding::Json => client
                 .post(url)
                 .header("content-type", "application/json")
@@ -73,5 +89,6 @@ impl Bodies {
 }
 
 fn name(path: &Path) -> String {
-    path.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned())
+    path.file_name()
+        .map_or_else(String::new, |n| n.to_string_lossy().into_owned())
 }

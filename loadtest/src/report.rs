@@ -53,7 +53,13 @@ impl Latency {
 }
 
 impl Report {
-    pub fn new(mode: &str, offered: f64, elapsed: Duration, statuses: BTreeMap<String, u64>, latencies: &Histogram<u64>) -> Self {
+    pub fn new(
+        mode: &str,
+        offered: f64,
+        elapsed: Duration,
+        statuses: BTreeMap<String, u64>,
+        latencies: &Histogram<u64>,
+    ) -> Self {
         let ok = statuses.get("200").copied().unwrap_or(0);
         Self {
             mode: mode.to_owned(),

@@ -46,7 +46,9 @@ impl Tally {
     fn record(&mut self, status: String, latency: Duration) {
         if status == "200" {
             let us = (latency.as_micros() as u64).clamp(1, 600_000_000);
-            self.latencies.get_or_insert_with(new_histogram).saturating_record(us);
+            self.latencies
+                .get_or_insert_with(new_histogram)
+                .saturating_record(us);
         }
         *self.statuses.entry(status).or_default() += 1;
     }
@@ -66,7 +68,9 @@ pub async fn run(config: &RunConfig, bodies: Arc<Bodies>) -> anyhow::Result<Repo
     let started = Instant::now();
     let stop_at = config.duration.map(|d| started + d);
     let limit = config.requests.unwrap_or(u64::MAX);
-    let progress = config.progress.then(|| spawn_progress(tally.clone(), started));
+    let progress = config
+        .progress
+        .then(|| spawn_progress(tally.clone(), started));
 
     let send = {
         let client = client.clone();
@@ -85,7 +89,10 @@ pub async fn run(config: &RunConfig, bodies: Arc<Bodies>) -> anyhow::Result<Repo
                     Err(e) if e.is_timeout() => "timeout".to_owned(),
                     Err(_) => "error".to_owned(),
                 };
-                tally.lock().unwrap_or_else(|p| p.into_inner()).record(status, intended.elapsed());
+                tally
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .record(status, intended.elapsed());
             }
         }
     };
@@ -163,7 +170,10 @@ fn spawn_progress(tally: Arc<Mutex<Tally>>, started: Instant) -> tokio::task::Jo
             let t = tally.lock().unwrap_or_else(|p| p.into_inner());
             let ok = t.statuses.get("200").copied().unwrap_or(0);
             let all: u64 = t.statuses.values().sum();
-            let p99 = t.latencies.as_ref().map_or(0.0, |h| h.value_at_quantile(0.99) as f64 / 1e3);
+            let p99 = t
+                .latencies
+                .as_ref()
+                .map_or(0.0, |h| h.value_at_quantile(0.99) as f64 / 1e3);
             eprint!(
                 "\r{:>6.1}s  {all} answered, {ok} ok ({:.1}/s)  p99 {p99:.1} ms   ",
                 started.elapsed().as_secs_f64(),

@@ -8,7 +8,11 @@ use crate::run::{run, Mode, RunConfig};
 use crate::{Bodies, Report};
 
 /// Runs one open-loop step per rate.
-pub async fn sweep(base: &RunConfig, rates: &[f64], bodies: Arc<Bodies>) -> anyhow::Result<Vec<Report>> {
+pub async fn sweep(
+    base: &RunConfig,
+    rates: &[f64],
+    bodies: Arc<Bodies>,
+) -> anyhow::Result<Vec<Report>> {
     let mut reports = Vec::new();
     for &rate in rates {
         let config = RunConfig {
@@ -56,7 +60,11 @@ pub fn svg(title: &str, series: &[(&str, &[Report])]) -> String {
             let points: Vec<String> = reports
                 .iter()
                 .map(|r| {
-                    let v = if quantile == "p50" { r.latency_ms.p50 } else { r.latency_ms.p99 };
+                    let v = if quantile == "p50" {
+                        r.latency_ms.p50
+                    } else {
+                        r.latency_ms.p99
+                    };
                     format!("{:.1},{:.1}", x(r.throughput_rps), y(v))
                 })
                 .collect();

@@ -23,7 +23,9 @@ async fn start_server() -> String {
             }
         }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let addr = listener.local_addr().expect("addr");
     tokio::spawn(async move { axum::serve(listener, app).await });
     format!("http://{addr}/classify")
@@ -47,20 +49,35 @@ async fn open_loop_latency_includes_queueing_that_closed_loop_hides() {
     let url = start_server().await;
     let bodies = Arc::new(Bodies::from_bytes("x", vec![1, 2, 3]));
     // Twice the capacity for 2 s: requests queue up; each waits longer than the one before.
-    let open = run(&config(url.clone(), Mode::Open { rate: 100.0 }, 2.0), bodies.clone())
-        .await
-        .expect("open run");
+    let open = run(
+        &config(url.clone(), Mode::Open { rate: 100.0 }, 2.0),
+        bodies.clone(),
+    )
+    .await
+    .expect("open run");
     // One closed-loop client never queues: it sees the bare service time.
     let closed = run(&config(url, Mode::Closed { concurrency: 1 }, 1.0), bodies)
         .await
         .expect("closed run");
     let service_ms = SERVICE.as_secs_f64() * 1e3;
-    assert!(closed.latency_ms.p50 < 3.0 * service_ms, "closed p50 {}", closed.latency_ms.p50);
+    assert!(
+        closed.latency_ms.p50 < 3.0 * service_ms,
+        "closed p50 {}",
+        closed.latency_ms.p50
+    );
     // Open loop: ~200 requests arrive, ~100 are served in the 2 s window, the rest queue;
     // the median request waited for about half the backlog, far beyond the service time.
-    assert!(open.latency_ms.p50 > 10.0 * service_ms, "open p50 {} ms", open.latency_ms.p50);
+    assert!(
+        open.latency_ms.p50 > 10.0 * service_ms,
+        "open p50 {} ms",
+        open.latency_ms.p50
+    );
     assert!(open.latency_ms.p99 > open.latency_ms.p50);
-    assert!(open.throughput_rps < 60.0, "cannot exceed capacity: {}", open.throughput_rps);
+    assert!(
+        open.throughput_rps < 60.0,
+        "cannot exceed capacity: {}",
+        open.throughput_rps
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -68,9 +85,12 @@ async fn a_bounded_run_stops_on_time() {
     let url = start_server().await;
     let bodies = Arc::new(Bodies::from_bytes("x", vec![1]));
     let started = Instant::now();
-    let report = run(&config(url.clone(), Mode::Closed { concurrency: 4 }, 1.0), bodies.clone())
-        .await
-        .expect("run");
+    let report = run(
+        &config(url.clone(), Mode::Closed { concurrency: 4 }, 1.0),
+        bodies.clone(),
+    )
+    .await
+    .expect("run");
     let elapsed = started.elapsed();
     assert!(elapsed >= Duration::from_secs(1), "{elapsed:?}");
     // Sending stops at 1 s; the last answers come within a few service times.
@@ -84,6 +104,10 @@ async fn a_bounded_run_stops_on_time() {
     };
     assert_eq!(run(&counted, bodies.clone()).await.expect("run").sent, 7);
     // Only loopback targets without --allow-remote.
-    let remote = config("http://192.0.2.1/classify".into(), Mode::Closed { concurrency: 1 }, 1.0);
+    let remote = config(
+        "http://192.0.2.1/classify".into(),
+        Mode::Closed { concurrency: 1 },
+        1.0,
+    );
     assert!(run(&remote, bodies).await.is_err());
 }
