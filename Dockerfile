@@ -3,10 +3,7 @@
 # the binary, ONNX Runtime's shared library (same pinned PyPI wheel as the build), a non-root
 # user, and the fused-model cache on a writable path meant for a volume.
 
-ARG RUST_IMAGE=docker.io/library/rust:1.95-bookworm
-ARG RUNTIME_IMAGE=docker.io/library/debian:bookworm-slim
-
-FROM ${RUST_IMAGE} AS builder
+FROM docker.io/library/rust:1.95-bookworm AS builder
 WORKDIR /src
 RUN apt-get update \
  && apt-get install -y --no-install-recommends python3-pip=23.* \
@@ -17,7 +14,7 @@ RUN scripts/setup-ort.sh /opt/ort \
  && install -D target/release/repvgg-serve /out/repvgg-serve \
  && install -D /opt/ort/libonnxruntime.so.1.31.1 /out/libonnxruntime.so.1.31.1
 
-FROM ${RUNTIME_IMAGE}
+FROM docker.io/library/debian:bookworm-slim
 ARG VERSION=0.1.0
 LABEL org.opencontainers.image.title="repvgg-serve" \
       org.opencontainers.image.description="RepVGG image classification over HTTP (fused at start-up, ONNX Runtime)" \
