@@ -6,7 +6,7 @@
 FROM docker.io/library/rust:1.95-bookworm AS builder
 WORKDIR /src
 RUN apt-get update \
- && apt-get install -y --no-install-recommends python3-pip=23.* \
+ && apt-get install -y --no-install-recommends python3-pip=23.* nasm=2.16.* \
  && rm -rf /var/lib/apt/lists/*
 COPY . .
 RUN scripts/setup-ort.sh /opt/ort \

@@ -8,8 +8,9 @@ ARGS ?=
 
 .PHONY: run test setup build lint bench clean-cache
 
-## Fetch libonnxruntime.so.1.31.1 into .ort/ (pinned wheel, sha256 checked).
+## Fetch libonnxruntime.so.1.31.1 into .ort/ (pinned wheel, sha256 checked); nasm for SIMD JPEG.
 setup: $(ORT_LIB)
+	scripts/setup-build-tools.sh
 
 $(ORT_LIB): scripts/setup-ort.sh
 	scripts/setup-ort.sh

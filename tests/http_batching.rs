@@ -26,15 +26,6 @@ async fn post_image(server: &TestServer, bytes: Vec<u8>) -> (u16, Value, Option<
     (status, response.json().await.expect("JSON"), retry_after)
 }
 
-fn logits(answer: &Value) -> Vec<f32> {
-    answer["logits"]
-        .as_array()
-        .expect("logits")
-        .iter()
-        .map(|v| v.as_f64().expect("number") as f32)
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_requests_share_batches_and_answer_as_one_at_a_time() {
     let checkpoint = fixture("checkpoints/tiny_official_train.pth");

@@ -53,15 +53,6 @@ async fn classify(server: &TestServer, image: &str, encoding: &str) -> Value {
     response.json().await.expect("JSON")
 }
 
-fn logits(answer: &Value) -> Vec<f32> {
-    answer["logits"]
-        .as_array()
-        .expect("logits")
-        .iter()
-        .map(|v| v.as_f64().expect("number") as f32)
-        .collect()
-}
-
 async fn check_model(checkpoint: &std::path::Path, reference_model: &str) {
     let server = TestServer::start(&["--checkpoint", checkpoint.to_str().expect("utf-8")]).await;
     let reference = Reference::load();

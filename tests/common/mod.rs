@@ -93,6 +93,16 @@ pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
         .fold(0.0, f32::max)
 }
 
+/// The `logits` array of a `/classify` answer.
+pub fn logits(answer: &serde_json::Value) -> Vec<f32> {
+    answer["logits"]
+        .as_array()
+        .expect("logits")
+        .iter()
+        .map(|v| v.as_f64().expect("number") as f32)
+        .collect()
+}
+
 /// The Pillow reference crop of `image`, normalised into CHW.
 pub fn reference_crop_tensor(image: &str) -> Vec<f32> {
     let crop = image::open(fixture(&format!("reference/{image}.crop224.png")))
