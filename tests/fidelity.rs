@@ -18,6 +18,11 @@ fn engine(onnx: &[u8], classes: usize) -> Engine {
 }
 
 fn check_checkpoint_against_pytorch(path: &Path, reference_model: &str) {
+    check_within(path, reference_model, MAX_ABS_ERROR, 5);
+}
+
+/// Logits within `bound` of PyTorch's and the same top-`top` classes for every image.
+fn check_within(path: &Path, reference_model: &str, bound: f32, top: usize) {
     let prepared = model::prepare(&ModelSource::Checkpoint(path.to_owned()), None)
         .unwrap_or_else(|e| panic!("{e}"));
     assert!(prepared.info.fused);
@@ -36,14 +41,14 @@ fn check_checkpoint_against_pytorch(path: &Path, reference_model: &str) {
         let want = reference.logits(reference_model, image);
         let err = max_abs_diff(ours, &want);
         assert!(
-            err <= MAX_ABS_ERROR,
-            "{}: {image}: max abs error {err} > {MAX_ABS_ERROR}",
+            err <= bound,
+            "{}: {image}: max abs error {err} > {bound}",
             path.display()
         );
         assert_eq!(
-            top_k(ours, 5),
-            reference.top5(reference_model, image),
-            "{image} top-5"
+            top_k(ours, top),
+            reference.top5(reference_model, image)[..top],
+            "{image} top-{top}"
         );
     }
 }
@@ -61,6 +66,23 @@ fn tiny_official_deploy_checkpoint_matches_pytorch() {
 #[test]
 fn tiny_timm_safetensors_checkpoint_matches_pytorch() {
     check_checkpoint_against_pytorch(&fixture("checkpoints/tiny_timm_train.safetensors"), "tiny");
+}
+
+/// A training script's wrapper: `{"state_dict": {"module.<name>": ...}, "epoch": ...}`.
+#[test]
+fn wrapped_checkpoint_with_module_prefixes_matches_pytorch() {
+    check_checkpoint_against_pytorch(&fixture("checkpoints/tiny_wrapped_module.pth"), "tiny");
+}
+
+/// fp16 weights are converted to fp32; rounding the weights to fp16 moves logits slightly.
+#[test]
+fn fp16_safetensors_loads_close_to_pytorch() {
+    check_within(
+        &fixture("checkpoints/tiny_timm_fp16.safetensors"),
+        "tiny",
+        0.05,
+        1,
+    );
 }
 
 #[test]
