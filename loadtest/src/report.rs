@@ -73,11 +73,6 @@ impl Report {
         }
     }
 
-    /// Share of requests answered 200.
-    pub fn answered_share(&self) -> f64 {
-        self.ok as f64 / self.sent.max(1) as f64
-    }
-
     pub fn summary(&self) -> String {
         let l = &self.latency_ms;
         format!(

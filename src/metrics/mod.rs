@@ -9,7 +9,6 @@
 
 mod stats;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use metrics::{Counter, Gauge, Histogram, Key, KeyName, Label, Level, Metadata, Recorder, Unit};
@@ -264,6 +263,3 @@ impl Metrics {
         self.windows.report()
     }
 }
-
-/// Shared handle type.
-pub type SharedMetrics = Arc<Metrics>;

@@ -13,11 +13,6 @@ impl Tensor {
         Self { shape, data }
     }
 
-    pub fn zeros(shape: Vec<usize>) -> Self {
-        let len = shape.iter().product();
-        Self::new(shape, vec![0.0; len])
-    }
-
     pub fn len(&self) -> usize {
         self.data.len()
     }

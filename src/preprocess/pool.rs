@@ -38,7 +38,6 @@ struct Task {
 pub struct PreprocessPool {
     /// Bounded: `capacity` images may wait for a worker.
     tasks: crossbeam_channel::Sender<Task>,
-    config: PreprocessConfig,
     handles: Vec<JoinHandle<()>>,
 }
 
@@ -73,15 +72,7 @@ impl PreprocessPool {
                     .expect("spawning a preprocessing thread")
             })
             .collect();
-        Self {
-            tasks,
-            config,
-            handles,
-        }
-    }
-
-    pub fn config(&self) -> &PreprocessConfig {
-        &self.config
+        Self { tasks, handles }
     }
 
     /// Preprocesses one image on the pool.
