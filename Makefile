@@ -6,7 +6,7 @@ ORT_LIB := .ort/libonnxruntime.so.1.31.1
 PORT ?= 8080
 ARGS ?=
 
-.PHONY: run test setup build lint bench clean-cache
+.PHONY: run test setup build lint bench check-deploy clean-cache
 
 ## Fetch libonnxruntime.so.1.31.1 into .ort/ (pinned wheel, sha256 checked); nasm for SIMD JPEG.
 setup: $(ORT_LIB)
@@ -26,6 +26,15 @@ run: build
 test: setup
 	scripts/setup-test-tools.sh
 	$(CARGO) test --workspace --all-targets
+
+## Side-by-side serving benchmark (raw ONNX Runtime vs the server), see docs/benchmarks.md.
+bench: setup
+	scripts/bench-serve.sh
+	scripts/bench-logging.sh
+
+## Static checks of the Dockerfile and the Kubernetes manifests (PyPI tools in .venv-deploy).
+check-deploy:
+	scripts/check-deploy.sh
 
 lint:
 	$(CARGO) fmt --all -- --check
