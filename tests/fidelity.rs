@@ -68,6 +68,23 @@ fn tiny_timm_safetensors_checkpoint_matches_pytorch() {
     check_checkpoint_against_pytorch(&fixture("checkpoints/tiny_timm_train.safetensors"), "tiny");
 }
 
+/// The second start finds the fused model in the cache (keyed by the checkpoint's sha256) and
+/// skips fusion; the cached graph is the one the first start exported.
+#[test]
+fn fused_model_is_cached_by_checkpoint_hash() {
+    let cache = tempfile::tempdir().expect("tempdir");
+    let source = ModelSource::Checkpoint(fixture("checkpoints/tiny_official_train.pth"));
+    let first = model::prepare(&source, Some(cache.path())).expect("first start");
+    let second = model::prepare(&source, Some(cache.path())).expect("second start");
+    assert!(!first.from_cache && second.from_cache);
+    assert!(first.onnx == second.onnx, "cached graph differs");
+    assert_eq!(first.info, second.info);
+    assert_eq!(
+        std::fs::read_dir(cache.path()).expect("cache dir").count(),
+        1
+    );
+}
+
 /// A training script's wrapper: `{"state_dict": {"module.<name>": ...}, "epoch": ...}`.
 #[test]
 fn wrapped_checkpoint_with_module_prefixes_matches_pytorch() {

@@ -79,7 +79,7 @@ pub fn prepare(
                 tracing::warn!(cache = %cached.display(), "ignoring unreadable cache entry");
             }
             let started = Instant::now();
-            let ckpt = Checkpoint::load(path)?;
+            let ckpt = Checkpoint::from_bytes(path, &bytes)?;
             let info_base = (
                 ckpt.sha256.clone(),
                 ckpt.dialect,

@@ -30,10 +30,16 @@ impl Checkpoint {
     /// Reads and normalises a checkpoint file.
     pub fn load(path: &Path) -> Result<Self, ModelError> {
         let bytes = std::fs::read(path).map_err(|e| ModelError::io(path, e))?;
-        let sha256 = sha256_hex(&bytes);
-        let raw = match sniff(&bytes) {
-            Some(Format::TorchZip) => pth::read(path, &bytes)?,
-            Some(Format::Safetensors) => safetensors::read(path, &bytes)?,
+        Self::from_bytes(path, &bytes)
+    }
+
+    /// Normalises a checkpoint already read into memory (`path` is for messages and `.pth`
+    /// tensor data).
+    pub fn from_bytes(path: &Path, bytes: &[u8]) -> Result<Self, ModelError> {
+        let sha256 = sha256_hex(bytes);
+        let raw = match sniff(bytes) {
+            Some(Format::TorchZip) => pth::read(path, bytes)?,
+            Some(Format::Safetensors) => safetensors::read(path, bytes)?,
             Some(Format::LegacyPickle) => {
                 return Err(ModelError::NotACheckpoint {
                     path: path.to_owned(),
