@@ -4,30 +4,12 @@ use std::path::Path;
 
 use anyhow::{bail, Context};
 
-use crate::model::{self, onnx, variants, Checkpoint, Form, Inspection, ModelError, RepVgg};
+use crate::model::{self, variants, Checkpoint, Inspection, ModelError, RepVgg};
 
 /// `repvgg-serve export`: fused (or three-branch) ONNX for a checkpoint.
 pub fn export(checkpoint: &Path, output: &Path, unfused: bool) -> anyhow::Result<()> {
-    let ckpt = Checkpoint::load(checkpoint)?;
-    let (sha256, dialect) = (ckpt.sha256.clone(), ckpt.dialect);
-    let model = RepVgg::from_checkpoint(ckpt)?;
-    let form = model.form;
-    if unfused && form == Form::Deploy {
-        bail!(
-            "{}: --unfused needs a training checkpoint; this one is already fused (deploy form)",
-            checkpoint.display()
-        );
-    }
-    let model = if unfused { model } else { model.fused() };
-    let info = model::describe(
-        &model,
-        Some(sha256),
-        Some(dialect),
-        Some(form),
-        checkpoint.display().to_string(),
-        false,
-    );
-    let bytes = onnx::export(&model, &model::metadata(&info));
+    let bytes = std::fs::read(checkpoint).map_err(|e| ModelError::io(checkpoint, e))?;
+    let (bytes, info) = model::export_checkpoint(checkpoint, &bytes, !unfused)?;
     std::fs::write(output, bytes).with_context(|| format!("{}: cannot write", output.display()))?;
     eprintln!(
         "wrote {} ({}, {} classes, {})",

@@ -42,6 +42,10 @@ pub enum ModelError {
         tensor: String,
         dtype: String,
     },
+    #[error(
+        "{path}: --unfused needs a training checkpoint; this one is already fused (deploy form)"
+    )]
+    AlreadyFused { path: PathBuf },
     #[error("unknown variant `{0}` (known: {known})", known = crate::model::variants::names().join(", "))]
     UnknownVariant(String),
 }

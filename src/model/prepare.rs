@@ -79,24 +79,7 @@ pub fn prepare(
                 tracing::warn!(cache = %cached.display(), "ignoring unreadable cache entry");
             }
             let started = Instant::now();
-            let ckpt = Checkpoint::from_bytes(path, &bytes)?;
-            let info_base = (
-                ckpt.sha256.clone(),
-                ckpt.dialect,
-                path.display().to_string(),
-            );
-            let model = RepVgg::from_checkpoint(ckpt)?;
-            let form = model.form;
-            let fused = model.fused();
-            let info = describe(
-                &fused,
-                Some(info_base.0),
-                Some(info_base.1),
-                Some(form),
-                info_base.2,
-                false,
-            );
-            let onnx = onnx::export(&fused, &metadata(&info));
+            let (onnx, info) = export_checkpoint(path, &bytes, true)?;
             tracing::info!(
                 elapsed_ms = started.elapsed().as_millis() as u64,
                 variant = info.variant.as_deref().unwrap_or("custom"),
@@ -128,6 +111,35 @@ pub fn prepare(
     }
 }
 
+/// Loads a checkpoint (already read into `bytes`) and writes its network as ONNX: fused, or
+/// with `fuse = false` the three-branch training graph (a deploy checkpoint cannot be unfused).
+pub fn export_checkpoint(
+    path: &Path,
+    bytes: &[u8],
+    fuse: bool,
+) -> Result<(Vec<u8>, ModelInfo), ModelError> {
+    let ckpt = Checkpoint::from_bytes(path, bytes)?;
+    let (sha256, dialect) = (ckpt.sha256.clone(), ckpt.dialect);
+    let model = RepVgg::from_checkpoint(ckpt)?;
+    let form = model.form;
+    if !fuse && form == Form::Deploy {
+        return Err(ModelError::AlreadyFused {
+            path: path.to_owned(),
+        });
+    }
+    let model = if fuse { model.fused() } else { model };
+    let source = path.display().to_string();
+    let info = describe(
+        &model,
+        Some(sha256),
+        Some(dialect),
+        Some(form),
+        source,
+        false,
+    );
+    Ok((onnx::export(&model, &metadata(&info)), info))
+}
+
 /// `repvgg-serve init`: writes a random training-form checkpoint as `.safetensors`.
 pub fn write_random_checkpoint(
     variant: &str,
@@ -148,7 +160,7 @@ pub fn write_random_checkpoint(
     checkpoint::safetensors::write(output, &tensors, metadata)
 }
 
-pub fn describe(
+fn describe(
     model: &RepVgg,
     sha256: Option<String>,
     dialect: Option<Dialect>,
@@ -172,7 +184,7 @@ pub fn describe(
 }
 
 /// ONNX metadata properties: the model info as one JSON value plus the headline keys.
-pub fn metadata(info: &ModelInfo) -> Vec<(&'static str, String)> {
+fn metadata(info: &ModelInfo) -> Vec<(&'static str, String)> {
     vec![
         ("variant", info.variant.clone().unwrap_or_default()),
         (
