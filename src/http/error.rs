@@ -108,6 +108,13 @@ impl IntoResponse for ApiError {
                 HeaderValue::from_static(RETRY_AFTER_SECONDS),
             );
         }
+        if self.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            // Part of the body may still be unread: the connection cannot be reused, and a
+            // client that is not told so would send its next request into a closing socket.
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         response
     }
 }
