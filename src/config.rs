@@ -138,6 +138,13 @@ pub struct ServeArgs {
     /// Centre crop size (default: the variant's, 224; 320 for D2se).
     #[arg(long, env = "REPVGG_CROP")]
     pub crop: Option<u32>,
+    /// Decode large JPEGs reduced (1/2, 1/4 or 1/8, libjpeg's scaled IDCT) while the shorter
+    /// side stays at least the resize size. Turn on when clients send camera photos and CPU is
+    /// the limit: several times faster on 12 MP photos, but pixels no longer equal Pillow's full
+    /// decode + resize (on fixture photos scaled to 12-16 MP: mean difference 0.2-0.5, max 12
+    /// per channel value; tests/preprocess_parity.rs).
+    #[arg(long, env = "REPVGG_JPEG_DCT_SCALING", default_value_t = false)]
+    pub jpeg_dct_scaling: bool,
 
     /// After SIGTERM/SIGINT, keep accepting connections this long while /readyz answers 503
     /// (lame duck), so load balancers stop routing here first (ms). Kubernetes' preStop pause
@@ -187,6 +194,7 @@ pub struct PreprocessLimits {
     /// Overrides of the model's resize / crop.
     pub resize: Option<u32>,
     pub crop: Option<u32>,
+    pub jpeg_dct_scaling: bool,
 }
 
 impl ServeArgs {
@@ -261,6 +269,7 @@ impl ServeArgs {
                 max_pixels: positive("max-pixels", self.max_pixels as usize)? as u64,
                 resize: self.resize,
                 crop: self.crop,
+                jpeg_dct_scaling: self.jpeg_dct_scaling,
             },
             drain_delay: Duration::from_millis(self.drain_delay_ms),
             shutdown_grace: Duration::from_secs(self.shutdown_grace_s),

@@ -50,6 +50,7 @@ impl App {
             resize: config.preprocess.resize.unwrap_or(info.resize),
             crop: config.preprocess.crop.unwrap_or(info.crop),
             max_pixels: config.preprocess.max_pixels,
+            jpeg_dct_scaling: config.preprocess.jpeg_dct_scaling,
         };
         if preprocess.crop > preprocess.resize {
             anyhow::bail!(

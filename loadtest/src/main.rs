@@ -4,8 +4,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use loadtest::{run, sweep, Bodies, Encoding, Mode, RunConfig};
+use loadtest::{run, sweep, Bodies, Encoding, Mode, Report, RunConfig};
 
 #[derive(Parser)]
 #[command(about = "Honest HTTP load generator: open loop without coordinated omission")]
@@ -38,6 +39,23 @@ enum Command {
         #[arg(long)]
         svg: Option<PathBuf>,
     },
+    /// One SVG chart of several sweeps side by side (from their JSON files).
+    Chart {
+        /// `NAME=SWEEP.json`, one per curve.
+        #[arg(long = "series", required = true, value_parser = parse_series)]
+        series: Vec<(String, PathBuf)>,
+        #[arg(long, default_value = "throughput vs latency")]
+        title: String,
+        #[arg(long)]
+        output: PathBuf,
+    },
+}
+
+fn parse_series(arg: &str) -> Result<(String, PathBuf), String> {
+    let (name, path) = arg
+        .split_once('=')
+        .ok_or_else(|| format!("expected NAME=FILE.json, got {arg:?}"))?;
+    Ok((name.to_owned(), PathBuf::from(path)))
 }
 
 #[derive(Args)]
@@ -117,6 +135,23 @@ async fn main() -> anyhow::Result<()> {
             if let Some(path) = &svg {
                 std::fs::write(path, sweep::svg(&common.url, &[("target", &reports)]))?;
             }
+        }
+        Command::Chart {
+            series,
+            title,
+            output,
+        } => {
+            let mut loaded = Vec::new();
+            for (name, path) in &series {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading {}", path.display()))?;
+                let reports: Vec<Report> = serde_json::from_str(&text)
+                    .with_context(|| format!("{} is not a sweep's JSON", path.display()))?;
+                loaded.push((name.as_str(), reports));
+            }
+            let refs: Vec<(&str, &[Report])> =
+                loaded.iter().map(|(n, r)| (*n, r.as_slice())).collect();
+            std::fs::write(&output, sweep::svg(&title, &refs))?;
         }
     }
     Ok(())

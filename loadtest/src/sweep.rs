@@ -27,22 +27,30 @@ pub async fn sweep(
 }
 
 /// Achieved throughput vs p50 / p99 latency, one line per series (several runs side by side).
+/// Latency is on a log scale (decades marked), so a curve that goes from milliseconds at low
+/// load to seconds past saturation stays readable next to one that does not.
 pub fn svg(title: &str, series: &[(&str, &[Report])]) -> String {
-    let (w, h, left, bottom) = (720.0, 420.0, 70.0, 50.0);
-    let max_x = series
-        .iter()
-        .flat_map(|(_, r)| r.iter().map(|r| r.offered.max(r.throughput_rps)))
+    let (w, h, left, bottom, top) = (720.0, 420.0, 70.0, 50.0, 30.0);
+    let reports = || series.iter().flat_map(|(_, r)| r.iter());
+    let max_x = reports()
+        .map(|r| r.offered.max(r.throughput_rps))
         .fold(1.0, f64::max);
-    let max_y = series
-        .iter()
-        .flat_map(|(_, r)| r.iter().map(|r| r.latency_ms.p99))
-        .fold(1.0, f64::max);
+    let latencies = || reports().flat_map(|r| [r.latency_ms.p50, r.latency_ms.p99]);
+    let lo = latencies()
+        .fold(f64::MAX, f64::min)
+        .max(0.1)
+        .log10()
+        .floor();
+    let hi = latencies().fold(1.0, f64::max).log10().ceil().max(lo + 1.0);
     let x = |v: f64| left + v / max_x * (w - left - 20.0);
-    let y = |v: f64| h - bottom - v / max_y * (h - bottom - 30.0);
+    let y = |ms: f64| {
+        let v = ms.max(0.1).log10().clamp(lo, hi);
+        h - bottom - (v - lo) / (hi - lo) * (h - bottom - top)
+    };
     let mut out = String::new();
     let _ = write!(
         out,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12"><rect width="100%" height="100%" fill="white"/><text x="{}" y="18" text-anchor="middle" font-size="14">{title}</text><line x1="{left}" y1="{}" x2="{}" y2="{}" stroke="black"/><line x1="{left}" y1="30" x2="{left}" y2="{}" stroke="black"/><text x="{}" y="{}" text-anchor="middle">achieved throughput (requests/s, max {max_x:.0})</text><text x="15" y="{}" transform="rotate(-90 15 {})" text-anchor="middle">latency (ms, max {max_y:.0})</text>"#,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12"><rect width="100%" height="100%" fill="white"/><text x="{}" y="18" text-anchor="middle" font-size="14">{title}</text><line x1="{left}" y1="{}" x2="{}" y2="{}" stroke="black"/><line x1="{left}" y1="{top}" x2="{left}" y2="{}" stroke="black"/><text x="{}" y="{}" text-anchor="middle">achieved throughput (requests/s, max {max_x:.0})</text><text x="15" y="{}" transform="rotate(-90 15 {})" text-anchor="middle">latency (ms, log scale)</text>"#,
         w / 2.0,
         h - bottom,
         w - 20.0,
@@ -53,6 +61,17 @@ pub fn svg(title: &str, series: &[(&str, &[Report])]) -> String {
         h / 2.0,
         h / 2.0
     );
+    for decade in lo as i32..=hi as i32 {
+        let ms = 10f64.powi(decade);
+        let _ = write!(
+            out,
+            r##"<line x1="{left}" y1="{0:.1}" x2="{1}" y2="{0:.1}" stroke="#ddd"/><text x="{2}" y="{3:.1}" text-anchor="end">{ms}</text>"##,
+            y(ms),
+            w - 20.0,
+            left - 5.0,
+            y(ms) + 4.0
+        );
+    }
     let colors = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd"];
     for (k, (name, reports)) in series.iter().enumerate() {
         let color = colors[k % colors.len()];

@@ -47,8 +47,7 @@ pub struct Batch {
     pub jobs: Vec<Job>,
     pub tensor: Vec<f32>,
     pub cut_at: Instant,
-    /// Returned to the batcher when the batch is done: one permit per session plus one batch
-    /// prepared ahead.
+    /// Returned to the batcher as soon as the run is done: one permit per session.
     pub permit: OwnedSemaphorePermit,
 }
 

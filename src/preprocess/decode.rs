@@ -27,8 +27,14 @@ pub const ACCEPTED: [ImageFormat; 6] = [
     ImageFormat::Tiff,
 ];
 
-/// Decodes `bytes` (format sniffed from the content) into upright RGB.
-pub fn decode_rgb(bytes: &[u8], max_pixels: u64) -> Result<RgbImage, PreprocessError> {
+/// Decodes `bytes` (format sniffed from the content) into upright RGB. `dct_shorter_side`:
+/// large JPEGs may be decoded reduced, keeping the shorter side at least this long
+/// (see [`super::jpeg::decode`]); `None` decodes every pixel, as Pillow does by default.
+pub fn decode_rgb(
+    bytes: &[u8],
+    max_pixels: u64,
+    dct_shorter_side: Option<usize>,
+) -> Result<RgbImage, PreprocessError> {
     if bytes.is_empty() {
         return Err(PreprocessError::Undecodable("empty image".into()));
     }
@@ -44,7 +50,7 @@ pub fn decode_rgb(bytes: &[u8], max_pixels: u64) -> Result<RgbImage, PreprocessE
         return Err(PreprocessError::UnsupportedFormat(format!("{format:?}")));
     }
     if format == ImageFormat::Jpeg {
-        let (rgb, orientation) = super::jpeg::decode(bytes, max_pixels)?;
+        let (rgb, orientation) = super::jpeg::decode(bytes, max_pixels, dct_shorter_side)?;
         return Ok(orient(rgb, orientation));
     }
     let mut decoder = reader

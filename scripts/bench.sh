@@ -1,0 +1,164 @@
+#!/usr/bin/env bash
+# `make bench`: every serving measurement side by side in one run on this machine, then
+# docs/benchmarks.md written from the results (scripts/bench_report.py).
+#
+#   model     A0, random weights (`repvgg-serve init --variant A0 --seed 1`), input 224, fused
+#   images    tests/fixtures/images/chelsea_q90.jpg (451x300, "small photo") and a 4032x3024
+#             JPEG made from coffee.png (loadtest/baselines/make_phone_photo.py, "phone photo")
+#   1. raw ONNX Runtime throughput (examples/ort_throughput), fused and three-branch, batch 1, 8
+#   2. our server: saturation (closed loop) on both photos, an open-loop sweep, latency at
+#      1 request/s and at 80 % of saturation, overload at 3 x saturation
+#   3. the Python baseline (loadtest/baselines/fastapi_pillow_ort, deps in .venv-bench):
+#      saturation on both photos, the sweep, the same overload rate
+#   4. time to a ready session (examples/time_to_ready), criterion micro-benchmarks (benches/)
+#
+# Results: target/bench/*.json, charts docs/bench/*.svg, report docs/benchmarks.md.
+# Knobs (environment): SECONDS_PER_RUN (15), STEP_SECONDS (8), OVERLOAD_SECONDS (30),
+# THREADS (cores), SKIP_CRITERION=1.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+OUT=target/bench
+THREADS=${THREADS:-$(nproc)}
+SECONDS_PER_RUN=${SECONDS_PER_RUN:-15}
+STEP_SECONDS=${STEP_SECONDS:-8}
+OVERLOAD_SECONDS=${OVERLOAD_SECONDS:-30}
+OURS_PORT=${OURS_PORT:-18090}
+PY_PORT=${PY_PORT:-18091}
+SMALL=tests/fixtures/images/chelsea_q90.jpg
+PHONE=$OUT/phone_4032x3024.jpg
+BASELINE=loadtest/baselines/fastapi_pillow_ort
+VENV=.venv-bench
+mkdir -p "$OUT" docs/bench
+
+log() { echo "bench: $*" >&2; }
+
+# --- setup -------------------------------------------------------------------------------
+scripts/setup-ort.sh
+if ! cmp -s "$BASELINE/requirements.txt" "$VENV/.requirements" 2>/dev/null; then
+  log "installing the Python baseline's dependencies into $VENV"
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install -q -r "$BASELINE/requirements.txt"
+  cp "$BASELINE/requirements.txt" "$VENV/.requirements"
+fi
+log "building (release)"
+cargo build --release -q --bin repvgg-serve --example ort_throughput --example time_to_ready -p repvgg-serve
+cargo build --release -q -p loadtest
+BIN=target/release/repvgg-serve
+LT=target/release/loadtest
+
+$BIN init --variant A0 --output "$OUT/a0.safetensors" --seed 1 2>/dev/null
+$BIN export --checkpoint "$OUT/a0.safetensors" --output "$OUT/a0.onnx" 2>/dev/null
+$BIN export --checkpoint "$OUT/a0.safetensors" --output "$OUT/a0-unfused.onnx" --unfused 2>/dev/null
+"$VENV/bin/python" loadtest/baselines/make_phone_photo.py tests/fixtures/images/coffee.png "$PHONE"
+
+# --- raw ONNX Runtime ----------------------------------------------------------------------
+log "raw ONNX Runtime (fused, three-branch; batch 1, 8)"
+for form in fused unfused; do
+  model="$OUT/a0.onnx"
+  [ $form = unfused ] && model="$OUT/a0-unfused.onnx"
+  for batch in 1 8; do
+    target/release/examples/ort_throughput "$model" "$batch" "$SECONDS_PER_RUN" "$THREADS" \
+      >"$OUT/raw-$form-b$batch.json"
+  done
+done
+
+# --- services ------------------------------------------------------------------------------
+SERVICE_PID=""
+stop_service() {
+  if [ -n "$SERVICE_PID" ]; then
+    kill -TERM "$SERVICE_PID" 2>/dev/null || true
+    wait "$SERVICE_PID" 2>/dev/null || true
+    SERVICE_PID=""
+  fi
+}
+trap stop_service EXIT
+
+wait_ready() {
+  for _ in $(seq 1 120); do
+    curl -sf "$1" >/dev/null && return 0
+    sleep 0.5
+  done
+  log "service at $1 never became ready"
+  exit 1
+}
+
+start_ours() {
+  $BIN serve --host 127.0.0.1 --port "$OURS_PORT" --checkpoint "$OUT/a0.safetensors" --no-cache \
+    --intra-threads "$THREADS" "$@" 2>"$OUT/ours.log" &
+  SERVICE_PID=$!
+  wait_ready "http://127.0.0.1:$OURS_PORT/readyz"
+}
+
+start_python() {
+  REPVGG_ONNX="$ROOT/$OUT/a0.onnx" ORT_THREADS="$THREADS" "$VENV/bin/uvicorn" \
+    --app-dir "$BASELINE" app:app --host 127.0.0.1 --port "$PY_PORT" --workers 1 \
+    --log-level warning --no-access-log 2>"$OUT/python.log" &
+  SERVICE_PID=$!
+  wait_ready "http://127.0.0.1:$PY_PORT/healthz"
+}
+
+# saturation NAME URL IMAGE: closed loop, 16 connections; prints the throughput
+saturation() {
+  $LT run --url "$2" --images "$3" --concurrency 16 --duration 3 --quiet >/dev/null
+  $LT run --url "$2" --images "$3" --concurrency 16 --duration "$SECONDS_PER_RUN" --quiet \
+    --output "$OUT/$1.json" >&2
+  python3 -c "import json;print(json.load(open('$OUT/$1.json'))['throughput_rps'])"
+}
+
+# sweep NAME URL SATURATION: open-loop steps from 20 % to 150 % of the service's saturation
+sweep() {
+  local rates
+  rates=$(python3 -c "print(','.join(str(round(f*$3,1)) for f in (0.2,0.4,0.6,0.8,0.9,1.0,1.2,1.5)))")
+  $LT sweep --url "$2" --images "$SMALL" --rates "$rates" --duration "$STEP_SECONDS" \
+    --output "$OUT/$1.json" --svg "$OUT/$1.svg"
+}
+
+open_loop() { # NAME URL RATE SECONDS [IMAGE]
+  $LT run --url "$2" --images "${5:-$SMALL}" --rate "$3" --duration "$4" --quiet \
+    --output "$OUT/$1.json" >&2
+}
+
+OURS="http://127.0.0.1:$OURS_PORT/classify"
+PY="http://127.0.0.1:$PY_PORT/classify"
+
+log "our server"
+start_ours
+OURS_SAT=$(saturation ours-saturation-small "$OURS" "$SMALL")
+saturation ours-saturation-phone "$OURS" "$PHONE" >/dev/null
+open_loop ours-rate1 "$OURS" 1 "$SECONDS_PER_RUN"
+open_loop ours-rate80 "$OURS" "$(python3 -c "print(round(0.8*$OURS_SAT,1))")" $((SECONDS_PER_RUN + 5))
+sweep ours-sweep "$OURS" "$OURS_SAT"
+OVERLOAD=$(python3 -c "print(round(3*$OURS_SAT,1))")
+open_loop ours-overload "$OURS" "$OVERLOAD" "$OVERLOAD_SECONDS"
+stop_service
+
+log "our server with DCT-scaled JPEG decoding (--jpeg-dct-scaling)"
+start_ours --jpeg-dct-scaling
+saturation ours-dct-saturation-phone "$OURS" "$PHONE" >/dev/null
+stop_service
+
+log "Python baseline (FastAPI + Pillow + onnxruntime)"
+start_python
+PY_SAT=$(saturation python-saturation-small "$PY" "$SMALL")
+saturation python-saturation-phone "$PY" "$PHONE" >/dev/null
+sweep python-sweep "$PY" "$PY_SAT"
+open_loop python-overload "$PY" "$OVERLOAD" "$OVERLOAD_SECONDS"
+stop_service
+
+$LT chart --title "A0, chelsea_q90.jpg, open loop: repvgg-serve vs FastAPI + Pillow + onnxruntime" \
+  --series "repvgg-serve=$OUT/ours-sweep.json" --series "python baseline=$OUT/python-sweep.json" \
+  --output docs/bench/sweep.svg
+
+# --- start-up and micro-benchmarks ---------------------------------------------------------
+log "time to ready"
+target/release/examples/time_to_ready "$OUT/a0.safetensors" >"$OUT/time-to-ready.json"
+if [ "${SKIP_CRITERION:-0}" != 1 ]; then
+  log "criterion micro-benchmarks (benches/)"
+  for bench in preprocess inference fusion; do
+    cargo bench -q --bench "$bench" -- --warm-up-time 1 --measurement-time 3 --noplot >&2
+  done
+fi
+
+python3 scripts/bench_report.py "$OUT" docs/benchmarks.md "$THREADS"
+log "wrote docs/benchmarks.md"

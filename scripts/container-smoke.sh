@@ -1,0 +1,165 @@
+#!/usr/bin/env bash
+# Builds the repvgg-serve image from the project's Dockerfile and runs it for real, on a machine
+# without a container registry (CI runs this through `make container-smoke`):
+#
+#   1. installs podman, buildah, runc and debootstrap (Debian packages) when missing;
+#   2. makes the two base images the Dockerfile names, locally, from Debian bookworm with
+#      debootstrap: `debian:bookworm-slim` (minbase) and `rust:1.95-bookworm` (buildd variant plus
+#      this machine's Rust 1.95 toolchain, laid out as the official image lays it out:
+#      /usr/local/cargo/bin on PATH, RUSTUP_HOME=/usr/local/rustup);
+#   3. builds the multi-stage Dockerfile unchanged with `--pull=never` (the builder stage fetches
+#      crates, Debian packages and the pinned onnxruntime wheel from the package registries);
+#   4. runs the image on the host network the way deploy/ runs it (non-root, read-only root
+#      filesystem, all capabilities dropped, no privilege escalation, the cache on a volume), with
+#      the tiny test checkpoint mounted read-only, classifies a fixture photo through it and compares
+#      the logits with PyTorch's reference;
+#   5. sends SIGTERM and requires exit code 0 and the shutdown log line; reports the image size.
+#
+# podman on these machines needs runc and raised ulimits: deploy/container/containers.conf.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$ROOT"
+export CONTAINERS_CONF="$ROOT/deploy/container/containers.conf"
+WORK="$ROOT/.cache/container"
+IMAGE="localhost/repvgg-serve:smoke"
+RUST_BASE="docker.io/library/rust:1.95-bookworm"
+SLIM_BASE="docker.io/library/debian:bookworm-slim"
+MIRROR="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
+PORT="${SMOKE_PORT:-18080}"
+NAME="repvgg-serve-smoke-$$"
+VOLUME="repvgg-serve-smoke-cache-$$"
+
+log() { echo "container-smoke: $*" >&2; }
+
+install_tools() {
+  local missing=()
+  for tool in podman buildah runc debootstrap; do
+    command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
+  done
+  [ ${#missing[@]} -eq 0 ] && return
+  log "installing ${missing[*]} (Debian packages)"
+  local sudo=""
+  [ "$(id -u)" = 0 ] || sudo="sudo"
+  $sudo apt-get update -qq >/dev/null
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \
+    podman buildah runc debootstrap uidmap slirp4netns fuse-overlayfs >/dev/null
+}
+
+image_exists() { podman image exists "$1"; }
+
+# debootstrap VARIANT INCLUDE DIR
+bootstrap() {
+  rm -rf "$3"
+  mkdir -p "$3"
+  debootstrap --variant="$1" ${2:+--include="$2"} bookworm "$3" "$MIRROR" >"$3.log" 2>&1 \
+    || { tail -20 "$3.log" >&2; log "debootstrap failed ($3.log)"; exit 1; }
+  rm -rf "$3"/var/cache/apt/archives/*.deb "$3"/var/lib/apt/lists/*
+}
+
+make_slim_base() {
+  image_exists "$SLIM_BASE" && return
+  log "making $SLIM_BASE with debootstrap (minbase)"
+  bootstrap minbase "" "$WORK/slim"
+  tar -C "$WORK/slim" -c . | podman import --quiet --change 'CMD ["bash"]' - "$SLIM_BASE" >/dev/null
+  rm -rf "$WORK/slim"
+}
+
+make_rust_base() {
+  image_exists "$RUST_BASE" && return
+  local sysroot version
+  sysroot="$(readlink -f "$(rustc --print sysroot)")"
+  version="$(rustc --version | awk '{print $2}')"
+  [ "$version" = "1.95.0" ] || { log "the Rust toolchain here is $version, the Dockerfile's builder is 1.95"; exit 1; }
+  log "making $RUST_BASE with debootstrap (buildd) + this machine's Rust $version toolchain"
+  bootstrap buildd "ca-certificates,curl,git,pkg-config" "$WORK/rust"
+  # The builder stage fetches from crates.io and PyPI: it must trust what this machine trusts
+  # (on these machines, an egress proxy's CA in /usr/local/share/ca-certificates).
+  if compgen -G "/usr/local/share/ca-certificates/*.crt" >/dev/null; then
+    cp /usr/local/share/ca-certificates/*.crt "$WORK/rust/usr/local/share/ca-certificates/"
+    chroot "$WORK/rust" update-ca-certificates >/dev/null 2>&1
+  fi
+  local dest="$WORK/rust/usr/local/rustup/toolchains/1.95.0-x86_64-unknown-linux-gnu"
+  mkdir -p "$dest" "$WORK/rust/usr/local/cargo/bin"
+  # Documentation (share/) is not needed to build.
+  tar -C "$sysroot" -c bin lib libexec etc | tar -C "$dest" -x
+  for tool in cargo rustc rustdoc rustfmt cargo-fmt cargo-clippy clippy-driver; do
+    [ -e "$dest/bin/$tool" ] && ln -s "../../rustup/toolchains/1.95.0-x86_64-unknown-linux-gnu/bin/$tool" \
+      "$WORK/rust/usr/local/cargo/bin/$tool"
+  done
+  tar -C "$WORK/rust" -c . | podman import --quiet \
+    --change 'ENV RUSTUP_HOME=/usr/local/rustup' \
+    --change 'ENV CARGO_HOME=/usr/local/cargo' \
+    --change 'ENV PATH=/usr/local/cargo/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+    --change 'ENV RUST_VERSION=1.95.0' \
+    --change 'CMD ["bash"]' - "$RUST_BASE" >/dev/null
+  rm -rf "$WORK/rust"
+}
+
+cleanup() {
+  podman rm -f "$NAME" >/dev/null 2>&1 || true
+  podman volume rm -f "$VOLUME" >/dev/null 2>&1 || true
+}
+
+smoke_run() {
+  trap cleanup EXIT
+  podman volume create "$VOLUME" >/dev/null
+  log "running $IMAGE on 127.0.0.1:$PORT (host network, read-only root, non-root, no capabilities)"
+  podman run -d --name "$NAME" --network host \
+    --read-only --cap-drop ALL --security-opt no-new-privileges \
+    -v "$VOLUME:/var/cache/repvgg-serve" \
+    -v "$ROOT/tests/fixtures/checkpoints:/models:ro" \
+    -e REPVGG_HOST=127.0.0.1 -e REPVGG_PORT="$PORT" \
+    -e REPVGG_CHECKPOINT=/models/tiny_official_train.pth \
+    "$IMAGE" >/dev/null
+  local ready=""
+  for _ in $(seq 1 120); do
+    if curl -fsS "http://127.0.0.1:$PORT/readyz" >/dev/null 2>&1; then ready=yes; break; fi
+    if [ "$(podman inspect -f '{{.State.Running}}' "$NAME")" != true ]; then break; fi
+    sleep 0.5
+  done
+  if [ -z "$ready" ]; then
+    podman logs "$NAME" >&2 || true
+    log "the container never became ready"
+    exit 1
+  fi
+  log "ready; classifying tests/fixtures/images/chelsea.png"
+  curl -fsS -X POST -H 'content-type: image/png' --data-binary @tests/fixtures/images/chelsea.png \
+    "http://127.0.0.1:$PORT/classify?top_k=3&logits=true" >"$WORK/answer.json"
+  python3 - "$WORK/answer.json" tests/fixtures/reference/logits.json <<'EOF'
+import json, sys
+answer = json.load(open(sys.argv[1]))
+expected = json.load(open(sys.argv[2]))["models"]["tiny"]["logits"]["chelsea.png"]
+got = answer["logits"]
+diff = max(abs(a - b) for a, b in zip(got, expected))
+top = max(range(len(expected)), key=expected.__getitem__)
+assert len(got) == len(expected), f"{len(got)} logits, expected {len(expected)}"
+assert diff <= 1e-3, f"logits differ from PyTorch by {diff}"
+assert answer["predictions"][0]["class_id"] == top, answer["predictions"]
+print(f"container-smoke: top-1 class {top} as PyTorch, max |logit diff| {diff:.2e}", file=sys.stderr)
+EOF
+  log "sending SIGTERM"
+  podman kill --signal TERM "$NAME" >/dev/null
+  local code
+  code="$(podman wait "$NAME")"
+  podman logs "$NAME" >"$WORK/container.log" 2>&1 || true
+  if [ "$code" != 0 ]; then
+    cat "$WORK/container.log" >&2
+    log "exit code $code after SIGTERM, expected 0"
+    exit 1
+  fi
+  grep -q "shutdown complete" "$WORK/container.log" \
+    || { cat "$WORK/container.log" >&2; log "no 'shutdown complete' in the log"; exit 1; }
+  log "clean exit (code 0) after SIGTERM"
+}
+
+install_tools
+mkdir -p "$WORK"
+make_slim_base
+make_rust_base
+log "building $IMAGE from the Dockerfile (--pull=never)"
+podman build --pull=never --network host -t "$IMAGE" -f Dockerfile . >"$WORK/build.log" 2>&1 \
+  || { tail -40 "$WORK/build.log" >&2; log "build failed ($WORK/build.log)"; exit 1; }
+size="$(podman image inspect -f '{{.Size}}' "$IMAGE")"
+log "image $IMAGE: $((size / 1000000)) MB ($size bytes)"
+smoke_run
