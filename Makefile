@@ -6,7 +6,7 @@ ORT_LIB := .ort/libonnxruntime.so.1.31.1
 PORT ?= 8080
 ARGS ?=
 
-.PHONY: run test setup build lint bench check-deploy clean-cache
+.PHONY: run test setup build lint bench bench-logging check-deploy container-smoke clean-cache
 
 ## Fetch libonnxruntime.so.1.31.1 into .ort/ (pinned wheel, sha256 checked); nasm for SIMD JPEG.
 setup: $(ORT_LIB)
@@ -27,14 +27,22 @@ test: setup
 	scripts/setup-test-tools.sh
 	$(CARGO) test --workspace --all-targets
 
-## Side-by-side serving benchmark (raw ONNX Runtime vs the server), see docs/benchmarks.md.
+## Every serving benchmark side by side (raw ONNX Runtime, our server, the Python baseline,
+## sweeps, overload, criterion); writes docs/benchmarks.md. About 15 minutes.
 bench: setup
-	scripts/bench-serve.sh
+	scripts/bench.sh
+
+## Saturation throughput with per-request logging on and off.
+bench-logging: setup
 	scripts/bench-logging.sh
 
 ## Static checks of the Dockerfile and the Kubernetes manifests (PyPI tools in .venv-deploy).
 check-deploy:
 	scripts/check-deploy.sh
+
+## Build the image with podman from local debootstrap base images, run it, classify, SIGTERM.
+container-smoke:
+	scripts/container-smoke.sh
 
 lint:
 	$(CARGO) fmt --all -- --check

@@ -237,5 +237,12 @@ Times per iteration (one image; one batch for `ort_a0`; one whole network for `f
 {criterion_rows()}
 """
 
+# The interpretation (where the time goes, what would close a gap) is written by people and
+# kept beside the charts; it is appended as it is, under its own heading.
+notes = os.path.join(charts, "notes.md")
+if os.path.exists(notes):
+    with open(notes) as f:
+        report += "\n" + f.read()
+
 with open(output, "w") as f:
     f.write(report)

