@@ -103,3 +103,43 @@ pub fn svg(title: &str, series: &[(&str, &[Report])]) -> String {
     out.push_str("</svg>\n");
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+
+    fn step(rate: f64, p50_ms: u64, p99_ms: u64) -> Report {
+        let mut h = crate::report::new_histogram();
+        h.record_n(p50_ms * 1000, 98).expect("in range");
+        h.record_n(p99_ms * 1000, 2).expect("in range");
+        let statuses = BTreeMap::from([("200".to_owned(), 100)]);
+        Report::new("open", rate, Duration::from_secs(10), statuses, &h)
+    }
+
+    #[test]
+    fn chart_draws_every_series_inside_the_canvas_on_a_log_axis() {
+        let ours = vec![step(10.0, 30, 40), step(40.0, 60, 90)];
+        let theirs = vec![step(10.0, 50, 70), step(20.0, 2000, 9000)];
+        // What `loadtest chart` reads back from a sweep's JSON.
+        let json = serde_json::to_string(&theirs).expect("serialise");
+        let theirs: Vec<Report> = serde_json::from_str(&json).expect("round trip");
+        let svg = svg("t", &[("ours", &ours), ("theirs", &theirs)]);
+        assert!(svg.contains("ours (solid p50") && svg.contains("theirs (solid p50"));
+        // Decades from 10 ms to 10 s are marked.
+        for label in [">10<", ">100<", ">1000<", ">10000<"] {
+            assert!(svg.contains(label), "missing gridline {label}");
+        }
+        for polyline in svg.split("points=\"").skip(1) {
+            for point in polyline.split('"').next().expect("points").split(' ') {
+                let (x, y) = point.split_once(',').expect("x,y");
+                let (x, y): (f64, f64) = (x.parse().expect("x"), y.parse().expect("y"));
+                assert!(
+                    (0.0..=720.0).contains(&x) && (0.0..=420.0).contains(&y),
+                    "{point}"
+                );
+            }
+        }
+    }
+}
