@@ -5,7 +5,8 @@
 #   model     A0, random weights (`repvgg-serve init --variant A0 --seed 1`), input 224, fused
 #   images    tests/fixtures/images/chelsea_q90.jpg (451x300, "small photo") and a 4032x3024
 #             JPEG made from coffee.png (loadtest/baselines/make_phone_photo.py, "phone photo")
-#   1. raw ONNX Runtime throughput (examples/ort_throughput), fused and three-branch, batch 1, 8
+#   1. raw ONNX Runtime throughput (examples/ort_throughput), fused and three-branch, batch 1, 8,
+#      with the server's default sessions x threads, and fused with one session on every core
 #   2. our server: saturation (closed loop) on both photos, an open-loop sweep, latency at
 #      1 request/s and at 80 % of saturation, overload at 3 x saturation
 #   3. the Python baseline (loadtest/baselines/fastapi_pillow_ort, deps in .venv-bench):
@@ -53,14 +54,22 @@ $BIN export --checkpoint "$OUT/a0.safetensors" --output "$OUT/a0-unfused.onnx" -
 "$VENV/bin/python" loadtest/baselines/make_phone_photo.py tests/fixtures/images/coffee.png "$PHONE"
 
 # --- raw ONNX Runtime ----------------------------------------------------------------------
-log "raw ONNX Runtime (fused, three-branch; batch 1, 8)"
+# As the server runs it by default (SESSIONS sessions side by side, THREADS / SESSIONS intra-op
+# threads each), and as one session with every core.
+SESSIONS=$(( THREADS >= 2 ? 2 : 1 ))
+PER_SESSION=$(( THREADS / SESSIONS ))
+log "raw ONNX Runtime (fused, three-branch; batch 1, 8; $SESSIONS x $PER_SESSION threads and 1 x $THREADS)"
 for form in fused unfused; do
   model="$OUT/a0.onnx"
   [ $form = unfused ] && model="$OUT/a0-unfused.onnx"
   for batch in 1 8; do
-    target/release/examples/ort_throughput "$model" "$batch" "$SECONDS_PER_RUN" "$THREADS" \
-      >"$OUT/raw-$form-b$batch.json"
+    target/release/examples/ort_throughput "$model" "$batch" "$SECONDS_PER_RUN" "$PER_SESSION" \
+      "$SESSIONS" >"$OUT/raw-$form-b$batch.json"
   done
+done
+for batch in 1 8; do
+  target/release/examples/ort_throughput "$OUT/a0.onnx" "$batch" "$SECONDS_PER_RUN" "$THREADS" 1 \
+    >"$OUT/raw-fused-one-session-b$batch.json"
 done
 
 # --- services ------------------------------------------------------------------------------
@@ -85,7 +94,7 @@ wait_ready() {
 
 start_ours() {
   $BIN serve --host 127.0.0.1 --port "$OURS_PORT" --checkpoint "$OUT/a0.safetensors" --no-cache \
-    --intra-threads "$THREADS" "$@" 2>"$OUT/ours.log" &
+    "$@" 2>"$OUT/ours.log" &
   SERVICE_PID=$!
   wait_ready "http://127.0.0.1:$OURS_PORT/readyz"
 }

@@ -98,8 +98,13 @@ async fn a_full_queue_answers_503_without_computing() {
         assert_eq!(retry_after.as_deref(), Some("1"));
     }
     let metrics = server.metrics().await;
-    // Only the answered images were computed.
+    // Only the answered images were computed, and the refused ones were not even decoded:
+    // admission happens on arrival, before preprocessing.
     assert_eq!(metric_value(&metrics, "repvgg_batch_size_sum"), ok as f64);
+    assert_eq!(
+        metric_value(&metrics, "repvgg_preprocess_duration_seconds_count"),
+        ok as f64
+    );
     assert_eq!(
         metric_value(&metrics, r#"repvgg_images_total{outcome="ok"}"#),
         ok as f64

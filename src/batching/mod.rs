@@ -12,7 +12,8 @@
 //! the maximum batch size). Cutting it earlier, as soon as one job is there, would commit a
 //! batch of one under moderate load and leave the rest of the run's arrivals waiting a whole
 //! extra run (measured: p99 at 80 % load 9 x p50 that way, see docs/benchmarks.md).
-//! A full queue refuses at once (503).
+//! Admission: an image takes one of `capacity` places on arrival, before preprocessing, and
+//! keeps it until answered; without a place it is refused at once (503) and costs nothing more.
 
 pub mod queue;
 
@@ -20,7 +21,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
 use crate::inference::{Batch, InputShape, Job};
 use crate::metrics::Metrics;
@@ -43,6 +44,14 @@ impl Pending for Job {
 #[derive(Debug)]
 pub struct QueueFull;
 
+/// An image admitted into the service, from before its preprocessing until its answer. At most
+/// `capacity` exist at once: an image that would exceed it is refused on arrival, before any
+/// decoding, so overload costs no CPU for the images that are turned away.
+#[derive(Debug)]
+pub struct Admission {
+    _permit: OwnedSemaphorePermit,
+}
+
 /// Cheap handle handlers use to submit jobs. Closing it (on shutdown, after the HTTP server
 /// has drained) lets the driver finish the queue and stop.
 #[derive(Clone, Debug)]
@@ -58,6 +67,8 @@ struct Shared {
     wake: Notify,
     closed: AtomicBool,
     metrics: Arc<Metrics>,
+    /// Images admitted and not yet answered (see [`Admission`]).
+    admissions: Arc<Semaphore>,
 }
 
 impl Batcher {
@@ -74,10 +85,23 @@ impl Batcher {
             wake: Notify::new(),
             closed: AtomicBool::new(false),
             metrics,
+            admissions: Arc::new(Semaphore::new(config.capacity)),
         });
         let permits = Arc::new(Semaphore::new(sessions));
         let driver = tokio::spawn(drive(shared.clone(), permits, shape, batches));
         (Self { shared }, driver)
+    }
+
+    /// Admits one more image, or refuses it at once when `capacity` images are already in the
+    /// service (being preprocessed, queued or inferred).
+    pub fn admit(&self) -> Result<Admission, QueueFull> {
+        let permit = self
+            .shared
+            .admissions
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| QueueFull)?;
+        Ok(Admission { _permit: permit })
     }
 
     /// Queues a job, or refuses it when the queue is full.

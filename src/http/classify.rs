@@ -145,6 +145,7 @@ async fn classify_image(
 ) -> Result<Classification, ApiError> {
     let mut outcome = OutcomeGuard::new(&state.metrics);
     let result = async {
+        let _admission = state.batcher.admit().map_err(|_| ApiError::QueueFull)?;
         let preprocessed = state.pool.run(bytes).await?;
         state.metrics.preprocessed(preprocessed.elapsed);
         let (reply, answer) = oneshot::channel();
