@@ -115,17 +115,17 @@ pub fn resize_and_crop(image: &RgbImage, shorter: usize, crop: usize) -> Vec<u8>
         let columns = taps(w, out_w, left, crop_w);
         for (r, out_row) in horizontal.chunks_exact_mut(crop_w * 3).enumerate() {
             let src = &image.pixels[(row_first + r) * w * 3..(row_first + r + 1) * w * 3];
-            for (x, t) in columns.iter().enumerate() {
-                let mut acc = [half; 3];
-                for (k, &wt) in t.weights.iter().enumerate() {
-                    let p = &src[(t.start + k) * 3..(t.start + k) * 3 + 3];
-                    for c in 0..3 {
-                        acc[c] += i32::from(p[c]) * wt;
-                    }
+            for (t, out) in columns.iter().zip(out_row.chunks_exact_mut(3)) {
+                // One slice per output pixel, iterated in pixel-sized chunks: no bounds check
+                // per tap (this loop is most of the resize on a 12 MP photo).
+                let window = &src[t.start * 3..(t.start + t.weights.len()) * 3];
+                let (mut r, mut g, mut b) = (half, half, half);
+                for (p, &wt) in window.chunks_exact(3).zip(&t.weights) {
+                    r += i32::from(p[0]) * wt;
+                    g += i32::from(p[1]) * wt;
+                    b += i32::from(p[2]) * wt;
                 }
-                for c in 0..3 {
-                    out_row[x * 3 + c] = sample(acc[c]);
-                }
+                out.copy_from_slice(&[sample(r), sample(g), sample(b)]);
             }
         }
     } else {
@@ -141,14 +141,19 @@ pub fn resize_and_crop(image: &RgbImage, shorter: usize, crop: usize) -> Vec<u8>
     };
     let stride = crop_w * 3;
     let mut out = vec![0u8; crop_h * stride];
-    for (y, t) in vertical.iter().enumerate() {
-        let out_row = &mut out[y * stride..(y + 1) * stride];
-        for (x, value) in out_row.iter_mut().enumerate() {
-            let mut acc = half;
-            for (k, &wt) in t.weights.iter().enumerate() {
-                acc += i32::from(horizontal[(t.start - row_first + k) * stride + x]) * wt;
+    let mut acc = vec![0i32; stride];
+    for (t, out_row) in vertical.iter().zip(out.chunks_exact_mut(stride)) {
+        // Row by row: each tap adds a whole input row, contiguous, into the accumulators.
+        acc.fill(half);
+        let first = (t.start - row_first) * stride;
+        let rows = horizontal[first..first + t.weights.len() * stride].chunks_exact(stride);
+        for (row, &wt) in rows.zip(&t.weights) {
+            for (a, &p) in acc.iter_mut().zip(row) {
+                *a += i32::from(p) * wt;
             }
-            *value = sample(acc);
+        }
+        for (value, &a) in out_row.iter_mut().zip(&acc) {
+            *value = sample(a);
         }
     }
     out
