@@ -145,7 +145,7 @@ async fn classify_image(
 ) -> Result<Classification, ApiError> {
     let mut outcome = OutcomeGuard::new(&state.metrics);
     let result = async {
-        let _admission = state.batcher.admit().map_err(|_| ApiError::QueueFull)?;
+        let _admission = state.batcher.admit()?;
         let preprocessed = state.pool.run(bytes).await?;
         state.metrics.preprocessed(preprocessed.elapsed);
         let (reply, answer) = oneshot::channel();
@@ -159,7 +159,7 @@ async fn classify_image(
         if job.enqueued >= deadline {
             return Err(ApiError::DeadlineExceeded);
         }
-        state.batcher.submit(job).map_err(|_| ApiError::QueueFull)?;
+        state.batcher.submit(job)?;
         let prediction = tokio::time::timeout_at(deadline.into(), answer)
             .await
             .map_err(|_| ApiError::DeadlineExceeded)?

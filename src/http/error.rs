@@ -6,6 +6,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Serialize;
 
+use crate::batching::QueueFull;
 use crate::inference::InferenceError;
 use crate::metrics::Outcome;
 use crate::preprocess::pool::PoolError;
@@ -126,6 +127,12 @@ impl From<PreprocessError> for ApiError {
             PreprocessError::UnsupportedFormat(_) => Self::UnsupportedImageFormat(e.to_string()),
             PreprocessError::TooManyPixels { .. } => Self::TooManyPixels(e.to_string()),
         }
+    }
+}
+
+impl From<QueueFull> for ApiError {
+    fn from(_: QueueFull) -> Self {
+        Self::QueueFull
     }
 }
 
