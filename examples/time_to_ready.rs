@@ -1,11 +1,11 @@
 //! Time from a training checkpoint to a ready ONNX Runtime session (load + fuse + export +
-//! session + one batch-1 run), then the same from the fused-model cache.
+//! ONNX Runtime optimisation + session + one batch-1 run), then the same from the fused-model cache.
 //!
 //! cargo run --release --example time_to_ready -- CHECKPOINT [CACHE_DIR]
 
 use std::time::Instant;
 
-use repvgg_serve::inference::{Engine, EngineConfig};
+use repvgg_serve::inference::{EngineConfig, SharedModel};
 use repvgg_serve::model::{prepare, ModelSource};
 
 fn main() -> anyhow::Result<()> {
@@ -20,12 +20,7 @@ fn main() -> anyhow::Result<()> {
         let started = Instant::now();
         let prepared = prepare(&source, Some(&cache))?;
         let fused = started.elapsed();
-        let mut engine = Engine::new(
-            &prepared.onnx,
-            prepared.info.num_classes,
-            &EngineConfig::default(),
-            None,
-        )?;
+        let mut engine = SharedModel::load(&prepared, None)?.session(&EngineConfig::default())?;
         let size = prepared.info.crop as usize;
         engine.run(&vec![0.0; 3 * size * size], 1, size, size)?;
         println!(

@@ -12,7 +12,7 @@ use crate::batching::queue::QueueConfig;
 use crate::batching::Batcher;
 use crate::config::ServeConfig;
 use crate::http::{self, AppState, BatchingDetails, InputDetails, Limits, Readiness, ServedModel};
-use crate::inference::{Engine, EngineConfig, InputShape, Workers};
+use crate::inference::{Engine, EngineConfig, InputShape, SharedModel, Workers};
 use crate::metrics::Metrics;
 use crate::model;
 use crate::preprocess::pool::PreprocessPool;
@@ -34,10 +34,13 @@ impl App {
         let metrics = Arc::new(Metrics::new());
         let readiness = Readiness::new(metrics.clone());
         let prep_config = config.clone();
-        let (prepared, engines) = tokio::task::spawn_blocking(move || load(&prep_config))
+        let Loaded {
+            info,
+            from_cache,
+            engines,
+        } = tokio::task::spawn_blocking(move || load(&prep_config))
             .await
             .context("model loading panicked")??;
-        let info = prepared.info;
         if info.demo {
             tracing::warn!(
                 "DEMO MODEL ({}): RANDOM weights, predictions are meaningless. \
@@ -119,7 +122,7 @@ impl App {
             elapsed_ms = started.elapsed().as_millis() as u64,
             variant = state.model.info.variant.as_deref().unwrap_or("custom"),
             classes = state.model.info.num_classes,
-            from_cache = prepared.from_cache,
+            from_cache,
             "model ready"
         );
         Ok(Self {
@@ -191,35 +194,66 @@ impl App {
     }
 }
 
-/// Prepares the model and one warmed-up engine per session (blocking work).
-fn load(config: &ServeConfig) -> anyhow::Result<(model::PreparedModel, Vec<Engine>)> {
+/// Prepares the model and one warmed-up engine per session (blocking work): the graph is
+/// optimised once (or found in the cache), its weights read once and shared by every session;
+/// sessions are built and warmed up in parallel.
+fn load(config: &ServeConfig) -> anyhow::Result<Loaded> {
+    let started = Instant::now();
     let prepared = model::prepare(&config.source, config.cache_dir.as_deref())?;
+    let shared = SharedModel::load(&prepared, config.ort_dylib.as_deref())?;
+    // The fused graph (in memory when just fused) is not needed once the optimised one exists.
+    let model::PreparedModel {
+        info, from_cache, ..
+    } = prepared;
+    tracing::info!(
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        weights_mib = shared.weights_bytes() / (1 << 20),
+        optimised_from_cache = shared.from_cache(),
+        "weights loaded once for every session"
+    );
     let engine_config = EngineConfig {
         intra_threads: config.inference.intra_threads,
         spinning: config.inference.spinning,
     };
-    let crop = config.preprocess.crop.unwrap_or(prepared.info.crop) as usize;
-    let batch = config.batching.max_batch_size;
-    let engines = (0..config.inference.sessions)
-        .map(|_| {
-            let mut engine = Engine::new(
-                &prepared.onnx,
-                prepared.info.num_classes,
-                &engine_config,
-                config.ort_dylib.as_deref(),
-            )?;
-            // Warm-up at the largest batch: allocations and kernels are ready before traffic.
-            let started = Instant::now();
-            engine.run(&vec![0.0; batch * 3 * crop * crop], batch, crop, crop)?;
-            tracing::info!(
-                batch,
-                elapsed_ms = started.elapsed().as_millis() as u64,
-                "session warmed up"
-            );
-            Ok(engine)
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    Ok((prepared, engines))
+    let crop = config.preprocess.crop.unwrap_or(info.crop) as usize;
+    let engines = std::thread::scope(|scope| {
+        let builders: Vec<_> = (0..config.inference.sessions)
+            .map(|_| {
+                scope.spawn(|| -> anyhow::Result<Engine> {
+                    let mut engine = shared.session(&engine_config)?;
+                    // One batch-1 run pays ONNX Runtime's first-run costs (kernel set-up, the
+                    // thread pool) before traffic. Larger batches cost no more on their first
+                    // run than later (measured: docs/footprint.md), so they are not run here.
+                    let warm = Instant::now();
+                    engine.run(&vec![0.0; 3 * crop * crop], 1, crop, crop)?;
+                    tracing::info!(
+                        elapsed_ms = warm.elapsed().as_millis() as u64,
+                        "session warmed up"
+                    );
+                    Ok(engine)
+                })
+            })
+            .collect();
+        builders
+            .into_iter()
+            .map(|b| {
+                b.join()
+                    .map_err(|_| anyhow::anyhow!("building a session panicked"))?
+            })
+            .collect::<anyhow::Result<Vec<_>>>()
+    })?;
+    Ok(Loaded {
+        info,
+        from_cache,
+        engines,
+    })
+}
+
+/// What [`load`] hands to the serving side; nothing of the checkpoint or the graph bytes.
+struct Loaded {
+    info: model::ModelInfo,
+    from_cache: bool,
+    engines: Vec<Engine>,
 }
 
 /// Resolves on SIGINT or SIGTERM.

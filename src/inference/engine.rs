@@ -36,7 +36,9 @@ pub struct Engine {
 }
 
 impl Engine {
-    /// Builds a session from ONNX bytes (loading the runtime library on first use).
+    /// Builds a standalone session from ONNX bytes (loading the runtime library on first use);
+    /// it optimises the graph itself and owns its weights. The server builds its sessions from
+    /// a [`super::SharedModel`] instead.
     pub fn new(
         onnx: &[u8],
         num_classes: usize,
@@ -51,10 +53,14 @@ impl Engine {
             .and_then(|b| Ok(b.with_intra_op_spinning(config.spinning)?))
             .and_then(|mut b| b.commit_from_memory(onnx))
             .map_err(|e| InferenceError::Runtime(format!("cannot build the session: {e}")))?;
-        Ok(Self {
+        Ok(Self::from_session(session, num_classes))
+    }
+
+    pub(crate) fn from_session(session: Session, num_classes: usize) -> Self {
+        Self {
             session,
             num_classes,
-        })
+        }
     }
 
     pub fn num_classes(&self) -> usize {

@@ -1,10 +1,13 @@
 //! ONNX Runtime: the process-wide environment and sessions that run batches.
 
 mod engine;
+mod optimized;
 pub mod runtime;
+mod shared;
 mod worker;
 
 pub use engine::{Engine, EngineConfig};
+pub use shared::SharedModel;
 pub use worker::{Batch, InputShape, Job, Prediction, Workers};
 
 /// Failures of the inference layer. `Clone`, because one failed batch fails every request in it.

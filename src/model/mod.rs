@@ -23,7 +23,8 @@ pub use error::ModelError;
 pub use fuse::BN_EPS;
 pub use inspect::Inspection;
 pub use prepare::{
-    export_checkpoint, prepare, write_random_checkpoint, ModelInfo, ModelSource, PreparedModel,
+    export_checkpoint, prepare, sha256_file, write_random_checkpoint, FusedGraph, ModelInfo,
+    ModelSource, PreparedModel,
 };
 pub use tensor::Tensor;
 pub use weights::{Form, RepVgg};
