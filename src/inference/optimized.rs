@@ -28,7 +28,7 @@ pub(crate) const PRECISION: &str = "fp32";
 /// What an optimised graph was made by and for; an entry is reused only when all of it matches.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct RuntimeKey {
-    /// ONNX Runtime's build string (version, commit, flags).
+    /// The runtime library's file name (with its version) and build string (commit, type).
     pub runtime: String,
     pub precision: String,
     /// The CPU model and feature flags the layout was chosen for.
@@ -39,7 +39,7 @@ impl RuntimeKey {
     /// The key of this process: the loaded runtime, fp32, this CPU.
     pub(crate) fn current() -> Self {
         Self {
-            runtime: ort::info().to_owned(),
+            runtime: runtime::loaded_build().unwrap_or_else(|| ort::info().to_owned()),
             precision: PRECISION.to_owned(),
             cpu: cpu_fingerprint(),
         }
@@ -49,9 +49,10 @@ impl RuntimeKey {
     pub(crate) fn dir_name(&self) -> String {
         let version = self
             .runtime
-            .split(['=', ','])
-            .find_map(|part| part.trim().strip_prefix("rel-"))
-            .unwrap_or("unknown");
+            .split(" | ")
+            .next()
+            .and_then(|name| name.split_once(".so."))
+            .map_or("unknown", |(_, version)| version);
         let digest = Sha256::digest(serde_json::to_vec(self).expect("key serialises"));
         let short: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
         format!("ort-{version}-{}-{short}", self.precision)
@@ -228,7 +229,7 @@ mod tests {
 
     fn key() -> RuntimeKey {
         RuntimeKey {
-            runtime: "ORT Build Info: git-branch=rel-1.31.1, git-commit-id=abc".into(),
+            runtime: "libonnxruntime.so.1.31.1 | ORT Build Info: git-commit-id=abc".into(),
             precision: "fp32".into(),
             cpu: "x86_64 | AMD EPYC | avx512f avx512_bf16".into(),
         }

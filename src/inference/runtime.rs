@@ -14,6 +14,7 @@ pub const ORT_LIBRARY: &str = "libonnxruntime.so.1.31.1";
 pub const SETUP_COMMAND: &str = "scripts/setup-ort.sh   (or: make setup)";
 
 static ENVIRONMENT: OnceLock<Result<Environment, String>> = OnceLock::new();
+static LOADED: OnceLock<PathBuf> = OnceLock::new();
 
 /// Where the library is: `explicit` (the `--ort-dylib` flag), then `ORT_DYLIB_PATH`, then
 /// `.ort/` in the working directory or beside an ancestor of the executable (a cargo build).
@@ -55,6 +56,7 @@ pub fn environment(explicit: Option<&Path>) -> Result<&'static Environment, Infe
     let result = ENVIRONMENT.get_or_init(|| {
         let path = locate_library(explicit).map_err(|e| e.to_string())?;
         tracing::debug!(library = %path.display(), "loading ONNX Runtime");
+        let _ = LOADED.set(path.clone());
         ort::init_from(&path)
             .map_err(|e| format!("cannot load {}: {e}", path.display()))?
             .with_name("repvgg-serve")
@@ -64,4 +66,13 @@ pub fn environment(explicit: Option<&Path>) -> Result<&'static Environment, Infe
     result
         .as_ref()
         .map_err(|message| InferenceError::Runtime(message.clone()))
+}
+
+/// Which runtime build is loaded: the library's file name (it carries the version, e.g.
+/// `libonnxruntime.so.1.31.1`) and ONNX Runtime's build string (commit, build type). `None`
+/// before [`environment`] succeeded.
+pub fn loaded_build() -> Option<String> {
+    ENVIRONMENT.get()?.as_ref().ok()?;
+    let name = LOADED.get()?.file_name()?.to_string_lossy().into_owned();
+    Some(format!("{name} | {}", ort::info()))
 }
