@@ -6,7 +6,7 @@ ORT_LIB := .ort/libonnxruntime.so.1.31.1
 PORT ?= 8080
 ARGS ?=
 
-.PHONY: run test setup build lint bench bench-logging check-deploy container-smoke clean-cache
+.PHONY: run test setup build lint bench bench-logging footprint check-deploy container-smoke clean-cache
 
 ## Fetch libonnxruntime.so.1.31.1 into .ort/ (pinned wheel, sha256 checked); nasm for SIMD JPEG.
 setup: $(ORT_LIB)
@@ -35,6 +35,11 @@ bench: setup
 ## Saturation throughput with per-request logging on and off.
 bench-logging: setup
 	scripts/bench-logging.sh
+
+## Time to ready and memory of every variant next to raw ONNX Runtime; writes
+## docs/footprint.md. About 5 minutes.
+footprint: setup
+	scripts/footprint.sh
 
 ## Static checks of the Dockerfile and the Kubernetes manifests (PyPI tools in .venv-deploy).
 check-deploy:

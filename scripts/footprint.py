@@ -7,8 +7,10 @@ Per variant, with random weights (`repvgg-serve init`, seed 1) and default serve
   cold     empty cache: process start -> /readyz 200 (read, hash, fuse, export, optimise,
            sessions, warm-up)
   cached   the same again with the cache the cold start filled
-  then     32 requests, 16 at a time (the small photo), so every session has run its largest
-           batch; steady RSS (VmRSS) after them, peak RSS (VmHWM) of the whole process life
+  after each start: 32 requests, 16 at a time (the small photo; request timeout 300 s, D2se
+           takes seconds per batch), so every session has run
+           its largest batch; steady RSS (VmRSS) after them, peak RSS (VmHWM) of the process
+  The server runs with MALLOC_MMAP_THRESHOLD_=4194304, as the container image sets it.
   raw      scripts/raw_ort_footprint.py on the same fused ONNX: one session, every core as
            intra-op threads, then one batch-1 run (session_s + first_run_s, peak RSS)
   predicted  `repvgg-serve inspect --variant V`'s footprint estimate, to check its formula
@@ -28,6 +30,8 @@ BIN = os.path.join(ROOT, "target/release/repvgg-serve")
 PY = os.path.join(ROOT, ".venv-bench/bin/python")
 PHOTO = os.path.join(ROOT, "tests/fixtures/images/chelsea_q90.jpg")
 PORT = int(os.environ.get("FOOTPRINT_PORT", "18095"))
+# The container image's allocator setting (Dockerfile), unless the caller set it otherwise.
+SERVE_ENV = {"MALLOC_MMAP_THRESHOLD_": "4194304", **os.environ}
 VARIANTS = ["A0", "A1", "A2", "B0", "B1", "B1g2", "B1g4", "B2", "B2g2", "B2g4",
             "B3", "B3g2", "B3g4", "D2se"]
 
@@ -53,11 +57,12 @@ def classify(body):
         return r.status
 
 
-def serve_once(checkpoint, cache, load):
+def serve_once(checkpoint, cache):
     started = time.perf_counter()
     proc = subprocess.Popen([BIN, "serve", "--checkpoint", checkpoint, "--cache-dir", cache,
-                             "--port", str(PORT), "--host", "127.0.0.1"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                             "--port", str(PORT), "--host", "127.0.0.1",
+                             "--request-timeout-ms", "300000"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=SERVE_ENV)
     try:
         while True:
             if proc.poll() is not None:
@@ -71,24 +76,23 @@ def serve_once(checkpoint, cache, load):
         ready = time.perf_counter() - started
         ready_rss = status_mib(proc.pid, "VmRSS")
         result = {"ready_s": round(ready, 3), "rss_at_ready_mib": round(ready_rss, 1)}
-        if load:
-            body = open(PHOTO, "rb").read()
-            errors = []
+        body = open(PHOTO, "rb").read()
+        errors = []
 
-            def worker():
-                for _ in range(2):
-                    try:
-                        classify(body)
-                    except Exception as e:  # noqa: BLE001 - reported below
-                        errors.append(str(e))
-            threads = [threading.Thread(target=worker) for _ in range(16)]
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join()
-            if errors:
-                raise RuntimeError(f"requests failed: {errors[:3]}")
-            result["steady_rss_mib"] = round(status_mib(proc.pid, "VmRSS"), 1)
+        def worker():
+            for _ in range(2):
+                try:
+                    classify(body)
+                except Exception as e:  # noqa: BLE001 - reported below
+                    errors.append(str(e))
+        threads = [threading.Thread(target=worker) for _ in range(16)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        if errors:
+            raise RuntimeError(f"requests failed: {errors[:3]}")
+        result["steady_rss_mib"] = round(status_mib(proc.pid, "VmRSS"), 1)
         result["peak_rss_mib"] = round(status_mib(proc.pid, "VmHWM"), 1)
         return result
     finally:
@@ -106,8 +110,8 @@ def measure(variant, work):
     inspect = json.loads(subprocess.run([BIN, "inspect", "--variant", variant], check=True,
                                         capture_output=True, text=True).stdout)
     cache = os.path.join(work, "cache")
-    cold = serve_once(ckpt, cache, load=False)
-    cached = serve_once(ckpt, cache, load=True)
+    cold = serve_once(ckpt, cache)
+    cached = serve_once(ckpt, cache)
     crop = 320 if variant == "D2se" else 224
     raw = json.loads(subprocess.run([PY, os.path.join(ROOT, "scripts/raw_ort_footprint.py"),
                                      onnx, str(os.cpu_count()), str(crop)],

@@ -4,7 +4,7 @@ use std::path::Path;
 
 use anyhow::{bail, Context};
 
-use crate::model::{self, variants, Checkpoint, Inspection, ModelError, RepVgg};
+use crate::model::{self, variants, Checkpoint, Inspection, Layout, ModelError, RepVgg};
 
 /// `repvgg-serve export`: fused (or three-branch) ONNX for a checkpoint.
 pub fn export(checkpoint: &Path, output: &Path, unfused: bool) -> anyhow::Result<()> {
@@ -21,21 +21,42 @@ pub fn export(checkpoint: &Path, output: &Path, unfused: bool) -> anyhow::Result
     Ok(())
 }
 
-/// `repvgg-serve inspect`: JSON description of a checkpoint or a named variant.
-pub fn inspect(checkpoint: Option<&Path>, variant: Option<&str>) -> anyhow::Result<Inspection> {
+/// `repvgg-serve inspect`: JSON description of a checkpoint or a named variant, with the
+/// expected footprint of serving it with `sessions` sessions and batches up to `max_batch_size`.
+pub fn inspect(
+    checkpoint: Option<&Path>,
+    variant: Option<&str>,
+    sessions: usize,
+    max_batch_size: usize,
+) -> anyhow::Result<Inspection> {
+    if sessions == 0 || max_batch_size == 0 {
+        bail!("--sessions and --max-batch-size must be at least 1");
+    }
+    let layout = |crop: u32| Layout {
+        sessions,
+        max_batch_size,
+        crop: crop as usize,
+    };
     if let Some(path) = checkpoint {
         let ckpt = Checkpoint::load(path)?;
         let dialect = ckpt.dialect;
         let model = RepVgg::from_checkpoint(ckpt)?;
+        let crop = model.arch.variant().map_or(224, |v| v.crop);
         return Ok(Inspection::new(
             &model.arch,
             Some(dialect),
             Some(model.form),
+            layout(crop),
         ));
     }
     let name = variant.unwrap_or_default();
     let v = variants::find(name).ok_or_else(|| ModelError::UnknownVariant(name.to_owned()))?;
-    Ok(Inspection::new(&v.architecture(1000), None, None))
+    Ok(Inspection::new(
+        &v.architecture(1000),
+        None,
+        None,
+        layout(v.crop),
+    ))
 }
 
 /// `repvgg-serve init`: random training checkpoint as `.safetensors`.

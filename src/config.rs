@@ -43,12 +43,19 @@ pub enum Command {
         #[arg(long)]
         unfused: bool,
     },
-    /// Print what a checkpoint or a named variant is, as JSON.
+    /// Print what a checkpoint or a named variant is, as JSON, with the expected memory and
+    /// time to ready of serving it (the estimate is for the layout given here).
     Inspect {
         #[arg(long, conflicts_with = "variant", required_unless_present = "variant")]
         checkpoint: Option<PathBuf>,
         #[arg(long)]
         variant: Option<String>,
+        /// Sessions to estimate for (default: as `serve`, 2, or 1 on one core).
+        #[arg(long)]
+        sessions: Option<usize>,
+        /// Largest batch to estimate for (default: as `serve`).
+        #[arg(long, default_value_t = 8)]
+        max_batch_size: usize,
     },
     /// Write a random training-form checkpoint (randomised BatchNorm) for demos and benchmarks.
     Init {

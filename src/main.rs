@@ -41,8 +41,16 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Inspect {
             checkpoint,
             variant,
+            sessions,
+            max_batch_size,
         } => {
-            let inspection = commands::inspect(checkpoint.as_deref(), variant.as_deref())?;
+            let cores = std::thread::available_parallelism().map_or(1, usize::from);
+            let inspection = commands::inspect(
+                checkpoint.as_deref(),
+                variant.as_deref(),
+                sessions.unwrap_or(cores.min(2)),
+                max_batch_size,
+            )?;
             println!("{}", serde_json::to_string_pretty(&inspection)?);
             Ok(())
         }

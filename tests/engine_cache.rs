@@ -36,7 +36,10 @@ fn checkpoint_changed_after_a_cached_start_is_fused_again() {
     std::fs::copy(fixture("checkpoints/tiny_official_train.pth"), &checkpoint).expect("copy");
     let (before, _, _) = logits(&checkpoint, Some(&cache));
     let (cached, fused_cached, optimised_cached) = logits(&checkpoint, Some(&cache));
-    assert!(fused_cached && optimised_cached, "second start is served from the cache");
+    assert!(
+        fused_cached && optimised_cached,
+        "second start is served from the cache"
+    );
     assert!(max_abs_diff(&before, &cached) <= SAME);
 
     // The same path, other weights (the fp16 copy of the fixture: every weight rounded).
@@ -44,7 +47,10 @@ fn checkpoint_changed_after_a_cached_start_is_fused_again() {
     std::fs::copy(&replacement, &checkpoint).expect("replace");
     let (after, fused_cached, optimised_cached) = logits(&checkpoint, Some(&cache));
     assert!(!fused_cached, "a changed checkpoint must be fused again");
-    assert!(!optimised_cached, "a changed checkpoint must be optimised again");
+    assert!(
+        !optimised_cached,
+        "a changed checkpoint must be optimised again"
+    );
     let (fresh, _, _) = logits(&replacement, None);
     assert!(
         max_abs_diff(&after, &fresh) <= SAME,
@@ -57,7 +63,9 @@ fn checkpoint_changed_after_a_cached_start_is_fused_again() {
     let entries = std::fs::read_dir(&cache).expect("cache").count();
     assert_eq!(entries, 6, "two entries of graph, facts and derived folder");
     let sha = sha256_file(&checkpoint).expect("hash");
-    assert!(cache.join(format!("{sha}-v{}.onnx", env!("CARGO_PKG_VERSION"))).is_file());
+    assert!(cache
+        .join(format!("{sha}-v{}.onnx", env!("CARGO_PKG_VERSION")))
+        .is_file());
 }
 
 /// The one optimised-graph folder of the only cache entry.
@@ -79,6 +87,9 @@ fn optimised_dir(cache: &Path) -> PathBuf {
     };
     dir.clone()
 }
+
+/// A change to a stored manifest, named by what it changes.
+type ManifestEdit = fn(&mut serde_json::Value);
 
 fn edit_manifest(dir: &Path, edit: impl FnOnce(&mut serde_json::Value)) {
     let path = dir.join("manifest.json");
@@ -117,13 +128,18 @@ fn optimised_graph_of_another_runtime_precision_or_cpu_is_not_reused() {
             .expect("JSON");
     assert_eq!(manifest["key"]["precision"], "fp32");
 
-    let edits: [(&str, fn(&mut serde_json::Value)); 3] = [
+    let edits: [(&str, ManifestEdit); 3] = [
         ("precision", |m| m["key"]["precision"] = "bf16".into()),
         ("runtime", |m| {
-            let r = m["key"]["runtime"].as_str().expect("runtime").replace("1.31.1", "1.30.0");
+            let r = m["key"]["runtime"]
+                .as_str()
+                .expect("runtime")
+                .replace("1.31.1", "1.30.0");
             m["key"]["runtime"] = r.into();
         }),
-        ("cpu", |m| m["key"]["cpu"] = "x86_64 | another CPU | sse2".into()),
+        ("cpu", |m| {
+            m["key"]["cpu"] = "x86_64 | another CPU | sse2".into()
+        }),
     ];
     for (what, edit) in edits {
         // An entry under this process's folder name that was made for another key (a hash
@@ -131,7 +147,10 @@ fn optimised_graph_of_another_runtime_precision_or_cpu_is_not_reused() {
         spoil_weights(&entry);
         edit_manifest(&entry, edit);
         let (served, _, optimised_cached) = logits(&checkpoint, Some(&cache));
-        assert!(!optimised_cached, "entry made for another {what} was reused");
+        assert!(
+            !optimised_cached,
+            "entry made for another {what} was reused"
+        );
         assert!(
             max_abs_diff(&served, &reference) <= SAME,
             "wrong logits after another {what}'s entry"

@@ -40,8 +40,16 @@ fn two_sessions_use_at_most_a_quarter_more_memory_than_one() {
     drop(prepared);
 
     let output = Command::new(std::env::current_exe().expect("test binary"))
-        .args(["--exact", "shared_weights_child", "--ignored", "--nocapture"])
-        .env(CHILD_ENV, format!("{}|{}", checkpoint.display(), cache.display()))
+        .args([
+            "--exact",
+            "shared_weights_child",
+            "--ignored",
+            "--nocapture",
+        ])
+        .env(
+            CHILD_ENV,
+            format!("{}|{}", checkpoint.display(), cache.display()),
+        )
         .output()
         .expect("child process");
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -97,7 +105,10 @@ fn shared_weights_child() {
     .expect("prepare");
     assert!(prepared.from_cache, "the parent filled the cache");
     let shared = SharedModel::load(&prepared, None).expect("shared model");
-    assert!(shared.from_cache(), "the parent filled the optimised-graph cache");
+    assert!(
+        shared.from_cache(),
+        "the parent filled the optimised-graph cache"
+    );
     let weights = rss_bytes();
     let config = EngineConfig {
         intra_threads: 1,

@@ -130,8 +130,16 @@ pub(crate) fn obtain(
         .tempdir_in(cache)
         .map_err(|e| io_error("creating a folder in", cache, &e))?;
     optimize(graph, part.path(), &key, library)?;
+    if is_complete(&dir, &key) {
+        // Another process sharing the cache finished first: use its entry, drop ours.
+        return Ok(OptimizedGraph {
+            dir,
+            from_cache: false,
+            _temp: None,
+        });
+    }
     if dir.exists() {
-        // Incomplete or another key's leftovers under this name: replace it.
+        // Incomplete, or made for another key under this name: replace it.
         let _ = std::fs::remove_dir_all(&dir);
     }
     match std::fs::rename(part.path(), &dir) {
@@ -162,7 +170,9 @@ fn is_complete(dir: &Path, key: &RuntimeKey) -> bool {
         .and_then(|m| serde_json::from_slice::<Manifest>(&m).ok());
     let weights = std::fs::metadata(dir.join(WEIGHTS_FILE)).map(|m| m.len());
     match (manifest, weights) {
-        (Some(m), Ok(len)) => m.key == *key && m.weights_bytes == len && dir.join(GRAPH_FILE).is_file(),
+        (Some(m), Ok(len)) => {
+            m.key == *key && m.weights_bytes == len && dir.join(GRAPH_FILE).is_file()
+        }
         _ => false,
     }
 }

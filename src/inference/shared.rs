@@ -22,10 +22,13 @@ use super::optimized::{self, OptimizedGraph, GRAPH_FILE, WEIGHTS_FILE};
 use super::{runtime, Engine, EngineConfig, InferenceError};
 use crate::model::PreparedModel;
 
+/// Initializers by name, each held once and handed to every session.
+type Initializers = Vec<(String, Arc<DynValue>)>;
+
 /// One model's optimised graph and its weights, from which any number of sessions are built.
 pub struct SharedModel {
     optimized: OptimizedGraph,
-    initializers: Vec<(String, Arc<DynValue>)>,
+    initializers: Initializers,
     prepacked: PrepackedWeights,
     weights_bytes: usize,
     num_classes: usize,
@@ -92,9 +95,7 @@ impl SharedModel {
 
 /// Reads every float/int64 initializer the graph keeps in `weights.bin`. Others (none in our
 /// graphs) are left to ONNX Runtime, which then holds a copy per session.
-fn read_initializers(
-    dir: &Path,
-) -> Result<(Vec<(String, Arc<DynValue>)>, usize), InferenceError> {
+fn read_initializers(dir: &Path) -> Result<(Initializers, usize), InferenceError> {
     let graph_path = dir.join(GRAPH_FILE);
     let bytes = std::fs::read(&graph_path).map_err(|e| io_error(&graph_path, &e))?;
     let proto = ModelProto::parse_from_bytes(&bytes).map_err(|e| corrupt(&graph_path, &e))?;

@@ -101,6 +101,19 @@ impl Architecture {
         blocks + self.head_params()
     }
 
+    /// Floats of the largest block's input plus output for one square image of `size` pixels:
+    /// what one image needs live at once, the unit of a session's activation memory.
+    pub fn peak_block_io(&self, size: usize) -> usize {
+        let mut side = size;
+        let mut peak = 0;
+        for b in self.blocks() {
+            let input = b.in_channels * side * side;
+            side = side.div_ceil(b.stride);
+            peak = peak.max(input + b.out_channels * side * side);
+        }
+        peak
+    }
+
     /// Multiply-adds of the fused network for a square input of `size` pixels.
     pub fn macs(&self, size: usize) -> usize {
         let mut side = size;

@@ -3,6 +3,7 @@
 use serde::Serialize;
 
 use super::arch::{Architecture, StageSummary};
+use super::footprint::{Footprint, Layout};
 use super::{Dialect, Form};
 
 /// The JSON `repvgg-serve inspect` prints.
@@ -20,10 +21,17 @@ pub struct Inspection {
     pub params_deploy: usize,
     pub params_train: usize,
     pub macs_224: usize,
+    /// Expected memory and time to ready when served with `layout`.
+    pub footprint: Footprint,
 }
 
 impl Inspection {
-    pub fn new(arch: &Architecture, dialect: Option<Dialect>, form: Option<Form>) -> Self {
+    pub fn new(
+        arch: &Architecture,
+        dialect: Option<Dialect>,
+        form: Option<Form>,
+        layout: Layout,
+    ) -> Self {
         Self {
             variant: arch.variant().map(|v| v.name),
             dialect,
@@ -33,6 +41,7 @@ impl Inspection {
             params_deploy: arch.params_deploy(),
             params_train: arch.params_train(),
             macs_224: arch.macs(224),
+            footprint: Footprint::estimate(arch, layout),
         }
     }
 }

@@ -9,6 +9,7 @@
 pub mod arch;
 pub mod checkpoint;
 mod error;
+mod footprint;
 mod fuse;
 pub mod init;
 mod inspect;
@@ -20,6 +21,7 @@ mod weights;
 
 pub use checkpoint::{Checkpoint, Dialect};
 pub use error::ModelError;
+pub use footprint::{Footprint, Layout};
 pub use fuse::BN_EPS;
 pub use inspect::Inspection;
 pub use prepare::{

@@ -108,7 +108,13 @@ pub fn prepare(
         ModelSource::Checkpoint(path) => match cache_dir {
             None => fuse_checkpoint(path, None),
             Some(dir) => {
-                let entry = CacheEntry::new(dir, &sha256_file(path)?);
+                let started = Instant::now();
+                let sha256 = sha256_file(path)?;
+                tracing::info!(
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "checkpoint hashed"
+                );
+                let entry = CacheEntry::new(dir, &sha256);
                 match entry.load() {
                     Some(info) => {
                         tracing::info!(cache = %entry.onnx.display(), "fused model found in cache");
@@ -386,14 +392,12 @@ impl CacheEntry {
     }
 }
 
-/// Writes through a `.part` file and a rename, so a reader never sees half a file.
-pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(format!(".part-{}", std::process::id()));
-    let tmp = PathBuf::from(tmp);
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent)?;
-    }
-    std::fs::write(&tmp, bytes)?;
-    std::fs::rename(&tmp, path)
+/// Writes through a temporary file and a rename, so a reader never sees half a file (also when
+/// several processes share the cache folder).
+fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let parent = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent)?;
+    let mut tmp = tempfile::NamedTempFile::new_in(parent)?;
+    std::io::Write::write_all(&mut tmp, bytes)?;
+    tmp.persist(path).map(drop).map_err(|e| e.error)
 }
