@@ -281,3 +281,62 @@ fn unrelated_files_are_not_checkpoints() {
         "{err}"
     );
 }
+
+/// The tiny timm fixture with one tensor replaced (name, shape, little-endian f32 data).
+fn tiny_with(dir: &Path, file: &str, replace: &str, shape: &[usize]) -> String {
+    let bytes = std::fs::read(fixture("checkpoints/tiny_timm_train.safetensors")).expect("fixture");
+    let original = safetensors::SafeTensors::deserialize(&bytes).expect("safetensors");
+    assert!(
+        original.names().contains(&replace),
+        "{replace} in the fixture"
+    );
+    let data = vec![0u8; 4 * shape.iter().product::<usize>()];
+    let tensors: Vec<(String, safetensors::tensor::TensorView<'_>)> = original
+        .tensors()
+        .into_iter()
+        .map(|(name, view)| {
+            if name == replace {
+                let view = safetensors::tensor::TensorView::new(
+                    safetensors::Dtype::F32,
+                    shape.to_vec(),
+                    &data,
+                )
+                .expect("view");
+                (name, view)
+            } else {
+                (name, view)
+            }
+        })
+        .collect();
+    let out = safetensors::serialize(tensors, None).expect("serialize");
+    write(dir, file, &out)
+}
+
+/// A 0-class head, a scalar and an empty tensor are clear load errors naming the tensor (they
+/// used to panic: a 0-class model on every request, a scalar in the loader).
+#[test]
+fn zero_class_head_scalar_and_empty_tensors_are_clear_errors() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cases: [(&str, &[usize], &str); 4] = [
+        ("head.fc.weight", &[0, 128], "needs at least one class"),
+        ("head.fc.bias", &[], "a scalar"),
+        ("stages.1.0.conv_kxk.bn.weight", &[], "a scalar"),
+        ("stages.2.0.conv_kxk.conv.weight", &[64, 0, 3, 3], "empty"),
+    ];
+    for (i, (tensor, shape, says)) in cases.into_iter().enumerate() {
+        let path = tiny_with(dir.path(), &format!("bad{i}.safetensors"), tensor, shape);
+        for command in ["inspect", "export"] {
+            let mut args = vec![command, "--checkpoint", &path];
+            let output = dir.path().join("out.onnx");
+            let output = output.to_str().expect("utf-8");
+            if command == "export" {
+                args.extend(["--output", output]);
+            }
+            let err = failure(&args);
+            assert!(
+                err.contains(&path) && err.contains(tensor) && err.contains(says),
+                "{command} {tensor} {shape:?}: {err}"
+            );
+        }
+    }
+}

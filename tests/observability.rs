@@ -373,10 +373,19 @@ async fn every_request_and_error_path_is_counted_once() {
         );
         server.stop().await;
     }
-    // 503: not ready (start-up or shutdown): counted once, no image touched.
+    // Lame duck (shutdown started, readiness cleared): /readyz answers 503 with Retry-After,
+    // classification is still served and counted as usual.
     let server = TestServer::start(&["--checkpoint", &tiny()]).await;
     server.state.readiness.set(false);
-    let before = counts(&server, 503, "rejected").await;
+    let before = counts(&server, 200, "ok").await;
+    let ready = server
+        .client
+        .get(server.url("/readyz"))
+        .send()
+        .await
+        .expect("readyz");
+    assert_eq!(ready.status(), 503);
+    assert_eq!(ready.headers()["retry-after"], "1");
     let response = server
         .client
         .post(server.url("/classify"))
@@ -384,9 +393,8 @@ async fn every_request_and_error_path_is_counted_once() {
         .send()
         .await
         .expect("request");
-    assert_eq!(response.status(), 503);
-    assert_eq!(response.headers()["retry-after"], "1");
-    let after = counts(&server, 503, "rejected").await;
-    assert_eq!((after.0 - before.0, after.1 - before.1), (1.0, 0.0));
+    assert_eq!(response.status(), 200);
+    let after = counts(&server, 200, "ok").await;
+    assert_eq!((after.0 - before.0, after.1 - before.1), (1.0, 1.0));
     server.stop().await;
 }

@@ -1,5 +1,6 @@
 //! Graceful shutdown of the real binary: with requests in flight, SIGTERM turns readiness to
-//! 503 at once, every accepted request still gets its 200, and the process exits with 0.
+//! 503 at once, requests still routed during the lame-duck delay are served, every accepted
+//! request gets its 200, and the process exits with 0.
 
 mod common;
 
@@ -70,13 +71,26 @@ async fn sigterm_drains_in_flight_requests_and_exits_cleanly() {
     assert!(killed.success());
     tokio::time::sleep(Duration::from_millis(200)).await;
 
-    // Draining: readiness says 503 (the lame-duck delay keeps the listener open meanwhile).
+    // Lame duck: readiness says 503 so that load balancers stop routing here, while what they
+    // still route (a new request, on a new connection) is served.
     let ready = client
         .get(format!("http://{addr}/readyz"))
         .send()
         .await
         .expect("readyz during drain");
     assert_eq!(ready.status(), 503);
+    let late = reqwest::Client::new()
+        .post(format!("http://{addr}/classify"))
+        .header("content-type", "image/jpeg")
+        .body(image.clone())
+        .send()
+        .await
+        .expect("classify during the lame-duck delay");
+    assert_eq!(
+        late.status(),
+        200,
+        "a request routed during the delay is served"
+    );
 
     let statuses: Vec<u16> = join_all(in_flight)
         .await
@@ -98,7 +112,7 @@ async fn sigterm_drains_in_flight_requests_and_exits_cleanly() {
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .filter(|v| v["fields"]["message"] == "request done" && v["span"]["route"] == "/classify")
         .collect();
-    assert_eq!(request_lines.len(), 12, "one log line per classify request");
+    assert_eq!(request_lines.len(), 13, "one log line per classify request");
     assert!(request_lines
         .iter()
         .all(|v| v["fields"]["status"] == 200 && v["span"]["id"].is_string()));

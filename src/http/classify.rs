@@ -56,7 +56,7 @@ pub struct ClassifyParams {
         (status = 413, description = "Body over the size limit", body = ErrorBody),
         (status = 415, description = "Unsupported content type or image format", body = ErrorBody),
         (status = 422, description = "Image over the pixel limit", body = ErrorBody),
-        (status = 503, description = "Queue full or model not ready (Retry-After)", body = ErrorBody),
+        (status = 503, description = "Queue full (Retry-After)", body = ErrorBody),
         (status = 504, description = "Deadline passed before classification", body = ErrorBody),
         (status = 500, description = "Inference failed", body = ErrorBody),
     ),
@@ -70,9 +70,8 @@ pub async fn classify(
     let arrived = Instant::now();
     let deadline = arrived + state.limits.request_timeout;
     let Query(params) = params.map_err(|e| ApiError::BadRequest(e.body_text()))?;
-    if !state.readiness.is_ready() {
-        return Err(ApiError::NotReady);
-    }
+    // Readiness is not checked here: during the lame-duck delay after SIGTERM `/readyz` says
+    // 503 so that load balancers stop routing here, while requests they still route are served.
     let images = read_images(request, state.limits.max_body_bytes).await?;
     let top_k = params
         .top_k

@@ -16,8 +16,8 @@ pub async fn healthz() -> Json<Health> {
     Json(Health { status: "alive" })
 }
 
-/// Readiness: 200 once the model is loaded, fused and warmed up at the largest batch; 503
-/// before that and from the moment shutdown starts.
+/// Readiness: 200 once the model is loaded and every session warmed up; 503 from the moment
+/// shutdown starts (classification goes on being served until the listener closes).
 #[utoipa::path(
     get,
     path = "/readyz",

@@ -43,6 +43,21 @@ pub enum ModelError {
         dtype: String,
     },
     #[error(
+        "{path}: tensor `{tensor}` has shape {shape:?}: {what}; every RepVGG weight has at least \
+         one dimension and no empty one{hint}",
+        what = if shape.is_empty() { "a scalar" } else { "empty" },
+        hint = if tensor.contains("linear") || tensor.contains("head") {
+            " (a classifier needs at least one class)"
+        } else {
+            ""
+        }
+    )]
+    EmptyTensor {
+        path: PathBuf,
+        tensor: String,
+        shape: Vec<usize>,
+    },
+    #[error(
         "{path}: --unfused needs a training checkpoint; this one is already fused (deploy form)"
     )]
     AlreadyFused { path: PathBuf },

@@ -299,7 +299,8 @@ fn info_from_onnx(path: &Path, bytes: &[u8]) -> Result<ModelInfo, ModelError> {
         .metadata_props
         .iter()
         .find(|p| p.key == "repvgg_serve.model_info")
-        .and_then(|p| serde_json::from_str::<ModelInfo>(&p.value).ok());
+        .and_then(|p| serde_json::from_str::<ModelInfo>(&p.value).ok())
+        .filter(|info| info.num_classes > 0);
     if let Some(stored) = stored {
         return Ok(stored);
     }
@@ -317,9 +318,11 @@ fn info_from_onnx(path: &Path, bytes: &[u8]) -> Result<ModelInfo, ModelError> {
             }
             _ => None,
         })
+        .filter(|&classes| classes > 0)
         .ok_or_else(|| ModelError::UnknownLayout {
             path: path.to_owned(),
-            detail: "the ONNX graph's first output is not [batch, classes]".into(),
+            detail: "the ONNX graph's first output is not [batch, classes] with classes >= 1"
+                .into(),
         })?;
     Ok(ModelInfo {
         variant: None,

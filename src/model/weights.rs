@@ -79,6 +79,7 @@ impl RepVgg {
     /// does not use are an error, so a file of some other model is never half-loaded.
     pub fn from_checkpoint(ckpt: Checkpoint) -> Result<Self, ModelError> {
         let mut reader = Reader { ckpt };
+        reader.refuse_empty()?;
         let form = reader.form()?;
         let prefixes = reader.block_prefixes()?;
         let mut blocks = Vec::with_capacity(prefixes.len());
@@ -136,6 +137,24 @@ impl Reader {
             tensor: self.display_name(name),
             expected,
             actual: actual.shape.clone(),
+        }
+    }
+
+    /// Scalars and tensors with a zero dimension (a 0-class head, a 0-channel conv) fit no
+    /// RepVGG layer; refused up front, before any shape arithmetic could divide by them.
+    fn refuse_empty(&self) -> Result<(), ModelError> {
+        match self
+            .ckpt
+            .tensors
+            .iter()
+            .find(|(_, t)| t.shape.is_empty() || t.shape.contains(&0))
+        {
+            Some((name, t)) => Err(ModelError::EmptyTensor {
+                path: self.ckpt.path.clone(),
+                tensor: self.display_name(name),
+                shape: t.shape.clone(),
+            }),
+            None => Ok(()),
         }
     }
 
