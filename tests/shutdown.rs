@@ -119,3 +119,89 @@ async fn sigterm_drains_in_flight_requests_and_exits_cleanly() {
     // The listener is gone.
     assert!(std::net::TcpStream::connect(&addr).is_err());
 }
+
+/// A request still running when the grace period ends (here a client that never finishes its
+/// body) does not hold the process: it exits within grace + 1 s, and the stalled client's
+/// connection is answered or closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grace_period_ends_the_work_and_the_process() {
+    use std::io::{Read, Write};
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_repvgg-serve"))
+        .args([
+            "--log-format",
+            "json",
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--no-cache",
+            "--shutdown-grace-s",
+            "1",
+        ])
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn repvgg-serve");
+    let stderr = child.stderr.take().expect("stderr");
+    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+    let log_reader = std::thread::spawn(move || {
+        let mut lines = Vec::new();
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
+                if v["fields"]["message"] == "listening" {
+                    let _ =
+                        addr_tx.send(v["fields"]["addr"].as_str().unwrap_or_default().to_owned());
+                }
+            }
+            lines.push(line);
+        }
+        lines
+    });
+    let addr = addr_rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("server listening");
+    // Headers and the first bytes of a 100 kB body, then nothing.
+    let mut stalled = std::net::TcpStream::connect(&addr).expect("connect");
+    stalled
+        .write_all(
+            b"POST /classify HTTP/1.1\r\nhost: x\r\ncontent-type: image/jpeg\r\n\
+              content-length: 100000\r\n\r\n\xff\xd8\xff",
+        )
+        .expect("send");
+    std::thread::sleep(Duration::from_millis(300));
+    let terminated = std::time::Instant::now();
+    assert!(Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill")
+        .success());
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(
+            terminated.elapsed() < Duration::from_secs(10),
+            "still running 10 s after SIGTERM with a 1 s grace period"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let took = terminated.elapsed();
+    let logs = log_reader.join().expect("log reader");
+    assert!(
+        took <= Duration::from_secs(2),
+        "exited {took:?} after SIGTERM (grace 1 s); logs:\n{}",
+        logs.join("\n")
+    );
+    assert_eq!(status.code(), Some(0), "logs:\n{}", logs.join("\n"));
+    // The stalled client sees its connection answered or closed, not left hanging.
+    stalled
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .expect("timeout");
+    let mut answer = Vec::new();
+    let read = stalled.read_to_end(&mut answer);
+    assert!(
+        read.is_ok() || answer.starts_with(b"HTTP/1.1 503"),
+        "stalled connection neither answered nor closed: {read:?}"
+    );
+}
