@@ -141,6 +141,10 @@ pub struct ServeArgs {
     /// Largest request body in bytes (413 above it).
     #[arg(long, env = "REPVGG_MAX_BODY_BYTES", default_value_t = 32 * 1024 * 1024)]
     pub max_body_bytes: usize,
+    /// Time (ms) the whole request body may take to arrive, counted from the request's
+    /// arrival; a client trickling its body past it gets 408 and the connection is closed.
+    #[arg(long, env = "REPVGG_BODY_TIMEOUT_MS", default_value_t = 10_000)]
+    pub body_timeout_ms: u64,
     /// Largest image in pixels, read from the header before decoding (422 above it).
     #[arg(long, env = "REPVGG_MAX_PIXELS", default_value_t = 50_000_000)]
     pub max_pixels: u64,
@@ -202,6 +206,7 @@ pub struct InferenceConfig {
 pub struct PreprocessLimits {
     pub workers: usize,
     pub max_body_bytes: usize,
+    pub body_timeout: Duration,
     pub max_pixels: u64,
     /// Overrides of the model's resize / crop.
     pub resize: Option<u32>,
@@ -282,6 +287,10 @@ impl ServeArgs {
                     self.preprocess_workers.unwrap_or(cores),
                 )?,
                 max_body_bytes: positive("max-body-bytes", self.max_body_bytes)?,
+                body_timeout: Duration::from_millis(positive(
+                    "body-timeout-ms",
+                    self.body_timeout_ms as usize,
+                )? as u64),
                 max_pixels: positive("max-pixels", self.max_pixels as usize)? as u64,
                 resize: self.resize,
                 crop: self.crop,

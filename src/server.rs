@@ -115,6 +115,7 @@ impl App {
             limits: Limits {
                 request_timeout: b.request_timeout,
                 max_body_bytes: config.preprocess.max_body_bytes,
+                body_timeout: config.preprocess.body_timeout,
             },
         };
         state.readiness.set(true);

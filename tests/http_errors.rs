@@ -119,3 +119,90 @@ async fn bad_inputs_get_4xx_json_and_the_server_keeps_serving() {
     }
     server.stop().await;
 }
+
+/// A client trickling its body (one byte every 100 ms of a declared 100 kB) gets a 408 JSON
+/// answer within the body timeout plus 1 s, and its connection is closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trickled_body_gets_408_within_the_body_timeout() {
+    use std::time::{Duration, Instant};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let server = TestServer::start(&["--checkpoint", &tiny(), "--body-timeout-ms", "1000"]).await;
+    let mut stream = tokio::net::TcpStream::connect(server.addr)
+        .await
+        .expect("connect");
+    let started = Instant::now();
+    stream
+        .write_all(
+            b"POST /classify HTTP/1.1\r\nhost: x\r\ncontent-type: image/jpeg\r\n\
+              content-length: 100000\r\n\r\n",
+        )
+        .await
+        .expect("headers");
+    let (mut reader, mut writer) = stream.into_split();
+    let trickle = tokio::spawn(async move {
+        for _ in 0..100 {
+            if writer.write_all(b"\xff").await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), reader.read_to_end(&mut answer))
+        .await
+        .expect("answered and closed within 5 s")
+        .expect("read");
+    let took = started.elapsed();
+    trickle.abort();
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(text.contains("\"error_type\":\"body_timeout\""), "{text}");
+    assert!(
+        took <= Duration::from_secs(2),
+        "408 after {took:?}, body timeout 1 s"
+    );
+    // The server goes on serving.
+    let good = std::fs::read(fixture("images/chelsea.png")).expect("fixture");
+    let response = server
+        .client
+        .post(server.url("/classify"))
+        .body(good)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status(), 200);
+    server.stop().await;
+}
+
+/// 1,000 idle connections (opened, nothing sent) do not keep a normal request waiting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_idle_connections_do_not_block_a_request() {
+    use std::time::{Duration, Instant};
+
+    let server = TestServer::start(&["--checkpoint", &tiny()]).await;
+    let mut idle = Vec::with_capacity(1000);
+    for _ in 0..1000 {
+        idle.push(
+            tokio::net::TcpStream::connect(server.addr)
+                .await
+                .expect("idle connection"),
+        );
+    }
+    let good = std::fs::read(fixture("images/chelsea.png")).expect("fixture");
+    let started = Instant::now();
+    let response = reqwest::Client::new()
+        .post(server.url("/classify"))
+        .body(good)
+        .send()
+        .await
+        .expect("request");
+    let took = started.elapsed();
+    assert_eq!(response.status(), 200);
+    assert!(
+        took <= Duration::from_secs(1),
+        "answered after {took:?} with 1,000 idle connections open"
+    );
+    drop(idle);
+    server.stop().await;
+}

@@ -11,13 +11,6 @@ use common::server::{metric_value, TestServer};
 use common::*;
 use serde_json::Value;
 
-fn tiny() -> String {
-    fixture("checkpoints/tiny_official_train.pth")
-        .to_str()
-        .expect("utf-8")
-        .to_owned()
-}
-
 async fn classify(server: &TestServer, image: &str) -> u16 {
     let bytes = std::fs::read(fixture(&format!("images/{image}"))).expect("fixture");
     server

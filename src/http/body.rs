@@ -41,11 +41,20 @@ pub struct JsonImages {
     pub images: Option<Vec<String>>,
 }
 
-/// Reads the body (at most `limit` bytes) and splits it into images.
-pub async fn read_images(request: Request, limit: usize) -> Result<Vec<ImageInput>, ApiError> {
+/// Reads the body (at most `limit` bytes, all of it by `deadline`) and splits it into images.
+pub async fn read_images(
+    request: Request,
+    limit: usize,
+    deadline: tokio::time::Instant,
+    timeout: std::time::Duration,
+) -> Result<Vec<ImageInput>, ApiError> {
     let (parts, body) = request.into_parts();
     let content_type = media_type(&parts.headers);
-    let bytes = collect_limited(body, limit).await?;
+    let bytes = tokio::time::timeout_at(deadline, collect_limited(body, limit))
+        .await
+        .map_err(|_| ApiError::BodyTimeout {
+            ms: timeout.as_millis(),
+        })??;
     let images = match content_type.as_deref() {
         Some("multipart/form-data") => {
             let request = Request::from_parts(parts, Body::from(bytes));

@@ -53,6 +53,7 @@ pub struct ClassifyParams {
     responses(
         (status = 200, description = "One image: predictions. Several: `results` in request order.", body = ClassifyResponse),
         (status = 400, description = "Empty body, undecodable image, malformed multipart, bad base64 or JSON", body = ErrorBody),
+        (status = 408, description = "Body not received within the body timeout", body = ErrorBody),
         (status = 413, description = "Body over the size limit", body = ErrorBody),
         (status = 415, description = "Unsupported content type or image format", body = ErrorBody),
         (status = 422, description = "Image over the pixel limit", body = ErrorBody),
@@ -72,7 +73,14 @@ pub async fn classify(
     let Query(params) = params.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     // Readiness is not checked here: during the lame-duck delay after SIGTERM `/readyz` says
     // 503 so that load balancers stop routing here, while requests they still route are served.
-    let images = read_images(request, state.limits.max_body_bytes).await?;
+    let body_timeout = state.limits.body_timeout;
+    let images = read_images(
+        request,
+        state.limits.max_body_bytes,
+        (arrived + body_timeout).into(),
+        body_timeout,
+    )
+    .await?;
     let top_k = params
         .top_k
         .unwrap_or(5)

@@ -29,6 +29,8 @@ pub enum ApiError {
     UnsupportedImageFormat(String),
     #[error("request body is larger than the limit of {limit} bytes")]
     PayloadTooLarge { limit: usize },
+    #[error("the request body did not arrive within {ms} ms")]
+    BodyTimeout { ms: u128 },
     #[error("{0}")]
     TooManyPixels(String),
     #[error("the queue is full; retry shortly")]
@@ -58,6 +60,7 @@ impl ApiError {
                 StatusCode::UNSUPPORTED_MEDIA_TYPE
             }
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             Self::TooManyPixels(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::QueueFull | Self::NotReady => StatusCode::SERVICE_UNAVAILABLE,
             Self::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
@@ -74,6 +77,7 @@ impl ApiError {
             Self::UnsupportedMediaType(_) => "unsupported_media_type",
             Self::UnsupportedImageFormat(_) => "unsupported_image_format",
             Self::PayloadTooLarge { .. } => "payload_too_large",
+            Self::BodyTimeout { .. } => "body_timeout",
             Self::TooManyPixels(_) => "too_many_pixels",
             Self::QueueFull => "queue_full",
             Self::NotReady => "not_ready",
@@ -109,7 +113,10 @@ impl IntoResponse for ApiError {
                 HeaderValue::from_static(RETRY_AFTER_SECONDS),
             );
         }
-        if self.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        if matches!(
+            self.status(),
+            StatusCode::PAYLOAD_TOO_LARGE | StatusCode::REQUEST_TIMEOUT
+        ) {
             // Part of the body may still be unread: the connection cannot be reused, and a
             // client that is not told so would send its next request into a closing socket.
             response

@@ -72,6 +72,8 @@ impl ServedModel {
 pub struct Limits {
     pub request_timeout: Duration,
     pub max_body_bytes: usize,
+    /// The whole body must have arrived this long after the request did (408 otherwise).
+    pub body_timeout: Duration,
 }
 
 /// The readiness latch: set after warm-up, cleared when shutdown starts. Mirrors itself into

@@ -10,6 +10,14 @@ pub fn fixture(relative: &str) -> PathBuf {
         .join(relative)
 }
 
+/// The tiny official training checkpoint's path, as a server argument.
+pub fn tiny() -> String {
+    fixture("checkpoints/tiny_official_train.pth")
+        .to_str()
+        .expect("utf-8")
+        .to_owned()
+}
+
 /// A file from `../shared/fixtures`. When it is missing: a failure under CI (`CI=true`), a loud
 /// message otherwise, so a skipped check never goes unnoticed.
 pub fn shared_fixture(relative: &str) -> Option<PathBuf> {
