@@ -145,6 +145,12 @@ pub struct ServeArgs {
     /// arrival; a client trickling its body past it gets 408 and the connection is closed.
     #[arg(long, env = "REPVGG_BODY_TIMEOUT_MS", default_value_t = 10_000)]
     pub body_timeout_ms: u64,
+    /// Memory (bytes) images being decoded may take together: each image's peak decoding
+    /// memory is computed from its header and reserved first; an image that does not fit beside
+    /// the others gets 503, one larger than the whole budget 422. Default: 768 MiB, or half the
+    /// container's memory limit (cgroup) when that is less.
+    #[arg(long, env = "REPVGG_MAX_DECODE_BYTES")]
+    pub max_decode_bytes: Option<u64>,
     /// Largest image in pixels, read from the header before decoding (422 above it).
     #[arg(long, env = "REPVGG_MAX_PIXELS", default_value_t = 50_000_000)]
     pub max_pixels: u64,
@@ -205,6 +211,7 @@ pub struct InferenceConfig {
 #[derive(Clone, Debug)]
 pub struct PreprocessLimits {
     pub workers: usize,
+    pub max_decode_bytes: u64,
     pub max_body_bytes: usize,
     pub body_timeout: Duration,
     pub max_pixels: u64,
@@ -287,6 +294,12 @@ impl ServeArgs {
                     self.preprocess_workers.unwrap_or(cores),
                 )?,
                 max_body_bytes: positive("max-body-bytes", self.max_body_bytes)?,
+                max_decode_bytes: positive(
+                    "max-decode-bytes",
+                    self.max_decode_bytes
+                        .unwrap_or_else(crate::preprocess::budget::default_budget)
+                        as usize,
+                )? as u64,
                 body_timeout: Duration::from_millis(positive(
                     "body-timeout-ms",
                     self.body_timeout_ms as usize,

@@ -15,6 +15,7 @@ use crate::http::{self, AppState, BatchingDetails, InputDetails, Limits, Readine
 use crate::inference::{Engine, EngineConfig, InputShape, SharedModel, Workers};
 use crate::metrics::Metrics;
 use crate::model;
+use crate::preprocess::budget::DecodeBudget;
 use crate::preprocess::pool::PreprocessPool;
 use crate::preprocess::PreprocessConfig;
 
@@ -86,7 +87,17 @@ impl App {
             batches_tx,
             metrics.clone(),
         );
-        let pool = PreprocessPool::start(config.preprocess.workers, b.queue_capacity, preprocess);
+        let budget = DecodeBudget::new(config.preprocess.max_decode_bytes);
+        tracing::info!(
+            max_decode_mib = budget.total() / (1 << 20),
+            "decode memory budget"
+        );
+        let pool = PreprocessPool::start(
+            config.preprocess.workers,
+            b.queue_capacity,
+            preprocess,
+            budget,
+        );
         let model = ServedModel {
             labels,
             input: InputDetails {

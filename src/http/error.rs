@@ -33,6 +33,10 @@ pub enum ApiError {
     BodyTimeout { ms: u128 },
     #[error("{0}")]
     TooManyPixels(String),
+    #[error("{0}")]
+    OverDecodeBudget(String),
+    #[error("{0}")]
+    DecodeBudgetBusy(String),
     #[error("the queue is full; retry shortly")]
     QueueFull,
     #[error("the model is not ready (starting up or shutting down)")]
@@ -61,8 +65,10 @@ impl ApiError {
             }
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
-            Self::TooManyPixels(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            Self::QueueFull | Self::NotReady => StatusCode::SERVICE_UNAVAILABLE,
+            Self::TooManyPixels(_) | Self::OverDecodeBudget(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::QueueFull | Self::NotReady | Self::DecodeBudgetBusy(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Self::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
             Self::Inference(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Self::NotFound => StatusCode::NOT_FOUND,
@@ -79,6 +85,8 @@ impl ApiError {
             Self::PayloadTooLarge { .. } => "payload_too_large",
             Self::BodyTimeout { .. } => "body_timeout",
             Self::TooManyPixels(_) => "too_many_pixels",
+            Self::OverDecodeBudget(_) => "over_decode_budget",
+            Self::DecodeBudgetBusy(_) => "decode_budget_busy",
             Self::QueueFull => "queue_full",
             Self::NotReady => "not_ready",
             Self::DeadlineExceeded => "deadline_exceeded",
@@ -133,6 +141,8 @@ impl From<PreprocessError> for ApiError {
             PreprocessError::Undecodable(_) => Self::Undecodable(e.to_string()),
             PreprocessError::UnsupportedFormat(_) => Self::UnsupportedImageFormat(e.to_string()),
             PreprocessError::TooManyPixels { .. } => Self::TooManyPixels(e.to_string()),
+            PreprocessError::OverDecodeBudget { .. } => Self::OverDecodeBudget(e.to_string()),
+            PreprocessError::DecodeBudgetBusy { .. } => Self::DecodeBudgetBusy(e.to_string()),
         }
     }
 }

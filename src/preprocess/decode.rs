@@ -66,6 +66,23 @@ pub fn decode_rgb(
     Ok(to_rgb(image))
 }
 
+/// Peak memory of decoding `bytes` (see [`super::budget::decode_cost`]), from the header alone;
+/// images over the pixel limit are refused here already.
+pub fn decode_cost(bytes: &[u8], max_pixels: u64) -> Result<u64, PreprocessError> {
+    let decoder = ImageReader::new(Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| PreprocessError::Undecodable(e.to_string()))?
+        .into_decoder()
+        .map_err(|e| PreprocessError::Undecodable(e.to_string()))?;
+    let (width, height) = decoder.dimensions();
+    check_pixels(width, height, max_pixels)?;
+    Ok(super::budget::decode_cost(
+        width,
+        height,
+        decoder.total_bytes(),
+    ))
+}
+
 /// Refuses empty images and images over the pixel limit (from the header, before decoding).
 pub(super) fn check_pixels(
     width: u32,

@@ -5,6 +5,7 @@
 //!
 //! [`pool`] runs it on a bounded set of worker threads, off the async runtime.
 
+pub mod budget;
 pub mod decode;
 mod jpeg;
 pub mod normalize;
@@ -22,6 +23,20 @@ pub enum PreprocessError {
     UnsupportedFormat(String),
     #[error("image is {width}x{height} pixels, over the limit of {limit} pixels")]
     TooManyPixels { width: u32, height: u32, limit: u64 },
+    #[error(
+        "decoding this image needs {needed} bytes, more than the whole decode budget of {budget} \
+         bytes (--max-decode-bytes)"
+    )]
+    OverDecodeBudget { needed: u64, budget: u64 },
+    #[error(
+        "decoding this image needs {needed} bytes and {in_use} of the {budget}-byte decode \
+         budget are taken by images being decoded; retry shortly"
+    )]
+    DecodeBudgetBusy {
+        needed: u64,
+        in_use: u64,
+        budget: u64,
+    },
 }
 
 /// Sizes and limits of the pipeline.

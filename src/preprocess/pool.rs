@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use axum::body::Bytes;
 use tokio::sync::oneshot;
 
+use super::budget::DecodeBudget;
 use super::{PreprocessConfig, PreprocessError};
 
 /// A preprocessed image: the 8-bit crop, normalised later into the batch tensor.
@@ -42,11 +43,19 @@ pub struct PreprocessPool {
 }
 
 impl PreprocessPool {
-    pub fn start(workers: usize, capacity: usize, config: PreprocessConfig) -> Self {
+    /// Starts `workers` threads; `capacity` images may wait; every decode first reserves its
+    /// peak memory in `budget` (refused at once when it does not fit).
+    pub fn start(
+        workers: usize,
+        capacity: usize,
+        config: PreprocessConfig,
+        budget: DecodeBudget,
+    ) -> Self {
         let (tasks, rx) = crossbeam_channel::bounded::<Task>(capacity);
         let handles = (0..workers)
             .map(|i| {
                 let rx = rx.clone();
+                let budget = budget.clone();
                 std::thread::Builder::new()
                     .name(format!("preprocess-{i}"))
                     .spawn(move || {
@@ -57,6 +66,9 @@ impl PreprocessPool {
                             let _entered = task.span.enter();
                             let started = Instant::now();
                             let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                                let cost =
+                                    super::decode::decode_cost(&task.bytes, config.max_pixels)?;
+                                let _reservation = budget.reserve(cost)?;
                                 config.crop_rgb(&task.bytes)
                             }))
                             .unwrap_or_else(|_| {
