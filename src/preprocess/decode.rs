@@ -35,20 +35,7 @@ pub fn decode_rgb(
     max_pixels: u64,
     dct_shorter_side: Option<usize>,
 ) -> Result<RgbImage, PreprocessError> {
-    if bytes.is_empty() {
-        return Err(PreprocessError::Undecodable("empty image".into()));
-    }
-    let reader = ImageReader::new(Cursor::new(bytes))
-        .with_guessed_format()
-        .map_err(|e| PreprocessError::Undecodable(e.to_string()))?;
-    let format = reader.format().ok_or_else(|| {
-        PreprocessError::Undecodable(
-            "not a recognised image (expected JPEG, PNG, WebP, GIF, BMP or TIFF)".into(),
-        )
-    })?;
-    if !ACCEPTED.contains(&format) {
-        return Err(PreprocessError::UnsupportedFormat(format!("{format:?}")));
-    }
+    let (reader, format) = sniff(bytes)?;
     if format == ImageFormat::Jpeg {
         let (rgb, orientation) = super::jpeg::decode(bytes, max_pixels, dct_shorter_side)?;
         return Ok(orient(rgb, orientation));
@@ -69,9 +56,8 @@ pub fn decode_rgb(
 /// Peak memory of decoding `bytes` (see [`super::budget::decode_cost`]), from the header alone;
 /// images over the pixel limit are refused here already.
 pub fn decode_cost(bytes: &[u8], max_pixels: u64) -> Result<u64, PreprocessError> {
-    let decoder = ImageReader::new(Cursor::new(bytes))
-        .with_guessed_format()
-        .map_err(|e| PreprocessError::Undecodable(e.to_string()))?
+    let decoder = sniff(bytes)?
+        .0
         .into_decoder()
         .map_err(|e| PreprocessError::Undecodable(e.to_string()))?;
     let (width, height) = decoder.dimensions();
@@ -81,6 +67,26 @@ pub fn decode_cost(bytes: &[u8], max_pixels: u64) -> Result<u64, PreprocessError
         height,
         decoder.total_bytes(),
     ))
+}
+
+/// A reader over `bytes` with its format sniffed from the content, refusing empty bodies,
+/// unknown content and formats the service does not offer.
+fn sniff(bytes: &[u8]) -> Result<(ImageReader<Cursor<&[u8]>>, ImageFormat), PreprocessError> {
+    if bytes.is_empty() {
+        return Err(PreprocessError::Undecodable("empty image".into()));
+    }
+    let reader = ImageReader::new(Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| PreprocessError::Undecodable(e.to_string()))?;
+    let format = reader.format().ok_or_else(|| {
+        PreprocessError::Undecodable(
+            "not a recognised image (expected JPEG, PNG, WebP, GIF, BMP or TIFF)".into(),
+        )
+    })?;
+    if !ACCEPTED.contains(&format) {
+        return Err(PreprocessError::UnsupportedFormat(format!("{format:?}")));
+    }
+    Ok((reader, format))
 }
 
 /// Refuses empty images and images over the pixel limit (from the header, before decoding).
