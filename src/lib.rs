@@ -24,3 +24,4 @@ pub mod metrics;
 pub mod model;
 pub mod preprocess;
 pub mod server;
+pub mod supervise;

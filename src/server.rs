@@ -12,12 +12,15 @@ use crate::batching::queue::QueueConfig;
 use crate::batching::Batcher;
 use crate::config::ServeConfig;
 use crate::http::{self, AppState, BatchingDetails, InputDetails, Limits, Readiness, ServedModel};
-use crate::inference::{Engine, EngineConfig, InputShape, SharedModel, Workers};
+use crate::inference::{
+    Batch, Engine, EngineConfig, InferenceError, InputShape, SharedModel, Workers,
+};
 use crate::metrics::Metrics;
 use crate::model;
 use crate::preprocess::budget::DecodeBudget;
 use crate::preprocess::pool::PreprocessPool;
 use crate::preprocess::PreprocessConfig;
+use crate::supervise::Supervisor;
 
 /// A loaded, warmed-up service, not yet listening.
 #[derive(Debug)]
@@ -26,6 +29,8 @@ pub struct App {
     config: ServeConfig,
     workers: Workers,
     driver: tokio::task::JoinHandle<()>,
+    /// The inference threads' channel, kept to fail the batches a dead thread leaves in it.
+    batches: crossbeam_channel::Receiver<Batch>,
 }
 
 impl App {
@@ -73,8 +78,15 @@ impl App {
         let shape = InputShape {
             size: preprocess.crop as usize,
         };
+        let supervisor = Supervisor::default();
         let (batches_tx, batches_rx) = crossbeam_channel::unbounded();
-        let workers = Workers::spawn(engines, batches_rx, shape, metrics.clone());
+        let workers = Workers::spawn(
+            engines,
+            batches_rx.clone(),
+            shape,
+            metrics.clone(),
+            &supervisor,
+        );
         let b = &config.batching;
         let (batcher, driver) = Batcher::start(
             QueueConfig {
@@ -86,6 +98,7 @@ impl App {
             shape,
             batches_tx,
             metrics.clone(),
+            supervisor.clone(),
         );
         let budget = DecodeBudget::new(config.preprocess.max_decode_bytes);
         tracing::info!(
@@ -97,6 +110,7 @@ impl App {
             b.queue_capacity,
             preprocess,
             budget,
+            &supervisor,
         );
         let model = ServedModel {
             labels,
@@ -128,6 +142,7 @@ impl App {
                 max_body_bytes: config.preprocess.max_body_bytes,
                 body_timeout: config.preprocess.body_timeout,
             },
+            supervisor,
         };
         state.readiness.set(true);
         tracing::info!(
@@ -142,6 +157,7 @@ impl App {
             config,
             workers,
             driver,
+            batches: batches_rx,
         })
     }
 
@@ -158,6 +174,7 @@ impl App {
             config,
             workers,
             driver,
+            batches,
         } = self;
         let draining = Arc::new(tokio::sync::Notify::new());
         let signal = {
@@ -189,6 +206,9 @@ impl App {
                 tracing::warn!(grace_s = config.shutdown_grace.as_secs(), "grace period over: closing remaining connections");
                 server.abort();
             }
+            cause = state.supervisor.failed() => {
+                return fail(&state, &batches, server, &cause).await;
+            }
         }
         state.batcher.close();
         let _ = driver.await;
@@ -205,6 +225,33 @@ impl App {
         Ok(())
     }
 }
+
+/// A part of the pipeline died: not ready, every waiting request answered 500 now, the answers
+/// given a moment to reach their clients, then an error, so the process exits non-zero and the
+/// orchestrator restarts it.
+async fn fail(
+    state: &AppState,
+    batches: &crossbeam_channel::Receiver<Batch>,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+    cause: &str,
+) -> anyhow::Result<()> {
+    state.readiness.set(false);
+    state.batcher.fail_queued(cause);
+    state.batcher.close();
+    while let Ok(batch) = batches.try_recv() {
+        for job in batch.jobs {
+            let _ = job
+                .reply
+                .send(Err(InferenceError::Failed(cause.to_owned())));
+        }
+    }
+    tokio::time::sleep(FAILURE_FLUSH).await;
+    server.abort();
+    anyhow::bail!("the serving pipeline failed: {cause}")
+}
+
+/// How long answers to failed requests get to reach their clients before the process exits.
+const FAILURE_FLUSH: std::time::Duration = std::time::Duration::from_millis(300);
 
 /// Prepares the model and one warmed-up engine per session (blocking work): the graph is
 /// optimised once (or found in the cache), its weights read once and shared by every session;

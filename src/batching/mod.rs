@@ -23,9 +23,10 @@ use std::time::Instant;
 
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
-use crate::inference::{Batch, InputShape, Job};
+use crate::inference::{Batch, InferenceError, InputShape, Job};
 use crate::metrics::Metrics;
 use crate::preprocess::normalize::normalize_into;
+use crate::supervise::{FaultPoint, Supervisor};
 use queue::{Pending, Poll, Queue, QueueConfig};
 
 impl Pending for Job {
@@ -69,6 +70,7 @@ struct Shared {
     metrics: Arc<Metrics>,
     /// Images admitted and not yet answered (see [`Admission`]).
     admissions: Arc<Semaphore>,
+    supervisor: Supervisor,
 }
 
 impl Batcher {
@@ -79,6 +81,7 @@ impl Batcher {
         shape: InputShape,
         batches: crossbeam_channel::Sender<Batch>,
         metrics: Arc<Metrics>,
+        supervisor: Supervisor,
     ) -> (Self, tokio::task::JoinHandle<()>) {
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue::new(config)),
@@ -86,9 +89,16 @@ impl Batcher {
             closed: AtomicBool::new(false),
             metrics,
             admissions: Arc::new(Semaphore::new(config.capacity)),
+            supervisor,
         });
         let permits = Arc::new(Semaphore::new(sessions));
-        let driver = tokio::spawn(drive(shared.clone(), permits, shape, batches));
+        let watch = shared.supervisor.watch("the batching driver");
+        let driver = tokio::spawn({
+            let shared = shared.clone();
+            async move {
+                drive(shared, permits, shape, batches, &watch).await;
+            }
+        });
         (Self { shared }, driver)
     }
 
@@ -104,8 +114,13 @@ impl Batcher {
         Ok(Admission { _permit: permit })
     }
 
-    /// Queues a job, or refuses it when the queue is full.
+    /// Queues a job, or refuses it when the queue is full. After a pipeline failure the job is
+    /// answered with the failure at once (500), never queued.
     pub fn submit(&self, job: Job) -> Result<(), QueueFull> {
+        if let Some(cause) = self.shared.supervisor.failure() {
+            let _ = job.reply.send(Err(InferenceError::Failed(cause)));
+            return Ok(());
+        }
         let mut queue = self.shared.queue.lock().unwrap_or_else(|p| p.into_inner());
         queue.push(job).map_err(|_| QueueFull)?;
         self.shared.metrics.set_queue_depth(queue.len());
@@ -119,6 +134,21 @@ impl Batcher {
         self.shared.closed.store(true, Ordering::SeqCst);
         self.shared.wake.notify_one();
     }
+
+    /// The pipeline failed: every queued job is answered with `cause` now.
+    pub fn fail_queued(&self, cause: &str) {
+        let jobs = {
+            let mut queue = self.shared.queue.lock().unwrap_or_else(|p| p.into_inner());
+            let jobs = queue.drain_all();
+            self.shared.metrics.set_queue_depth(0);
+            jobs
+        };
+        for job in jobs {
+            let _ = job
+                .reply
+                .send(Err(InferenceError::Failed(cause.to_owned())));
+        }
+    }
 }
 
 async fn drive(
@@ -126,6 +156,7 @@ async fn drive(
     permits: Arc<Semaphore>,
     shape: InputShape,
     batches: crossbeam_channel::Sender<Batch>,
+    watch: &crate::supervise::Watch,
 ) {
     loop {
         let Ok(permit) = permits.clone().acquire_owned().await else {
@@ -144,6 +175,7 @@ async fn drive(
                     "dropped queued jobs that were abandoned or past their deadline"
                 );
             }
+            shared.supervisor.fault_point(FaultPoint::Driver);
             match poll {
                 Poll::Ready(jobs) => break jobs,
                 Poll::WaitUntil(at) => {
@@ -168,7 +200,7 @@ async fn drive(
             permit,
         };
         if batches.send(batch).is_err() {
-            tracing::error!("inference threads are gone; batcher stops");
+            watch.ended("every inference thread is gone");
             return;
         }
     }

@@ -72,6 +72,11 @@ impl<T: Pending> Queue<T> {
         Ok(())
     }
 
+    /// Takes every entry out (the pipeline failed: they are answered with the failure).
+    pub fn drain_all(&mut self) -> Vec<T> {
+        self.entries.drain(..).collect()
+    }
+
     /// Removes dead entries, then cuts a batch if one is due.
     pub fn poll(&mut self, now: Instant) -> (Poll<T>, Removed) {
         let mut removed = Removed::default();

@@ -170,7 +170,9 @@ async fn classify_image(
         let prediction = tokio::time::timeout_at(deadline.into(), answer)
             .await
             .map_err(|_| ApiError::DeadlineExceeded)?
-            .map_err(|_| ApiError::Inference("the inference thread dropped the job".into()))??;
+            .map_err(|_| {
+                ApiError::Inference("the inference thread died while running this image".into())
+            })??;
         let timings = StageTimings {
             queue: prediction.queue,
             preprocess: preprocessed.elapsed,

@@ -36,6 +36,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub readiness: Readiness,
     pub limits: Limits,
+    /// Where the pipeline's parts report their death (and tests inject faults).
+    pub supervisor: crate::supervise::Supervisor,
 }
 
 /// The model as the HTTP layer describes it.

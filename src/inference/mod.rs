@@ -21,4 +21,7 @@ pub enum InferenceError {
     LibraryMissing { tried: String },
     #[error("ONNX Runtime: {0}")]
     Runtime(String),
+    /// A part of the pipeline died; the server is going down.
+    #[error("the serving pipeline failed ({0}); the server is restarting")]
+    Failed(String),
 }

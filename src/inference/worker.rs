@@ -12,6 +12,7 @@ use tokio::sync::{oneshot, OwnedSemaphorePermit};
 
 use super::{Engine, InferenceError};
 use crate::metrics::Metrics;
+use crate::supervise::{FaultPoint, Supervisor};
 
 /// One image waiting for inference: its 8-bit crop and where to send the answer.
 #[derive(Debug)]
@@ -76,6 +77,7 @@ impl Workers {
         batches: crossbeam_channel::Receiver<Batch>,
         shape: InputShape,
         metrics: Arc<Metrics>,
+        supervisor: &Supervisor,
     ) -> Self {
         let handles = engines
             .into_iter()
@@ -83,9 +85,13 @@ impl Workers {
             .map(|(i, engine)| {
                 let batches = batches.clone();
                 let metrics = metrics.clone();
+                let supervisor = supervisor.clone();
                 std::thread::Builder::new()
                     .name(format!("inference-{i}"))
-                    .spawn(move || run(engine, batches, shape, &metrics))
+                    .spawn(move || {
+                        let _watch = supervisor.watch(format!("inference thread {i}"));
+                        run(engine, batches, shape, &metrics, &supervisor);
+                    })
                     .expect("spawning an inference thread")
             })
             .collect();
@@ -107,6 +113,7 @@ fn run(
     batches: crossbeam_channel::Receiver<Batch>,
     shape: InputShape,
     metrics: &Metrics,
+    supervisor: &Supervisor,
 ) {
     for batch in batches {
         let Batch {
@@ -141,6 +148,7 @@ fn run(
             continue;
         }
         tensor.truncate(live.len() * slot);
+        supervisor.fault_point(FaultPoint::Inference);
         let started = Instant::now();
         let result = engine.run(&tensor, live.len(), shape.size, shape.size);
         let inference = started.elapsed();

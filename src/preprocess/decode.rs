@@ -69,9 +69,12 @@ pub fn decode_cost(bytes: &[u8], max_pixels: u64) -> Result<u64, PreprocessError
     ))
 }
 
+/// An image reader over bytes in memory.
+type Reader<'a> = ImageReader<Cursor<&'a [u8]>>;
+
 /// A reader over `bytes` with its format sniffed from the content, refusing empty bodies,
 /// unknown content and formats the service does not offer.
-fn sniff(bytes: &[u8]) -> Result<(ImageReader<Cursor<&[u8]>>, ImageFormat), PreprocessError> {
+fn sniff(bytes: &[u8]) -> Result<(Reader<'_>, ImageFormat), PreprocessError> {
     if bytes.is_empty() {
         return Err(PreprocessError::Undecodable("empty image".into()));
     }

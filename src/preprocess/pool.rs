@@ -11,6 +11,7 @@ use tokio::sync::oneshot;
 
 use super::budget::DecodeBudget;
 use super::{PreprocessConfig, PreprocessError};
+use crate::supervise::Supervisor;
 
 /// A preprocessed image: the 8-bit crop, normalised later into the batch tensor.
 #[derive(Debug)]
@@ -50,15 +51,18 @@ impl PreprocessPool {
         capacity: usize,
         config: PreprocessConfig,
         budget: DecodeBudget,
+        supervisor: &Supervisor,
     ) -> Self {
         let (tasks, rx) = crossbeam_channel::bounded::<Task>(capacity);
         let handles = (0..workers)
             .map(|i| {
                 let rx = rx.clone();
                 let budget = budget.clone();
+                let watch = supervisor.watch(format!("preprocessing worker {i}"));
                 std::thread::Builder::new()
                     .name(format!("preprocess-{i}"))
                     .spawn(move || {
+                        let _watch = watch;
                         for task in rx {
                             if task.reply.is_closed() {
                                 continue; // the client left while this waited

@@ -65,6 +65,15 @@ impl TestServer {
         }
     }
 
+    /// Waits (at most `within`) for the server to end on its own; its result.
+    pub async fn ended_within(mut self, within: std::time::Duration) -> anyhow::Result<()> {
+        let task = self.task.take().expect("server task");
+        tokio::time::timeout(within, task)
+            .await
+            .expect("the server ended in time")
+            .expect("server task")
+    }
+
     pub async fn metrics(&self) -> String {
         self.client
             .get(self.url("/metrics"))

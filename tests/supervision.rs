@@ -1,0 +1,89 @@
+//! Supervision: when a part of the pipeline dies (a panic injected into the batching driver
+//! or an inference thread), readiness drops, every waiting request gets 500 within 1 s, and
+//! the server ends with an error (the binary then exits non-zero).
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::server::TestServer;
+use common::*;
+use futures_util::future::join_all;
+use repvgg_serve::supervise::FaultPoint;
+
+async fn fault_fails_waiting_requests_and_the_server(point: FaultPoint) {
+    // A queue delay keeps requests waiting in the queue when the fault strikes.
+    let server = TestServer::start(&[
+        "--checkpoint",
+        &tiny(),
+        "--max-queue-delay-ms",
+        "300",
+        "--max-batch-size",
+        "64",
+    ])
+    .await;
+    let image = std::fs::read(fixture("images/chelsea.png")).expect("fixture");
+    let ok = server
+        .client
+        .post(server.url("/classify"))
+        .body(image.clone())
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(ok.status(), 200, "serves before the fault");
+
+    server.state.supervisor.inject(point);
+    let sent = Instant::now();
+    let answers = join_all((0..6).map(|_| {
+        server
+            .client
+            .post(server.url("/classify"))
+            .body(image.clone())
+            .send()
+    }))
+    .await;
+    for answer in answers {
+        let answer = answer.expect("answered");
+        assert_eq!(answer.status(), 500, "{point:?}");
+        let body: serde_json::Value = answer.json().await.expect("JSON");
+        assert_eq!(body["error_type"], "inference_failed", "{body}");
+        // Jobs of the batch the dying thread held, or every other waiting job.
+        assert!(
+            body["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("pipeline failed") || e.contains("thread died")),
+            "{body}"
+        );
+    }
+    let took = sent.elapsed();
+    assert!(
+        took <= Duration::from_secs(1),
+        "{point:?}: waiting requests answered after {took:?}"
+    );
+    while server.state.readiness.is_ready() && sent.elapsed() < Duration::from_secs(1) {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(
+        !server.state.readiness.is_ready(),
+        "{point:?}: readiness still up 1 s after the fault"
+    );
+
+    assert!(server
+        .state
+        .supervisor
+        .failure()
+        .is_some_and(|c| c.contains("panicked")));
+    let ended = server.ended_within(Duration::from_secs(5)).await;
+    let err = ended.expect_err("the server ends with an error (non-zero exit)");
+    assert!(err.to_string().contains("pipeline failed"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_batching_driver_fails_waiting_requests_and_the_server() {
+    fault_fails_waiting_requests_and_the_server(FaultPoint::Driver).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_inference_thread_fails_waiting_requests_and_the_server() {
+    fault_fails_waiting_requests_and_the_server(FaultPoint::Inference).await;
+}
