@@ -5,11 +5,10 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::fixture;
+use common::process::{proc_status_bytes, ServerProcess};
 use futures_util::future::join_all;
 
 const PEAK_RSS_LIMIT: u64 = 1 << 30;
@@ -26,62 +25,13 @@ fn bomb() -> Vec<u8> {
     png
 }
 
-/// The server process, killed when the test ends however it ends (a failed assertion must
-/// not leave it running).
-struct Server(std::process::Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn peak_rss(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
-    let kb: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmHWM");
-    kb * 1024
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sixteen_concurrent_bombs_stay_under_a_gibibyte() {
     let bomb = bomb();
     assert!(bomb.len() < 2 << 20, "the bomb is small on the wire");
-    let mut server = Server(
-        Command::new(env!("CARGO_BIN_EXE_repvgg-serve"))
-            .args([
-                "--log-format",
-                "json",
-                "serve",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                "0",
-                "--no-cache",
-            ])
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn repvgg-serve"),
-    );
-    let stderr = server.0.stderr.take().expect("stderr");
-    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
-                if v["fields"]["message"] == "listening" {
-                    let _ =
-                        addr_tx.send(v["fields"]["addr"].as_str().unwrap_or_default().to_owned());
-                }
-            }
-        }
-    });
-    let addr = addr_rx
-        .recv_timeout(Duration::from_secs(60))
-        .expect("server listening");
+    // Default flags (no cache is the harness's, not a limit).
+    let mut server = ServerProcess::start(&[]);
+    let addr = server.addr.clone();
     let client = reqwest::Client::new();
     let answers = join_all((0..16).map(|_| {
         client
@@ -106,7 +56,7 @@ async fn sixteen_concurrent_bombs_stay_under_a_gibibyte() {
         }
         statuses.push(status);
     }
-    let peak = peak_rss(server.0.id());
+    let peak = proc_status_bytes(&server.child.id().to_string(), "VmHWM");
     eprintln!(
         "bomb statuses {statuses:?}; server peak RSS {} MiB",
         peak >> 20
@@ -121,7 +71,7 @@ async fn sixteen_concurrent_bombs_stay_under_a_gibibyte() {
         .expect("server still up");
     assert_eq!(response.status(), 200);
     assert!(
-        server.0.try_wait().expect("wait").is_none(),
+        server.child.try_wait().expect("wait").is_none(),
         "the server process ended"
     );
     assert!(

@@ -6,6 +6,8 @@
 //! optimisation free large buffers that later allocations would silently reuse), the child
 //! starts from that cache and reports its RSS after each step.
 
+mod common;
+
 use std::process::Command;
 
 use repvgg_serve::inference::{runtime, EngineConfig, SharedModel};
@@ -19,13 +21,7 @@ const MAX_RATIO: f64 = 1.25;
 const VARIANT: &str = "A2";
 
 fn rss_bytes() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
-    let kb: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS in /proc/self/status");
-    kb * 1024
+    common::process::proc_status_bytes("self", "VmRSS")
 }
 
 #[test]

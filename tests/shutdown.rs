@@ -4,51 +4,16 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use common::process::ServerProcess;
 use common::*;
 use futures_util::future::join_all;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_in_flight_requests_and_exits_cleanly() {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_repvgg-serve"))
-        .args([
-            "--log-format",
-            "json",
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "0",
-            "--no-cache",
-            "--max-batch-size",
-            "2",
-            "--drain-delay-ms",
-            "1000",
-        ])
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn repvgg-serve");
-    let stderr = child.stderr.take().expect("stderr");
-    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
-    let log_reader = std::thread::spawn(move || {
-        let mut lines = Vec::new();
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
-                if v["fields"]["message"] == "listening" {
-                    let _ =
-                        addr_tx.send(v["fields"]["addr"].as_str().unwrap_or_default().to_owned());
-                }
-            }
-            lines.push(line);
-        }
-        lines
-    });
-    let addr = addr_rx
-        .recv_timeout(Duration::from_secs(60))
-        .expect("server listening");
+    let server = ServerProcess::start(&["--max-batch-size", "2", "--drain-delay-ms", "1000"]);
+    let addr = server.addr.clone();
     let client = reqwest::Client::new();
     let image = std::fs::read(fixture("images/chelsea_q90.jpg")).expect("fixture");
 
@@ -64,11 +29,7 @@ async fn sigterm_drains_in_flight_requests_and_exits_cleanly() {
         })
         .collect();
     tokio::time::sleep(Duration::from_millis(150)).await;
-    let killed = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .expect("kill");
-    assert!(killed.success());
+    server.terminate();
     tokio::time::sleep(Duration::from_millis(200)).await;
 
     // Lame duck: readiness says 503 so that load balancers stop routing here, while what they
@@ -102,8 +63,7 @@ async fn sigterm_drains_in_flight_requests_and_exits_cleanly() {
         "in-flight answers: {statuses:?}"
     );
 
-    let status = child.wait().expect("exit status");
-    let logs = log_reader.join().expect("log reader");
+    let (status, logs) = server.wait();
     assert_eq!(status.code(), Some(0), "logs:\n{}", logs.join("\n"));
     assert!(logs.iter().any(|l| l.contains("shutdown complete")));
     // One structured line per request, with its id and status.
@@ -127,40 +87,8 @@ async fn sigterm_drains_in_flight_requests_and_exits_cleanly() {
 async fn grace_period_ends_the_work_and_the_process() {
     use std::io::{Read, Write};
 
-    let mut child = Command::new(env!("CARGO_BIN_EXE_repvgg-serve"))
-        .args([
-            "--log-format",
-            "json",
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "0",
-            "--no-cache",
-            "--shutdown-grace-s",
-            "1",
-        ])
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn repvgg-serve");
-    let stderr = child.stderr.take().expect("stderr");
-    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
-    let log_reader = std::thread::spawn(move || {
-        let mut lines = Vec::new();
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
-                if v["fields"]["message"] == "listening" {
-                    let _ =
-                        addr_tx.send(v["fields"]["addr"].as_str().unwrap_or_default().to_owned());
-                }
-            }
-            lines.push(line);
-        }
-        lines
-    });
-    let addr = addr_rx
-        .recv_timeout(Duration::from_secs(60))
-        .expect("server listening");
+    let mut server = ServerProcess::start(&["--shutdown-grace-s", "1"]);
+    let addr = server.addr.clone();
     // Headers and the first bytes of a 100 kB body, then nothing.
     let mut stalled = std::net::TcpStream::connect(&addr).expect("connect");
     stalled
@@ -171,23 +99,19 @@ async fn grace_period_ends_the_work_and_the_process() {
         .expect("send");
     std::thread::sleep(Duration::from_millis(300));
     let terminated = std::time::Instant::now();
-    assert!(Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .expect("kill")
-        .success());
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            break status;
+    server.terminate();
+    loop {
+        if server.child.try_wait().expect("wait").is_some() {
+            break;
         }
         assert!(
             terminated.elapsed() < Duration::from_secs(10),
             "still running 10 s after SIGTERM with a 1 s grace period"
         );
         std::thread::sleep(Duration::from_millis(20));
-    };
+    }
     let took = terminated.elapsed();
-    let logs = log_reader.join().expect("log reader");
+    let (status, logs) = server.wait();
     assert!(
         took <= Duration::from_secs(2),
         "exited {took:?} after SIGTERM (grace 1 s); logs:\n{}",

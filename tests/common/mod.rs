@@ -121,4 +121,9 @@ pub fn reference_crop_tensor(image: &str) -> Vec<f32> {
     out
 }
 
+/// `serve` flags every test server starts with: loopback, a free port, no cache (unless the
+/// test's own flags give one).
+pub const LOCAL_SERVE: [&str; 5] = ["--host", "127.0.0.1", "--port", "0", "--no-cache"];
+
+pub mod process;
 pub mod server;

@@ -18,15 +18,8 @@ pub struct TestServer {
 impl TestServer {
     /// Starts `repvgg-serve serve <args>` (no cache unless the args give one).
     pub async fn start(args: &[&str]) -> Self {
-        let mut argv = vec![
-            "repvgg-serve",
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "0",
-            "--no-cache",
-        ];
+        let mut argv = vec!["repvgg-serve", "serve"];
+        argv.extend_from_slice(&super::LOCAL_SERVE);
         argv.extend_from_slice(args);
         let Command::Serve(serve) = Cli::try_parse_from(&argv).expect("valid flags").command else {
             unreachable!("serve subcommand");
