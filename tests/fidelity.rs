@@ -154,3 +154,30 @@ fn fused_and_unfused_graphs_agree_for_every_variant() {
         );
     }
 }
+
+/// The checkpoint is read once: hash, allowlist check and tensors all come from the same bytes,
+/// so a file replaced (or removed) on disk after it was read cannot change the loaded weights.
+#[test]
+fn a_checkpoint_changed_after_it_was_read_cannot_change_the_loaded_weights() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("model.pth");
+    std::fs::copy(fixture("checkpoints/tiny_official_train.pth"), &path).expect("copy");
+    let bytes = std::fs::read(&path).expect("read");
+    let before = model::Checkpoint::from_bytes(&path, &bytes).expect("load");
+    // Other weights under the same name (the fused form: other tensors), then no file at all.
+    std::fs::copy(fixture("checkpoints/tiny_official_deploy.pth"), &path).expect("replace");
+    let replaced = model::Checkpoint::from_bytes(&path, &bytes).expect("load from the bytes");
+    std::fs::remove_file(&path).expect("remove");
+    let removed = model::Checkpoint::from_bytes(&path, &bytes).expect("load from the bytes");
+    for after in [replaced, removed] {
+        assert_eq!(after.sha256, before.sha256);
+        assert_eq!(
+            after.tensors.keys().collect::<Vec<_>>(),
+            before.tensors.keys().collect::<Vec<_>>()
+        );
+        for (name, tensor) in &before.tensors {
+            assert_eq!(after.tensors[name].shape, tensor.shape, "{name}");
+            assert_eq!(after.tensors[name].data, tensor.data, "{name}");
+        }
+    }
+}

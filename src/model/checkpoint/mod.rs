@@ -97,6 +97,37 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     hex(&Sha256::digest(bytes))
 }
 
+/// The floating-point types checkpoints store weights in.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum StoredFloat {
+    F32,
+    F16,
+    BF16,
+    F64,
+}
+
+/// Little-endian stored floats as f32.
+pub(crate) fn f32_from_le(raw: &[u8], stored: StoredFloat) -> Vec<f32> {
+    match stored {
+        StoredFloat::F32 => raw
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect(),
+        StoredFloat::F16 => raw
+            .chunks_exact(2)
+            .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+            .collect(),
+        StoredFloat::BF16 => raw
+            .chunks_exact(2)
+            .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
+            .collect(),
+        StoredFloat::F64 => raw
+            .chunks_exact(8)
+            .map(|b| f64::from_le_bytes(b.try_into().unwrap_or_default()) as f32)
+            .collect(),
+    }
+}
+
 /// Lower-case hex of a digest.
 pub(crate) fn hex(digest: &[u8]) -> String {
     digest.iter().map(|b| format!("{b:02x}")).collect()

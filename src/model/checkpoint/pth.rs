@@ -7,12 +7,13 @@
 
 use std::collections::BTreeMap;
 use std::io::{BufReader, Cursor, Read};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use candle_core::pickle::{Object, PthTensors, Stack};
+use candle_core::pickle::{Object, Stack, TensorInfo};
 use candle_core::DType;
 
 use super::super::{ModelError, Tensor};
+use super::{f32_from_le, StoredFloat};
 
 /// Keys under which training scripts store the state dict in a wrapping dict.
 const WRAPPER_KEYS: &[&str] = &["state_dict", "model", "model_state_dict", "state_dict_ema"];
@@ -65,11 +66,32 @@ pub fn read(path: &Path, bytes: &[u8]) -> Result<BTreeMap<String, Tensor>, Model
         });
     }
     let key = wrapper_key(&root);
-
-    let tensors = PthTensors::new(path, key).map_err(|e| corrupt(e.to_string()))?;
+    let state = match (root, key) {
+        (Object::Dict(entries), Some(key)) => entries
+            .into_iter()
+            .find(|(k, _)| matches!(k, Object::Unicode(s) if s == key))
+            .map(|(_, v)| v)
+            .unwrap_or(Object::None),
+        (root, _) => root,
+    };
+    let Object::Dict(entries) = state else {
+        return Err(ModelError::NotACheckpoint {
+            path: path.to_owned(),
+            reason: "the pickle holds no state dict (a dict of tensors)".into(),
+        });
+    };
+    // Tensor bytes come from the zip in memory, the same bytes that were hashed and checked:
+    // a file replaced on disk meanwhile cannot change what is loaded.
+    let dir_name = PathBuf::from(pickle_name.strip_suffix(".pkl").unwrap_or(&pickle_name));
     let mut out = BTreeMap::new();
-    for (name, info) in tensors.tensor_infos() {
-        if name.ends_with("num_batches_tracked") {
+    for (name, value) in entries {
+        let info = value
+            .into_tensor_info(name, &dir_name)
+            .map_err(|e| corrupt(format!("{pickle_name}: {e}")))?;
+        let Some(info) = info else {
+            continue; // not a tensor (an epoch counter, a config value)
+        };
+        if info.name.ends_with("num_batches_tracked") {
             continue;
         }
         if !matches!(
@@ -78,18 +100,53 @@ pub fn read(path: &Path, bytes: &[u8]) -> Result<BTreeMap<String, Tensor>, Model
         ) {
             return Err(ModelError::UnsupportedDtype {
                 path: path.to_owned(),
-                tensor: name.clone(),
+                tensor: info.name.clone(),
                 dtype: format!("{:?}", info.dtype),
             });
         }
-        let data = tensors
-            .get(name)
-            .and_then(|t| t.ok_or_else(|| candle_core::Error::Msg("vanished".into())))
-            .and_then(|t| t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>())
-            .map_err(|e| corrupt(format!("tensor `{name}`: {e}")))?;
-        out.insert(name.clone(), Tensor::new(info.layout.dims().to_vec(), data));
+        let data = read_tensor(&mut zip, &info)
+            .map_err(|e| corrupt(format!("tensor `{}`: {e}", info.name)))?;
+        out.insert(info.name, Tensor::new(info.layout.dims().to_vec(), data));
     }
     Ok(out)
+}
+
+/// One tensor's values as f32, read from its storage entry in the zip (C- or Fortran-ordered;
+/// the storage offset counts elements, as PyTorch writes it).
+fn read_tensor(
+    zip: &mut zip::ZipArchive<Cursor<&[u8]>>,
+    info: &TensorInfo,
+) -> Result<Vec<f32>, String> {
+    let mut reader = zip.by_name(&info.path).map_err(|e| e.to_string())?;
+    let layout = &info.layout;
+    let fortran = layout.is_fortran_contiguous();
+    let rank = layout.shape().rank();
+    if !layout.is_contiguous() && !fortran {
+        return Err(format!("non-contiguous storage layout {layout:?}"));
+    }
+    let skip = (layout.start_offset() * info.dtype.size_in_bytes()) as u64;
+    std::io::copy(&mut reader.by_ref().take(skip), &mut std::io::sink())
+        .map_err(|e| e.to_string())?;
+    let size = info.dtype.size_in_bytes();
+    let mut raw = vec![0u8; layout.shape().elem_count() * size];
+    reader.read_exact(&mut raw).map_err(|e| e.to_string())?;
+    let stored = match info.dtype {
+        DType::F32 => StoredFloat::F32,
+        DType::F16 => StoredFloat::F16,
+        DType::BF16 => StoredFloat::BF16,
+        DType::F64 => StoredFloat::F64,
+        other => return Err(format!("unsupported dtype {other:?}")),
+    };
+    let values = f32_from_le(&raw, stored);
+    if rank > 1 && fortran {
+        // Stored column-major: read as the reversed shape, then reverse the axes.
+        let reversed: Vec<usize> = layout.dims().iter().rev().copied().collect();
+        let order: Vec<usize> = (0..rank).rev().collect();
+        return candle_core::Tensor::from_vec(values, reversed, &candle_core::Device::Cpu)
+            .and_then(|t| t.permute(order)?.flatten_all()?.to_vec1::<f32>())
+            .map_err(|e| e.to_string());
+    }
+    Ok(values)
 }
 
 /// The first global in the object tree that is not allowed, as `module.name`.

@@ -6,6 +6,7 @@ use std::path::Path;
 use safetensors::{Dtype, SafeTensors};
 
 use super::super::{ModelError, Tensor};
+use super::{f32_from_le, StoredFloat};
 
 /// Reads every floating-point tensor, converted to fp32, keyed by its name in the file.
 pub fn read(path: &Path, bytes: &[u8]) -> Result<BTreeMap<String, Tensor>, ModelError> {
@@ -20,23 +21,11 @@ pub fn read(path: &Path, bytes: &[u8]) -> Result<BTreeMap<String, Tensor>, Model
             continue;
         }
         let raw = view.data();
-        let data: Vec<f32> = match view.dtype() {
-            Dtype::F32 => raw
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect(),
-            Dtype::F16 => raw
-                .chunks_exact(2)
-                .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
-                .collect(),
-            Dtype::BF16 => raw
-                .chunks_exact(2)
-                .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
-                .collect(),
-            Dtype::F64 => raw
-                .chunks_exact(8)
-                .map(|b| f64::from_le_bytes(b.try_into().unwrap_or_default()) as f32)
-                .collect(),
+        let stored = match view.dtype() {
+            Dtype::F32 => StoredFloat::F32,
+            Dtype::F16 => StoredFloat::F16,
+            Dtype::BF16 => StoredFloat::BF16,
+            Dtype::F64 => StoredFloat::F64,
             other => {
                 return Err(ModelError::UnsupportedDtype {
                     path: path.to_owned(),
@@ -45,6 +34,7 @@ pub fn read(path: &Path, bytes: &[u8]) -> Result<BTreeMap<String, Tensor>, Model
                 })
             }
         };
+        let data = f32_from_le(raw, stored);
         out.insert(name.to_owned(), Tensor::new(view.shape().to_vec(), data));
     }
     Ok(out)
