@@ -164,14 +164,7 @@ async fn trickled_body_gets_408_within_the_body_timeout() {
     );
     // The server goes on serving.
     let good = std::fs::read(fixture("images/chelsea.png")).expect("fixture");
-    let response = server
-        .client
-        .post(server.url("/classify"))
-        .body(good)
-        .send()
-        .await
-        .expect("request");
-    assert_eq!(response.status(), 200);
+    assert_eq!(server.classify(good).await.status(), 200);
     server.stop().await;
 }
 

@@ -379,14 +379,7 @@ async fn every_request_and_error_path_is_counted_once() {
         .expect("readyz");
     assert_eq!(ready.status(), 503);
     assert_eq!(ready.headers()["retry-after"], "1");
-    let response = server
-        .client
-        .post(server.url("/classify"))
-        .body(good)
-        .send()
-        .await
-        .expect("request");
-    assert_eq!(response.status(), 200);
+    assert_eq!(server.classify(good).await.status(), 200);
     let after = counts(&server, 200, "ok").await;
     assert_eq!((after.0 - before.0, after.1 - before.1), (1.0, 1.0));
     server.stop().await;

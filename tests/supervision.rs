@@ -23,14 +23,11 @@ async fn fault_fails_waiting_requests_and_the_server(point: FaultPoint) {
     ])
     .await;
     let image = std::fs::read(fixture("images/chelsea.png")).expect("fixture");
-    let ok = server
-        .client
-        .post(server.url("/classify"))
-        .body(image.clone())
-        .send()
-        .await
-        .expect("request");
-    assert_eq!(ok.status(), 200, "serves before the fault");
+    assert_eq!(
+        server.classify(image.clone()).await.status(),
+        200,
+        "serves before the fault"
+    );
 
     server.state.supervisor.inject(point);
     let sent = Instant::now();

@@ -58,6 +58,16 @@ impl TestServer {
         }
     }
 
+    /// `POST /classify` with `body` as a raw image.
+    pub async fn classify(&self, body: Vec<u8>) -> reqwest::Response {
+        self.client
+            .post(self.url("/classify"))
+            .body(body)
+            .send()
+            .await
+            .expect("request")
+    }
+
     /// Waits (at most `within`) for the server to end on its own; its result.
     pub async fn ended_within(mut self, within: std::time::Duration) -> anyhow::Result<()> {
         let task = self.task.take().expect("server task");
