@@ -1,34 +1,20 @@
 //! `torch.save` files (zip + pickle), read without executing anything.
 //!
 //! A pickle is a program: `torch.load` would import and call whatever globals it names. Here
-//! candle's pickle reader only *describes* the program as a tree of objects; this module then
-//! refuses any file whose tree names a global outside [`allowed_global`] before a single tensor
-//! is read, and reads tensor bytes straight from the zip's `data/` entries.
+//! our own restricted unpickler ([`super::unpickle`]) only *describes* the program, refusing any
+//! global outside its allowlist the moment it is named; this module then takes the state dict's
+//! tensors from that description and reads their bytes straight from the zip's `data/` entries.
 
 use std::collections::BTreeMap;
-use std::io::{BufReader, Cursor, Read};
-use std::path::{Path, PathBuf};
-
-use candle_core::pickle::{Object, Stack, TensorInfo};
-use candle_core::DType;
+use std::io::Cursor;
+use std::path::Path;
 
 use super::super::{ModelError, Tensor};
+use super::unpickle::{unpickle, PickleError, StorageType, TensorRef, Unpickled, Value};
 use super::{f32_from_le, StoredFloat};
 
 /// Keys under which training scripts store the state dict in a wrapping dict.
 const WRAPPER_KEYS: &[&str] = &["state_dict", "model", "model_state_dict", "state_dict_ema"];
-
-/// Globals a tensor checkpoint needs; everything else is refused.
-fn allowed_global(module: &str, name: &str) -> bool {
-    matches!(
-        (module, name),
-        ("collections", "OrderedDict")
-            | ("torch._utils", "_rebuild_tensor_v2")
-            | ("torch._utils", "_rebuild_parameter")
-            | ("torch._tensor", "_rebuild_from_type_v2")
-            | ("torch.nn.parameter", "Parameter")
-    ) || (module == "torch" && name.ends_with("Storage"))
-}
 
 /// Reads every floating-point tensor of a `torch.save` zip, keyed by its name in the file.
 pub fn read(path: &Path, bytes: &[u8]) -> Result<BTreeMap<String, Tensor>, ModelError> {
@@ -47,136 +33,202 @@ pub fn read(path: &Path, bytes: &[u8]) -> Result<BTreeMap<String, Tensor>, Model
             path: path.to_owned(),
             reason: "zip archive without a data.pkl (not written by torch.save)".into(),
         })?;
-    let mut pickle = Vec::new();
-    zip.by_name(&pickle_name)
-        .and_then(|mut entry| Ok(entry.read_to_end(&mut pickle)?))
+    let pickle = stored_entry(&mut zip, bytes, &pickle_name)
         .map_err(|e| corrupt(format!("{pickle_name}: {e}")))?;
-
-    let mut stack = Stack::empty();
-    stack
-        .read_loop(&mut BufReader::new(pickle.as_slice()))
-        .map_err(|e| corrupt(format!("{pickle_name}: {e}")))?;
-    let root = stack
-        .finalize()
-        .map_err(|e| corrupt(format!("{pickle_name}: {e}")))?;
-    if let Some(global) = forbidden_global(&root) {
-        return Err(ModelError::UnsafePickle {
+    let unpickled = unpickle(pickle).map_err(|e| match e {
+        PickleError::Forbidden(global) => ModelError::UnsafePickle {
             path: path.to_owned(),
             global,
-        });
-    }
-    let key = wrapper_key(&root);
-    let state = match (root, key) {
-        (Object::Dict(entries), Some(key)) => entries
-            .into_iter()
-            .find(|(k, _)| matches!(k, Object::Unicode(s) if s == key))
-            .map(|(_, v)| v)
-            .unwrap_or(Object::None),
-        (root, _) => root,
-    };
-    let Object::Dict(entries) = state else {
-        return Err(ModelError::NotACheckpoint {
-            path: path.to_owned(),
-            reason: "the pickle holds no state dict (a dict of tensors)".into(),
-        });
-    };
+        },
+        malformed => corrupt(format!("{pickle_name}: {malformed}")),
+    })?;
+    let entries = state_dict(&unpickled).ok_or_else(|| ModelError::NotACheckpoint {
+        path: path.to_owned(),
+        reason: "the pickle holds no state dict (a dict of tensors)".into(),
+    })?;
     // Tensor bytes come from the zip in memory, the same bytes that were hashed and checked:
     // a file replaced on disk meanwhile cannot change what is loaded.
-    let dir_name = PathBuf::from(pickle_name.strip_suffix(".pkl").unwrap_or(&pickle_name));
+    let data_dir = pickle_name.strip_suffix("data.pkl").unwrap_or_default();
     let mut out = BTreeMap::new();
-    for (name, value) in entries {
-        let info = value
-            .into_tensor_info(name, &dir_name)
-            .map_err(|e| corrupt(format!("{pickle_name}: {e}")))?;
-        let Some(info) = info else {
+    for (key, value) in entries {
+        let (Value::Str(name), Value::Tensor(tensor)) = (key, value) else {
             continue; // not a tensor (an epoch counter, a config value)
         };
-        if info.name.ends_with("num_batches_tracked") {
+        if name.ends_with("num_batches_tracked") {
             continue;
         }
-        if !matches!(
-            info.dtype,
-            DType::F32 | DType::F16 | DType::BF16 | DType::F64
-        ) {
-            return Err(ModelError::UnsupportedDtype {
-                path: path.to_owned(),
-                tensor: info.name.clone(),
-                dtype: format!("{:?}", info.dtype),
-            });
-        }
-        let data = read_tensor(&mut zip, &info)
-            .map_err(|e| corrupt(format!("tensor `{}`: {e}", info.name)))?;
-        out.insert(info.name, Tensor::new(info.layout.dims().to_vec(), data));
+        let stored = match tensor.dtype {
+            StorageType::F32 => StoredFloat::F32,
+            StorageType::F16 => StoredFloat::F16,
+            StorageType::BF16 => StoredFloat::BF16,
+            StorageType::F64 => StoredFloat::F64,
+            StorageType::Other(dtype) => {
+                return Err(ModelError::UnsupportedDtype {
+                    path: path.to_owned(),
+                    tensor: name.to_string(),
+                    dtype: dtype.into(),
+                })
+            }
+        };
+        let entry = format!("{data_dir}data/{}", tensor.storage_key);
+        let values = stored_entry(&mut zip, bytes, &entry)
+            .and_then(|storage| gather(storage, tensor, stored))
+            .map_err(|e| corrupt(format!("tensor `{name}` ({entry}): {e}")))?;
+        out.insert(name.to_string(), Tensor::new(tensor.size.clone(), values));
     }
     Ok(out)
 }
 
-/// One tensor's values as f32, read from its storage entry in the zip (C- or Fortran-ordered;
-/// the storage offset counts elements, as PyTorch writes it).
-fn read_tensor(
-    zip: &mut zip::ZipArchive<Cursor<&[u8]>>,
-    info: &TensorInfo,
-) -> Result<Vec<f32>, String> {
-    let mut reader = zip.by_name(&info.path).map_err(|e| e.to_string())?;
-    let layout = &info.layout;
-    let fortran = layout.is_fortran_contiguous();
-    let rank = layout.shape().rank();
-    if !layout.is_contiguous() && !fortran {
-        return Err(format!("non-contiguous storage layout {layout:?}"));
-    }
-    let skip = (layout.start_offset() * info.dtype.size_in_bytes()) as u64;
-    std::io::copy(&mut reader.by_ref().take(skip), &mut std::io::sink())
-        .map_err(|e| e.to_string())?;
-    let size = info.dtype.size_in_bytes();
-    let mut raw = vec![0u8; layout.shape().elem_count() * size];
-    reader.read_exact(&mut raw).map_err(|e| e.to_string())?;
-    let stored = match info.dtype {
-        DType::F32 => StoredFloat::F32,
-        DType::F16 => StoredFloat::F16,
-        DType::BF16 => StoredFloat::BF16,
-        DType::F64 => StoredFloat::F64,
-        other => return Err(format!("unsupported dtype {other:?}")),
-    };
-    let values = f32_from_le(&raw, stored);
-    if rank > 1 && fortran {
-        // Stored column-major: read as the reversed shape, then reverse the axes.
-        let reversed: Vec<usize> = layout.dims().iter().rev().copied().collect();
-        let order: Vec<usize> = (0..rank).rev().collect();
-        return candle_core::Tensor::from_vec(values, reversed, &candle_core::Device::Cpu)
-            .and_then(|t| t.permute(order)?.flatten_all()?.to_vec1::<f32>())
-            .map_err(|e| e.to_string());
-    }
-    Ok(values)
-}
-
-/// The first global in the object tree that is not allowed, as `module.name`.
-fn forbidden_global(object: &Object) -> Option<String> {
-    match object {
-        Object::Class {
-            module_name,
-            class_name,
-        } => (!allowed_global(module_name, class_name))
-            .then(|| format!("{module_name}.{class_name}")),
-        Object::Tuple(items) | Object::List(items) => items.iter().find_map(forbidden_global),
-        Object::Dict(entries) => entries
-            .iter()
-            .find_map(|(k, v)| forbidden_global(k).or_else(|| forbidden_global(v))),
-        Object::Reduce { callable, args } | Object::Build { callable, args } => {
-            forbidden_global(callable).or_else(|| forbidden_global(args))
-        }
-        Object::PersistentLoad(inner) => forbidden_global(inner),
-        _ => None,
-    }
-}
-
-/// The key of the wrapped state dict when the root is `{"state_dict": {...}, "epoch": ...}`.
-fn wrapper_key(root: &Object) -> Option<&'static str> {
-    let Object::Dict(entries) = root else {
-        return None;
-    };
-    WRAPPER_KEYS.iter().copied().find(|key| {
-        entries.iter().any(|(k, v)| {
-            matches!(k, Object::Unicode(s) if s == key) && matches!(v, Object::Dict(_))
+/// The state dict's entries: the root dict, or the dict under a wrapper key
+/// (`{"state_dict": {...}, "epoch": ...}`).
+fn state_dict(unpickled: &Unpickled) -> Option<&[(Value, Value)]> {
+    let root = unpickled.dict(unpickled.root())?;
+    let wrapped = WRAPPER_KEYS.iter().find_map(|wrapper| {
+        root.iter().find_map(|(k, v)| match k {
+            Value::Str(k) if &**k == *wrapper => unpickled.dict(v),
+            _ => None,
         })
-    })
+    });
+    Some(wrapped.unwrap_or(root))
+}
+
+/// The bytes of a zip entry, borrowed from the archive in memory. torch.save stores entries
+/// uncompressed; anything else is not its file.
+fn stored_entry<'a>(
+    zip: &mut zip::ZipArchive<Cursor<&[u8]>>,
+    bytes: &'a [u8],
+    name: &str,
+) -> Result<&'a [u8], String> {
+    let entry = zip.by_name(name).map_err(|e| e.to_string())?;
+    if entry.compression() != zip::CompressionMethod::Stored {
+        return Err(format!(
+            "compressed with {:?} (torch.save stores entries uncompressed)",
+            entry.compression()
+        ));
+    }
+    let start = entry.data_start().ok_or("entry without a data offset")?;
+    usize::try_from(start)
+        .ok()
+        .zip(usize::try_from(entry.size()).ok())
+        .and_then(|(start, len)| bytes.get(start..start.checked_add(len)?))
+        .ok_or_else(|| "entry extends past the end of the file".to_owned())
+}
+
+/// A tensor's values as f32, in row-major order, read through its offset and strides from the
+/// storage bytes (so contiguous, channels-last and transposed tensors all load). Every element
+/// must lie inside the storage, and a tensor may not hold more elements than its storage (no
+/// stride-0 expansion: a pickle cannot make a small file allocate without bound).
+fn gather(storage: &[u8], tensor: &TensorRef, stored: StoredFloat) -> Result<Vec<f32>, String> {
+    let elem = tensor.dtype.element_size();
+    let available = storage.len() / elem;
+    let count = tensor
+        .size
+        .iter()
+        .try_fold(1usize, |n, &d| n.checked_mul(d))
+        .filter(|&n| n <= available)
+        .ok_or_else(|| {
+            format!(
+                "size {:?} holds more elements than its storage ({available})",
+                tensor.size
+            )
+        })?;
+    if count == 0 {
+        return Ok(Vec::new());
+    }
+    let last = tensor
+        .size
+        .iter()
+        .zip(&tensor.stride)
+        .try_fold(tensor.offset, |end, (&d, &s)| end.checked_add((d - 1).checked_mul(s)?))
+        .filter(|&last| last < available)
+        .ok_or_else(|| {
+            format!(
+                "offset {} with size {:?} and stride {:?} reads past the storage's {available} elements",
+                tensor.offset, tensor.size, tensor.stride
+            )
+        })?;
+    let contiguous = row_major_strides(&tensor.size) == tensor.stride;
+    if contiguous {
+        let start = tensor.offset * elem;
+        return Ok(f32_from_le(&storage[start..(last + 1) * elem], stored));
+    }
+    let mut raw = Vec::with_capacity(count * elem);
+    let mut index = vec![0usize; tensor.size.len()];
+    for _ in 0..count {
+        let at = tensor.offset
+            + index
+                .iter()
+                .zip(&tensor.stride)
+                .map(|(i, s)| i * s)
+                .sum::<usize>();
+        raw.extend_from_slice(&storage[at * elem..(at + 1) * elem]);
+        // Advance the row-major index (last axis fastest).
+        for (axis, i) in index.iter_mut().enumerate().rev() {
+            *i += 1;
+            if *i < tensor.size[axis] {
+                break;
+            }
+            *i = 0;
+        }
+    }
+    Ok(f32_from_le(&raw, stored))
+}
+
+fn row_major_strides(size: &[usize]) -> Vec<usize> {
+    let mut strides = vec![1; size.len()];
+    for axis in (0..size.len().saturating_sub(1)).rev() {
+        strides[axis] = strides[axis + 1] * size[axis + 1];
+    }
+    strides
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tensor(size: Vec<usize>, stride: Vec<usize>, offset: usize) -> TensorRef {
+        TensorRef {
+            storage_key: "0".into(),
+            dtype: StorageType::F32,
+            offset,
+            size,
+            stride,
+        }
+    }
+
+    fn storage(values: &[f32]) -> Vec<u8> {
+        values.iter().flat_map(|v| v.to_le_bytes()).collect()
+    }
+
+    #[test]
+    fn gathers_contiguous_transposed_and_offset_views() {
+        let s = storage(&[0., 1., 2., 3., 4., 5.]);
+        let row = gather(&s, &tensor(vec![2, 3], vec![3, 1], 0), StoredFloat::F32);
+        assert_eq!(row.expect("fits"), [0., 1., 2., 3., 4., 5.]);
+        // The transpose of a 3x2 row-major matrix, as `t.t()` saves it.
+        let t = gather(&s, &tensor(vec![2, 3], vec![1, 2], 0), StoredFloat::F32);
+        assert_eq!(t.expect("fits"), [0., 2., 4., 1., 3., 5.]);
+        let tail = gather(&s, &tensor(vec![2], vec![1], 4), StoredFloat::F32);
+        assert_eq!(tail.expect("fits"), [4., 5.]);
+    }
+
+    #[test]
+    fn refuses_views_outside_or_larger_than_the_storage() {
+        let s = storage(&[0., 1., 2., 3.]);
+        for bad in [
+            tensor(vec![5], vec![1], 0),
+            tensor(vec![2], vec![1], 3),
+            tensor(vec![2, 2], vec![4, 1], 0),
+            tensor(vec![4], vec![0], 0).clone(),
+            tensor(vec![usize::MAX, 2], vec![1, 1], 0),
+        ] {
+            let out = gather(&s, &bad, StoredFloat::F32);
+            if bad.stride == [0] {
+                // Expansion within the element count is allowed: four reads of element 0.
+                assert_eq!(out.expect("in bounds"), [0., 0., 0., 0.]);
+            } else {
+                assert!(out.is_err(), "{bad:?} accepted");
+            }
+        }
+    }
 }
