@@ -6,7 +6,7 @@ ORT_LIB := .ort/libonnxruntime.so.1.31.1
 PORT ?= 8080
 ARGS ?=
 
-.PHONY: run test setup build lint bench bench-logging footprint check-deploy container-smoke clean-cache
+.PHONY: run test setup build lint fuzz soak bench bench-logging footprint check-deploy container-smoke clean-cache
 
 ## Fetch libonnxruntime.so.1.31.1 into .ort/ (pinned wheel, sha256 checked); nasm for SIMD JPEG.
 setup: $(ORT_LIB)
@@ -26,6 +26,11 @@ run: build
 test: setup
 	scripts/setup-test-tools.sh
 	$(CARGO) test --workspace --all-targets
+
+## Every fuzz target (unpickler, checkpoint loader, image pipeline) for FUZZ_SECONDS each
+## (default 60), stable toolchain, committed seed corpora in fuzz/corpus/. CI runs it.
+fuzz:
+	scripts/fuzz.sh
 
 ## Every serving benchmark side by side (raw ONNX Runtime, our server, the Python baseline,
 ## sweeps, overload, criterion); writes docs/benchmarks.md. About 15 minutes.

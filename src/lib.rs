@@ -17,6 +17,8 @@
 pub mod batching;
 pub mod commands;
 pub mod config;
+#[cfg(fuzzing)]
+pub mod fuzzing;
 pub mod http;
 pub mod inference;
 mod labels;

@@ -5,7 +5,7 @@
 use std::io::Cursor;
 
 use image::metadata::Orientation;
-use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader};
+use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, Limits};
 
 use super::PreprocessError;
 
@@ -45,6 +45,16 @@ pub fn decode_rgb(
         .map_err(|e| PreprocessError::Undecodable(e.to_string()))?;
     let (width, height) = decoder.dimensions();
     check_pixels(width, height, max_pixels)?;
+    // Second line behind the decode budget: the decoder itself may allocate no more than the
+    // cost that was charged for this image (a header that lies about the size, or a format
+    // that inflates more than its header says, fails here instead of growing without bound).
+    let mut limits = Limits::default();
+    limits.max_image_width = Some(width);
+    limits.max_image_height = Some(height);
+    limits.max_alloc = Some(super::budget::decode_cost(width, height, decoder.total_bytes()));
+    decoder
+        .set_limits(limits)
+        .map_err(|e| PreprocessError::Undecodable(e.to_string()))?;
     // A broken EXIF block is not worth refusing the image for: it is shown as stored.
     let orientation = decoder.orientation().unwrap_or(Orientation::NoTransforms);
     let mut image = DynamicImage::from_decoder(decoder)
@@ -152,5 +162,34 @@ fn to_rgb(image: DynamicImage) -> RgbImage {
         width,
         height,
         pixels,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The decoder allocation limits leave every accepted format decodable: the fuzz seeds
+    /// cover JPEG (baseline, progressive, CMYK, EXIF 6), PNG (RGB, RGBA, 16-bit gray, palette),
+    /// GIF, BMP, WebP and TIFF.
+    #[test]
+    fn every_format_decodes_within_its_own_allocation_limit() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/image");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(&dir).expect("image corpus") {
+            let path = entry.expect("entry").path();
+            let bytes = std::fs::read(&path).expect("seed");
+            let image = decode_rgb(&bytes, 1_000_000, None)
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+            let expected = match name {
+                "tiny.png" => (8, 8),
+                "exif6.jpg" => (16, 24),
+                _ => (24, 16),
+            };
+            assert_eq!((image.width, image.height), expected, "{name}");
+            seen += 1;
+        }
+        assert_eq!(seen, 13);
     }
 }

@@ -7,7 +7,7 @@
 mod names;
 mod pth;
 pub(crate) mod safetensors;
-mod unpickle;
+pub(crate) mod unpickle;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

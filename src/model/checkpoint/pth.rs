@@ -232,3 +232,36 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod corpus_tests {
+    use super::*;
+
+    /// The fuzz corpus's miniature checkpoints are written by Python's own pickler
+    /// (`fuzz/make_corpus.py`): a wrapped state dict with a transposed tensor and an integer
+    /// counter, in fp32, fp16 and bf16 storages.
+    #[test]
+    fn reads_python_pickled_miniatures_including_a_transposed_tensor() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/checkpoint");
+        for kind in ["FloatStorage", "HalfStorage", "BFloat16Storage"] {
+            let path = dir.join(format!("mini_{kind}_wrap1.pth"));
+            let bytes = std::fs::read(&path).expect("corpus file");
+            let tensors = read(&path, &bytes).expect("miniature loads");
+            let names: Vec<&str> = tensors.keys().map(String::as_str).collect();
+            assert_eq!(names, ["linear.weight", "stage0.rbr_dense.conv.weight"]);
+            let linear = &tensors["linear.weight"];
+            assert_eq!(linear.shape, [2, 3]);
+            assert_eq!(linear.data, [1., 3., 5., 2., 4., 6.]);
+            let conv = &tensors["stage0.rbr_dense.conv.weight"];
+            assert_eq!(conv.shape, [2, 3, 2, 2]);
+            for (i, v) in conv.data.iter().enumerate() {
+                // bf16 keeps 8 significant bits: relative error below 2^-7 (truncation).
+                let expected = i as f32 / 10.;
+                assert!(
+                    (v - expected).abs() <= expected / 128.,
+                    "{kind} element {i}: {v}"
+                );
+            }
+        }
+    }
+}

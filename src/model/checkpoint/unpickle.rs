@@ -114,12 +114,43 @@ pub(crate) enum Value {
     Float(f64),
     Str(Rc<str>),
     Bytes(Rc<[u8]>),
-    Tuple(Rc<[Value]>),
+    Tuple(Rc<Tuple>),
     List(usize),
     Dict(usize),
     Global(Global),
     Storage { key: Rc<str>, dtype: StorageType },
     Tensor(Rc<TensorRef>),
+}
+
+/// Tuples own their items (lists and dicts are arena indices), so tuples are the one way values
+/// nest by ownership; their depth is capped, which keeps `Drop` and every match shallow.
+#[derive(Debug, PartialEq)]
+pub(crate) struct Tuple {
+    items: Vec<Value>,
+    depth: usize,
+}
+
+/// Deepest tuple nesting accepted (a state dict needs 3: args -> size -> int).
+const MAX_TUPLE_DEPTH: usize = 32;
+
+impl Value {
+    /// The value's kind, for messages.
+    fn kind(&self) -> &'static str {
+        match self {
+            Self::None => "None",
+            Self::Bool(_) => "a bool",
+            Self::Int(_) => "an int",
+            Self::Float(_) => "a float",
+            Self::Str(_) => "a string",
+            Self::Bytes(_) => "bytes",
+            Self::Tuple(_) => "a tuple",
+            Self::List(_) => "a list",
+            Self::Dict(_) => "a dict",
+            Self::Global(_) => "an allowed global in the wrong place",
+            Self::Storage { .. } => "a storage",
+            Self::Tensor(_) => "a tensor",
+        }
+    }
 }
 
 /// Containers, owned by the arena and mutated in place (`SETITEMS` after `BINPUT`).
@@ -262,10 +293,10 @@ impl<'a> Machine<'a> {
                     let bytes = self.take(n)?;
                     self.stack.push(Value::Bytes(bytes.into()));
                 }
-                b')' => self.stack.push(Value::Tuple(Rc::from([]))),
+                b')' => self.push_tuple(at, Vec::new())?,
                 b't' => {
                     let items = self.pop_mark(at)?;
-                    self.stack.push(Value::Tuple(items.into()));
+                    self.push_tuple(at, items)?;
                 }
                 0x85..=0x87 => {
                     let n = usize::from(op - 0x84);
@@ -273,7 +304,7 @@ impl<'a> Machine<'a> {
                         return Err(self.error(at, "tuple of more items than the stack holds"));
                     }
                     let items = self.stack.split_off(self.stack.len() - n);
-                    self.stack.push(Value::Tuple(items.into()));
+                    self.push_tuple(at, items)?;
                 }
                 b']' => {
                     let list = self.new_list(Vec::new());
@@ -378,12 +409,29 @@ impl<'a> Machine<'a> {
         }
     }
 
+    fn push_tuple(&mut self, at: usize, items: Vec<Value>) -> Result<(), PickleError> {
+        let depth = 1 + items
+            .iter()
+            .map(|item| match item {
+                Value::Tuple(inner) => inner.depth,
+                _ => 0,
+            })
+            .max()
+            .unwrap_or(0);
+        if depth > MAX_TUPLE_DEPTH {
+            return Err(self.error(at, format!("tuples nested deeper than {MAX_TUPLE_DEPTH}")));
+        }
+        self.stack
+            .push(Value::Tuple(Rc::new(Tuple { items, depth })));
+        Ok(())
+    }
+
     /// What a call to an allowed global returns; anything else is refused.
     fn call(&mut self, at: usize, callable: &Value, args: &Value) -> Result<Value, PickleError> {
         let Value::Tuple(args) = args else {
             return Err(self.error(at, "REDUCE arguments are not a tuple"));
         };
-        match (callable, &args[..]) {
+        match (callable, &args.items[..]) {
             (Value::Global(Global::OrderedDict), []) => Ok(self.new_dict(Vec::new())),
             (Value::Global(Global::RebuildTensor), [storage, offset, size, stride, ..]) => {
                 let (Value::Storage { key, dtype }, Value::Int(offset)) = (storage, offset) else {
@@ -411,11 +459,13 @@ impl<'a> Machine<'a> {
             (Value::Global(Global::RebuildFromType), [func, _type, Value::Tuple(inner), ..]) => {
                 self.call(at, func, &Value::Tuple(inner.clone()))
             }
+            // Named by kind only: printing a value could print a shared structure exponentially.
             _ => Err(self.error(
                 at,
                 format!(
-                    "unexpected call of {callable:?} with {} arguments",
-                    args.len()
+                    "unexpected call of {} with {} arguments",
+                    callable.kind(),
+                    args.items.len()
                 ),
             )),
         }
@@ -552,10 +602,10 @@ impl<'a> Machine<'a> {
 
 /// `('storage', <storage type>, key, location, numel)`, as torch.save's `persistent_id` writes it.
 fn persistent_storage(pid: &Value) -> Option<Value> {
-    let Value::Tuple(items) = pid else {
+    let Value::Tuple(tuple) = pid else {
         return None;
     };
-    match &items[..] {
+    match &tuple.items[..] {
         [Value::Str(kind), Value::Global(Global::Storage(dtype)), Value::Str(key), ..]
             if &**kind == "storage" =>
         {
@@ -570,10 +620,11 @@ fn persistent_storage(pid: &Value) -> Option<Value> {
 
 /// A tuple of non-negative integers (a tensor's size or stride).
 fn dims(value: &Value) -> Option<Vec<usize>> {
-    let Value::Tuple(items) = value else {
+    let Value::Tuple(tuple) = value else {
         return None;
     };
-    items
+    tuple
+        .items
         .iter()
         .map(|item| match item {
             Value::Int(v) => usize::try_from(*v).ok(),
@@ -645,9 +696,9 @@ mod tests {
 
     #[test]
     fn memo_sharing_does_not_copy_containers() {
-        // 60 rounds of "t = (t, t)" through the memo would be 2^60 values if copied.
+        // 30 rounds of "t = (t, t)" through the memo would be 2^30 values if copied.
         let mut p = vec![0x80, 2, b']', b'q', 0];
-        for _ in 0..60 {
+        for _ in 0..30 {
             p.extend([b'h', 0, b'h', 0, 0x86, b'q', 0, b'0']);
         }
         p.extend([b'h', 0, b'.']);
@@ -655,6 +706,27 @@ mod tests {
             unpickle(&p).expect("valid").root(),
             Value::Tuple(_)
         ));
+    }
+
+    #[test]
+    fn deep_nesting_and_calls_on_shared_structures_fail_fast() {
+        // 10,000 nested 1-tuples would overflow the stack when dropped.
+        let mut deep = vec![0x80, 2, b')'];
+        deep.extend([0x85; 10_000]);
+        deep.push(b'.');
+        let err = unpickle(&deep).unwrap_err();
+        assert!(err.to_string().contains("nested deeper"), "{err}");
+        // A call on a 2^30-leaf shared tuple is refused without describing the tuple.
+        let mut call = vec![0x80, 2, b')', b'q', 0, b'0'];
+        for _ in 0..30 {
+            call.extend([b'h', 0, b'h', 0, 0x86, b'q', 0, b'0']);
+        }
+        call.extend([b'h', 0, b')', b'R', b'.']);
+        let err = unpickle(&call).unwrap_err();
+        assert!(
+            err.to_string().contains("unexpected call of a tuple"),
+            "{err}"
+        );
     }
 
     #[test]
