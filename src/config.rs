@@ -145,6 +145,17 @@ pub struct ServeArgs {
     /// arrival; a client trickling its body past it gets 408 and the connection is closed.
     #[arg(long, env = "REPVGG_BODY_TIMEOUT_MS", default_value_t = 10_000)]
     pub body_timeout_ms: u64,
+    /// Most open HTTP connections; one more is answered 503 (`too_many_connections`,
+    /// `Connection: close`) and closed. Each idle connection costs about 10 KiB; keep the
+    /// process's open-file limit above this.
+    #[arg(long, env = "REPVGG_MAX_CONNECTIONS", default_value_t = 4096)]
+    pub max_connections: usize,
+    /// Time (ms) a connection may wait for the next request's headers to arrive in full: it
+    /// closes idle keep-alive connections and clients that send headers slowly. Keep it above
+    /// the idle timeout of a load balancer in front (AWS ALB: 60 s), or the balancer may reuse
+    /// a connection this server is closing.
+    #[arg(long, env = "REPVGG_IDLE_TIMEOUT_MS", default_value_t = 75_000)]
+    pub idle_timeout_ms: u64,
     /// Memory (bytes) images being decoded may take together: each image's peak decoding
     /// memory is computed from its header and reserved first; an image that does not fit beside
     /// the others gets 503, one larger than the whole budget 422. Default: 768 MiB, or half the
@@ -189,6 +200,7 @@ pub struct ServeConfig {
     pub batching: BatchingConfig,
     pub inference: InferenceConfig,
     pub preprocess: PreprocessLimits,
+    pub connections: crate::http::connections::ConnectionLimits,
     pub drain_delay: Duration,
     pub shutdown_grace: Duration,
 }
@@ -308,6 +320,13 @@ impl ServeArgs {
                 resize: self.resize,
                 crop: self.crop,
                 jpeg_dct_scaling: self.jpeg_dct_scaling,
+            },
+            connections: crate::http::connections::ConnectionLimits {
+                max_connections: positive("max-connections", self.max_connections)?,
+                idle_timeout: Duration::from_millis(positive(
+                    "idle-timeout-ms",
+                    self.idle_timeout_ms as usize,
+                )? as u64),
             },
             drain_delay: Duration::from_millis(self.drain_delay_ms),
             shutdown_grace: Duration::from_secs(self.shutdown_grace_s),

@@ -1,7 +1,7 @@
 //! Start-up and shutdown: model -> sessions (warmed up) -> inference threads -> batcher ->
 //! preprocessing pool -> HTTP; and the reverse, in order, on SIGTERM/SIGINT.
 
-use std::future::{Future, IntoFuture};
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -11,6 +11,7 @@ use tokio::net::TcpListener;
 use crate::batching::queue::QueueConfig;
 use crate::batching::Batcher;
 use crate::config::ServeConfig;
+use crate::http::connections::{self, Drained};
 use crate::http::{self, AppState, BatchingDetails, InputDetails, Limits, Readiness, ServedModel};
 use crate::inference::{
     Batch, Engine, EngineConfig, InferenceError, InputShape, SharedModel, Workers,
@@ -176,36 +177,36 @@ impl App {
             driver,
             batches,
         } = self;
-        let draining = Arc::new(tokio::sync::Notify::new());
         let signal = {
             let readiness = state.readiness.clone();
-            let draining = draining.clone();
             let delay = config.drain_delay;
             async move {
                 shutdown.await;
                 readiness.set(false);
                 tracing::info!(
                     drain_delay_ms = delay.as_millis() as u64,
-                    "shutdown: readiness now 503, draining"
+                    "shutdown: readiness now 503, still serving (lame duck)"
                 );
-                draining.notify_one();
                 tokio::time::sleep(delay).await;
-                tracing::info!("shutdown: no longer accepting connections");
             }
         };
-        let app = http::router(state.clone());
-        let mut server = tokio::spawn(
-            axum::serve(listener, app)
-                .with_graceful_shutdown(signal)
-                .into_future(),
-        );
-        let bound = config.drain_delay + config.shutdown_grace;
+        let mut server = tokio::spawn(connections::serve(
+            listener,
+            http::router(state.clone()),
+            config.connections,
+            state.metrics.clone(),
+            signal,
+            config.shutdown_grace,
+        ));
         tokio::select! {
-            result = &mut server => result.context("HTTP server task")?.context("HTTP server")?,
-            () = async { draining.notified().await; tokio::time::sleep(bound).await } => {
-                tracing::warn!(grace_s = config.shutdown_grace.as_secs(), "grace period over: closing remaining connections");
-                server.abort();
-            }
+            drained = &mut server => match drained.context("HTTP server task")?.context("HTTP server")? {
+                Drained::Clean => tracing::info!("shutdown: every connection finished"),
+                Drained::Cut(open) => tracing::warn!(
+                    grace_s = config.shutdown_grace.as_secs(),
+                    open,
+                    "grace period over: remaining connections closed, their requests cancelled"
+                ),
+            },
             cause = state.supervisor.failed() => {
                 return fail(&state, &batches, server, &cause).await;
             }
@@ -232,7 +233,7 @@ impl App {
 async fn fail(
     state: &AppState,
     batches: &crossbeam_channel::Receiver<Batch>,
-    server: tokio::task::JoinHandle<std::io::Result<()>>,
+    server: tokio::task::JoinHandle<std::io::Result<Drained>>,
     cause: &str,
 ) -> anyhow::Result<()> {
     state.readiness.set(false);

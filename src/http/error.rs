@@ -39,6 +39,8 @@ pub enum ApiError {
     DecodeBudgetBusy(String),
     #[error("the queue is full; retry shortly")]
     QueueFull,
+    #[error("too many open connections (limit {limit}); retry shortly")]
+    TooManyConnections { limit: usize },
     #[error("the model is not ready (starting up or shutting down)")]
     NotReady,
     #[error("the request deadline passed before the image was classified")]
@@ -66,9 +68,10 @@ impl ApiError {
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             Self::TooManyPixels(_) | Self::OverDecodeBudget(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            Self::QueueFull | Self::NotReady | Self::DecodeBudgetBusy(_) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            Self::QueueFull
+            | Self::NotReady
+            | Self::DecodeBudgetBusy(_)
+            | Self::TooManyConnections { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
             Self::Inference(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Self::NotFound => StatusCode::NOT_FOUND,
@@ -88,6 +91,7 @@ impl ApiError {
             Self::OverDecodeBudget(_) => "over_decode_budget",
             Self::DecodeBudgetBusy(_) => "decode_budget_busy",
             Self::QueueFull => "queue_full",
+            Self::TooManyConnections { .. } => "too_many_connections",
             Self::NotReady => "not_ready",
             Self::DeadlineExceeded => "deadline_exceeded",
             Self::Inference(_) => "inference_failed",
@@ -124,7 +128,8 @@ impl IntoResponse for ApiError {
         if matches!(
             self.status(),
             StatusCode::PAYLOAD_TOO_LARGE | StatusCode::REQUEST_TIMEOUT
-        ) {
+        ) || matches!(self, Self::TooManyConnections { .. })
+        {
             // Part of the body may still be unread: the connection cannot be reused, and a
             // client that is not told so would send its next request into a closing socket.
             response

@@ -1,10 +1,12 @@
 //! The HTTP surface: routes, shared state, the error mapping and the OpenAPI document.
 //!
 //! `router(state)` builds the app without a socket (tests use it with `oneshot` or bind
-//! `127.0.0.1:0`); `crate::server` binds it and runs it with graceful shutdown.
+//! `127.0.0.1:0`); [`connections::serve`] runs it on a listener with the connection limits and
+//! the graceful shutdown, and `crate::server` wires the two.
 
 mod body;
 mod classify;
+pub mod connections;
 mod dto;
 mod error;
 mod health;

@@ -31,6 +31,8 @@ pub mod names {
     pub const QUEUE_DEPTH: &str = "repvgg_queue_depth";
     pub const INFLIGHT_REQUESTS: &str = "repvgg_inflight_requests";
     pub const READY: &str = "repvgg_ready";
+    pub const CONNECTIONS: &str = "repvgg_http_connections";
+    pub const CONNECTIONS_REJECTED: &str = "repvgg_http_connections_rejected_total";
     pub const MODEL_INFO: &str = "repvgg_model_info";
 }
 
@@ -92,6 +94,8 @@ pub struct Metrics {
     preprocess: Histogram,
     queue_depth: Gauge,
     inflight: Gauge,
+    connections: Gauge,
+    connections_rejected: Counter,
     ready: Gauge,
     windows: stats::Windows,
 }
@@ -162,6 +166,12 @@ impl Metrics {
         describe(BATCH_SIZE, None, "Images per batch");
         describe(QUEUE_DEPTH, None, "Images waiting for a batch");
         describe(INFLIGHT_REQUESTS, None, "HTTP requests being handled");
+        describe(CONNECTIONS, None, "Open HTTP connections");
+        describe(
+            CONNECTIONS_REJECTED,
+            None,
+            "Connections answered 503 and closed because --max-connections were open",
+        );
         describe(
             READY,
             None,
@@ -179,6 +189,8 @@ impl Metrics {
             preprocess: recorder.register_histogram(&key(PREPROCESS_DURATION), &METADATA),
             queue_depth: recorder.register_gauge(&key(QUEUE_DEPTH), &METADATA),
             inflight: recorder.register_gauge(&key(INFLIGHT_REQUESTS), &METADATA),
+            connections: recorder.register_gauge(&key(CONNECTIONS), &METADATA),
+            connections_rejected: recorder.register_counter(&key(CONNECTIONS_REJECTED), &METADATA),
             ready: recorder.register_gauge(&key(READY), &METADATA),
             windows: stats::Windows::new(),
             process,
@@ -240,6 +252,15 @@ impl Metrics {
 
     pub fn inflight(&self, delta: f64) {
         self.inflight.increment(delta);
+    }
+
+    /// A connection opened (+1) or closed (-1).
+    pub fn connections(&self, delta: f64) {
+        self.connections.increment(delta);
+    }
+
+    pub fn connection_rejected(&self) {
+        self.connections_rejected.increment(1);
     }
 
     pub fn set_ready(&self, ready: bool) {

@@ -51,7 +51,11 @@ pub fn decode_rgb(
     let mut limits = Limits::default();
     limits.max_image_width = Some(width);
     limits.max_image_height = Some(height);
-    limits.max_alloc = Some(super::budget::decode_cost(width, height, decoder.total_bytes()));
+    limits.max_alloc = Some(super::budget::decode_cost(
+        width,
+        height,
+        decoder.total_bytes(),
+    ));
     decoder
         .set_limits(limits)
         .map_err(|e| PreprocessError::Undecodable(e.to_string()))?;
@@ -181,7 +185,10 @@ mod tests {
             let bytes = std::fs::read(&path).expect("seed");
             let image = decode_rgb(&bytes, 1_000_000, None)
                 .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+            let name = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default();
             let expected = match name {
                 "tiny.png" => (8, 8),
                 "exif6.jpg" => (16, 24),

@@ -48,6 +48,13 @@ impl TestServer {
         format!("http://{}{path}", self.addr)
     }
 
+    /// Starts the graceful shutdown without waiting for it (see [`Self::ended_within`]).
+    pub fn request_stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+
     /// Graceful shutdown; waits for it to finish.
     pub async fn stop(mut self) {
         if let Some(stop) = self.stop.take() {
