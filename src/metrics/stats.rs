@@ -1,17 +1,21 @@
 //! Rolling windows for `GET /stats`: throughput and latency percentiles per stage over the
 //! last 10 s and 60 s, readable without Prometheus.
 
-use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use hdrhistogram::Histogram;
 use serde::Serialize;
 
-/// Samples older than this are dropped.
-const HORIZON: Duration = Duration::from_secs(60);
-/// At most this many samples are kept per series (bounds memory under extreme load).
-const MAX_SAMPLES: usize = 200_000;
+/// The longest window reported, in seconds.
+const HORIZON_S: u64 = 60;
+/// One slot per second of the horizon, plus the second being filled.
+const SLOTS: usize = HORIZON_S as usize + 1;
+/// Largest latency a histogram holds (µs); longer ones are counted at this value.
+const MAX_MICROS: u64 = 3_600_000_000;
+/// Significant decimal digits kept: percentiles are exact to within 1 %.
+const SIGFIG: u8 = 2;
 
 /// Per-image stage timings.
 #[derive(Clone, Copy, Debug, Default)]
@@ -22,37 +26,80 @@ pub struct StageTimings {
     pub total: Duration,
 }
 
+/// Latency histograms of the four stages, in microseconds.
+#[derive(Clone, Debug)]
+struct Stages([Histogram<u32>; 4]);
+
+impl Stages {
+    fn new() -> Self {
+        let histogram =
+            || Histogram::new_with_bounds(1, MAX_MICROS, SIGFIG).expect("valid histogram bounds");
+        Self([histogram(), histogram(), histogram(), histogram()])
+    }
+
+    fn record(&mut self, t: StageTimings) {
+        for (h, d) in self
+            .0
+            .iter_mut()
+            .zip([t.queue, t.preprocess, t.inference, t.total])
+        {
+            h.saturating_record((d.as_micros() as u64).clamp(1, MAX_MICROS));
+        }
+    }
+
+    fn add(&mut self, other: &Self) {
+        for (h, o) in self.0.iter_mut().zip(&other.0) {
+            // Same bounds on both sides: adding cannot fail.
+            let _ = h.add(o);
+        }
+    }
+
+    fn reset(&mut self) {
+        self.0.iter_mut().for_each(Histogram::reset);
+    }
+}
+
+/// What happened in one second.
+#[derive(Clone, Debug)]
+struct Slot {
+    /// Seconds since start this slot holds; slots of older seconds are stale.
+    second: u64,
+    requests: u64,
+    batches: u64,
+    batch_images: u64,
+    stages: Stages,
+}
+
+impl Slot {
+    fn new() -> Self {
+        Self {
+            second: u64::MAX,
+            requests: 0,
+            batches: 0,
+            batch_images: 0,
+            stages: Stages::new(),
+        }
+    }
+}
+
+/// A ring of per-second slots. Recording touches one slot (O(1) under the lock); a report
+/// adds up at most 60 slots' histograms (fixed size, no sorting, no per-sample storage), so
+/// neither cost grows with the request rate.
 #[derive(Debug)]
 pub(super) struct Windows {
     started: Instant,
-    images: Mutex<VecDeque<(Instant, StageTimings)>>,
-    requests: Mutex<VecDeque<(Instant, ())>>,
-    batches: Mutex<VecDeque<(Instant, usize)>>,
+    slots: Mutex<Vec<Slot>>,
     queue_depth: AtomicUsize,
     total_images: AtomicU64,
     total_requests: AtomicU64,
     total_batches: AtomicU64,
 }
 
-fn push<T>(series: &Mutex<VecDeque<(Instant, T)>>, now: Instant, value: T) {
-    let mut series = series.lock().unwrap_or_else(|p| p.into_inner());
-    while series
-        .front()
-        .is_some_and(|(t, _)| now.duration_since(*t) > HORIZON)
-        || series.len() >= MAX_SAMPLES
-    {
-        series.pop_front();
-    }
-    series.push_back((now, value));
-}
-
 impl Windows {
     pub(super) fn new() -> Self {
         Self {
             started: Instant::now(),
-            images: Mutex::default(),
-            requests: Mutex::default(),
-            batches: Mutex::default(),
+            slots: Mutex::new(vec![Slot::new(); SLOTS]),
             queue_depth: AtomicUsize::new(0),
             total_images: AtomicU64::new(0),
             total_requests: AtomicU64::new(0),
@@ -60,19 +107,37 @@ impl Windows {
         }
     }
 
+    /// Runs `update` on the current second's slot, clearing it first if it holds an old second.
+    fn record(&self, update: impl FnOnce(&mut Slot)) {
+        let second = self.started.elapsed().as_secs();
+        let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        let slot = &mut slots[(second % SLOTS as u64) as usize];
+        if slot.second != second {
+            slot.second = second;
+            slot.requests = 0;
+            slot.batches = 0;
+            slot.batch_images = 0;
+            slot.stages.reset();
+        }
+        update(slot);
+    }
+
     pub(super) fn image(&self, timings: StageTimings) {
         self.total_images.fetch_add(1, Ordering::Relaxed);
-        push(&self.images, Instant::now(), timings);
+        self.record(|slot| slot.stages.record(timings));
     }
 
     pub(super) fn request(&self) {
         self.total_requests.fetch_add(1, Ordering::Relaxed);
-        push(&self.requests, Instant::now(), ());
+        self.record(|slot| slot.requests += 1);
     }
 
     pub(super) fn batch(&self, size: usize) {
         self.total_batches.fetch_add(1, Ordering::Relaxed);
-        push(&self.batches, Instant::now(), size);
+        self.record(|slot| {
+            slot.batches += 1;
+            slot.batch_images += size as u64;
+        });
     }
 
     pub(super) fn set_queue_depth(&self, depth: usize) {
@@ -80,61 +145,21 @@ impl Windows {
     }
 
     pub(super) fn report(&self) -> StatsReport {
-        let now = Instant::now();
-        let images = self
-            .images
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        let requests = self
-            .requests
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        let batches = self
-            .batches
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        let uptime = now.duration_since(self.started);
-        let window = |secs: u64| {
-            let span = Duration::from_secs(secs);
-            // Rates over the window, or over the uptime while it is shorter.
-            let effective = span.min(uptime).as_secs_f64().max(1e-3);
-            let recent: Vec<StageTimings> = images
-                .iter()
-                .filter(|(t, _)| now.duration_since(*t) <= span)
-                .map(|(_, s)| *s)
-                .collect();
-            let request_count = requests
-                .iter()
-                .filter(|(t, ())| now.duration_since(*t) <= span)
-                .count();
-            let sizes: Vec<usize> = batches
-                .iter()
-                .filter(|(t, _)| now.duration_since(*t) <= span)
-                .map(|(_, n)| *n)
-                .collect();
-            let stage = |pick: fn(&StageTimings) -> Duration| {
-                Percentiles::of(recent.iter().map(|s| pick(s).as_secs_f64() * 1e3).collect())
-            };
-            WindowReport {
-                seconds: secs,
-                images_per_second: recent.len() as f64 / effective,
-                requests_per_second: request_count as f64 / effective,
-                mean_batch_size: if sizes.is_empty() {
-                    0.0
-                } else {
-                    sizes.iter().sum::<usize>() as f64 / sizes.len() as f64
-                },
-                latency_ms: StageReport {
-                    queue: stage(|s| s.queue),
-                    preprocess: stage(|s| s.preprocess),
-                    inference: stage(|s| s.inference),
-                    total: stage(|s| s.total),
-                },
+        let uptime = self.started.elapsed();
+        let now = uptime.as_secs();
+        let mut short = Window::new(10);
+        let mut long = Window::new(HORIZON_S);
+        {
+            let slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+            for slot in slots.iter().filter(|s| s.second <= now) {
+                let age = now - slot.second;
+                for window in [&mut short, &mut long] {
+                    if age < window.seconds {
+                        window.add(slot);
+                    }
+                }
             }
-        };
+        }
         StatsReport {
             uptime_seconds: uptime.as_secs_f64(),
             queue_depth: self.queue_depth.load(Ordering::Relaxed),
@@ -143,8 +168,61 @@ impl Windows {
                 requests: self.total_requests.load(Ordering::Relaxed),
                 batches: self.total_batches.load(Ordering::Relaxed),
             },
-            last_10s: window(10),
-            last_60s: window(60),
+            last_10s: short.report(uptime),
+            last_60s: long.report(uptime),
+        }
+    }
+}
+
+/// The sum of the slots inside one window.
+struct Window {
+    seconds: u64,
+    requests: u64,
+    batches: u64,
+    batch_images: u64,
+    stages: Stages,
+}
+
+impl Window {
+    fn new(seconds: u64) -> Self {
+        Self {
+            seconds,
+            requests: 0,
+            batches: 0,
+            batch_images: 0,
+            stages: Stages::new(),
+        }
+    }
+
+    fn add(&mut self, slot: &Slot) {
+        self.requests += slot.requests;
+        self.batches += slot.batches;
+        self.batch_images += slot.batch_images;
+        self.stages.add(&slot.stages);
+    }
+
+    fn report(&self, uptime: Duration) -> WindowReport {
+        // Rates over the window, or over the uptime while it is shorter. The window covers
+        // the current, partly elapsed second plus `seconds - 1` whole ones.
+        let span = Duration::from_secs(self.seconds - 1)
+            + Duration::from_secs_f64(uptime.as_secs_f64().fract());
+        let effective = span.min(uptime).as_secs_f64().max(1e-3);
+        let [queue, preprocess, inference, total] = &self.stages.0;
+        WindowReport {
+            seconds: self.seconds,
+            images_per_second: total.len() as f64 / effective,
+            requests_per_second: self.requests as f64 / effective,
+            mean_batch_size: if self.batches == 0 {
+                0.0
+            } else {
+                self.batch_images as f64 / self.batches as f64
+            },
+            latency_ms: StageReport {
+                queue: Percentiles::of(queue),
+                preprocess: Percentiles::of(preprocess),
+                inference: Percentiles::of(inference),
+                total: Percentiles::of(total),
+            },
         }
     }
 }
@@ -195,20 +273,18 @@ pub struct Percentiles {
 }
 
 impl Percentiles {
-    /// Nearest-rank percentiles.
-    fn of(mut values: Vec<f64>) -> Self {
-        if values.is_empty() {
+    /// Percentiles (ms) of a histogram of microseconds, within 1 % (two significant digits).
+    fn of(histogram: &Histogram<u32>) -> Self {
+        if histogram.is_empty() {
             return Self::default();
         }
-        values.sort_by(f64::total_cmp);
-        let rank =
-            |p: f64| values[((p * values.len() as f64).ceil() as usize).clamp(1, values.len()) - 1];
+        let ms = |micros: u64| micros as f64 / 1e3;
         Self {
-            count: values.len(),
-            p50: rank(0.50),
-            p90: rank(0.90),
-            p99: rank(0.99),
-            max: values[values.len() - 1],
+            count: histogram.len() as usize,
+            p50: ms(histogram.value_at_quantile(0.50)),
+            p90: ms(histogram.value_at_quantile(0.90)),
+            p99: ms(histogram.value_at_quantile(0.99)),
+            max: ms(histogram.max()),
         }
     }
 }
@@ -217,10 +293,51 @@ impl Percentiles {
 mod tests {
     use super::*;
 
+    fn timings(ms: u64) -> StageTimings {
+        let d = Duration::from_millis(ms);
+        StageTimings {
+            queue: d,
+            preprocess: d,
+            inference: d,
+            total: d,
+        }
+    }
+
     #[test]
-    fn nearest_rank_percentiles_are_ordered() {
-        let p = Percentiles::of((1..=100).map(f64::from).collect());
-        assert_eq!((p.p50, p.p90, p.p99, p.max), (50.0, 90.0, 99.0, 100.0));
-        assert_eq!(Percentiles::of(vec![]).count, 0);
+    fn percentiles_are_within_one_percent_and_ordered() {
+        let windows = Windows::new();
+        for ms in 1..=100 {
+            windows.image(timings(ms));
+        }
+        let report = windows.report();
+        let p = &report.last_10s.latency_ms.total;
+        assert_eq!(p.count, 100);
+        for (got, want) in [(p.p50, 50.0), (p.p90, 90.0), (p.p99, 99.0), (p.max, 100.0)] {
+            assert!((got - want).abs() <= want * 0.01, "{got} vs {want}");
+        }
+        assert_eq!(report.last_60s.latency_ms.queue.count, 100);
+        assert_eq!(Percentiles::of(&Stages::new().0[0]).count, 0);
+    }
+
+    #[test]
+    fn a_slot_from_an_old_second_is_cleared_before_reuse() {
+        let windows = Windows::new();
+        {
+            let mut slots = windows.slots.lock().expect("lock");
+            // Pretend slot 0 was last written 61 seconds ago with a huge latency.
+            slots[0].second = 0;
+            slots[0].stages.record(timings(5000));
+            slots[0].requests = 7;
+        }
+        let started = windows.started;
+        let stale = Windows {
+            started: started - Duration::from_secs(SLOTS as u64),
+            ..windows
+        };
+        stale.image(timings(3));
+        let report = stale.report();
+        assert_eq!(report.last_60s.latency_ms.total.count, 1);
+        assert!(report.last_60s.latency_ms.total.max < 4.0);
+        assert_eq!(report.last_60s.requests_per_second, 0.0);
     }
 }
