@@ -14,6 +14,7 @@
 //! HTTP there), `metrics` holds the Prometheus series and `/stats` windows, and `server` wires
 //! it all together and drains it on shutdown.
 
+pub mod admission;
 pub mod batching;
 pub mod commands;
 pub mod config;

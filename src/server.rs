@@ -106,13 +106,8 @@ impl App {
             max_decode_mib = budget.total() / (1 << 20),
             "decode memory budget"
         );
-        let pool = PreprocessPool::start(
-            config.preprocess.workers,
-            b.queue_capacity,
-            preprocess,
-            budget,
-            &supervisor,
-        );
+        let pool =
+            PreprocessPool::start(config.preprocess.workers, preprocess, budget, &supervisor);
         let model = ServedModel {
             labels,
             input: InputDetails {

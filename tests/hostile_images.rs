@@ -7,23 +7,11 @@ mod common;
 
 use std::time::Duration;
 
-use common::fixture;
 use common::process::{proc_status_bytes, ServerProcess};
+use common::{bomb, fixture};
 use futures_util::future::join_all;
 
 const PEAK_RSS_LIMIT: u64 = 1 << 30;
-
-fn bomb() -> Vec<u8> {
-    use image::codecs::png::{CompressionType, FilterType, PngEncoder};
-    use image::ImageEncoder;
-    let (w, h) = (7000u32, 7000u32);
-    let pixels = vec![0u8; (w * h * 8) as usize];
-    let mut png = Vec::new();
-    PngEncoder::new_with_quality(&mut png, CompressionType::Fast, FilterType::NoFilter)
-        .write_image(&pixels, w, h, image::ExtendedColorType::Rgba16)
-        .expect("encode the bomb");
-    png
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sixteen_concurrent_bombs_stay_under_a_gibibyte() {

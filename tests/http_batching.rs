@@ -1,6 +1,7 @@
 //! Dynamic batching through the real server: concurrent requests share batches and get the
 //! same answers as one at a time; a full queue answers 503 without computing; an expired
-//! deadline answers 504 without computing.
+//! deadline answers 504 without computing, also while the image waits for a preprocessing
+//! worker.
 
 mod common;
 
@@ -137,5 +138,43 @@ async fn an_expired_deadline_answers_504_without_computing() {
         metric_value(&metrics, r#"repvgg_images_total{outcome="expired"}"#),
         1.0
     );
+    server.stop().await;
+}
+
+/// Admission is the one limit and every wait has the request's deadline: an image queued
+/// behind slow decodes (the only worker busy for seconds with four bombs, ~0.65 s each on a
+/// 2-core EPYC) is answered 504 at its deadline, not when the worker frees up; and no admitted
+/// image is refused later (no 503).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_for_a_preprocessing_worker_ends_at_the_deadline() {
+    let checkpoint = fixture("checkpoints/tiny_official_train.pth");
+    let server = TestServer::start(&[
+        "--checkpoint",
+        checkpoint.to_str().expect("utf-8"),
+        "--preprocess-workers",
+        "1",
+        "--request-timeout-ms",
+        "1000",
+    ])
+    .await;
+    let bomb = bomb();
+    let bombs = join_all((0..4).map(|_| post_image(&server, bomb.clone())));
+    let queued = async {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let image = std::fs::read(fixture("images/horse.png")).expect("fixture");
+        let sent = std::time::Instant::now();
+        let answer = post_image(&server, image).await;
+        (answer, sent.elapsed())
+    };
+    let (bombs, ((status, body, _), waited)) = tokio::join!(bombs, queued);
+    assert_eq!(status, 504, "{body}");
+    assert_eq!(body["error_type"], "deadline_exceeded");
+    assert!(
+        waited < std::time::Duration::from_millis(1600),
+        "answered after {waited:?} with a 1000 ms deadline"
+    );
+    for (status, body, _) in bombs {
+        assert!(status == 200 || status == 504, "{status}: {body}");
+    }
     server.stop().await;
 }

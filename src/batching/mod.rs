@@ -12,8 +12,9 @@
 //! the maximum batch size). Cutting it earlier, as soon as one job is there, would commit a
 //! batch of one under moderate load and leave the rest of the run's arrivals waiting a whole
 //! extra run (measured: p99 at 80 % load 9 x p50 that way, see docs/benchmarks.md).
-//! Admission: an image takes one of `capacity` places on arrival, before preprocessing, and
-//! keeps it until answered; without a place it is refused at once (503) and costs nothing more.
+//! Admission ([`crate::admission`]): an image takes one of `capacity` places on arrival, before
+//! preprocessing, and its job carries the place, so the queue never holds more than `capacity`
+//! jobs and never refuses one.
 
 pub mod queue;
 
@@ -21,8 +22,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{Notify, Semaphore};
 
+use crate::admission::{Admission, Admissions, QueueFull};
 use crate::inference::{Batch, InferenceError, InputShape, Job};
 use crate::metrics::Metrics;
 use crate::preprocess::normalize::normalize_into;
@@ -41,18 +43,6 @@ impl Pending for Job {
     }
 }
 
-/// The queue is full: answer 503.
-#[derive(Debug)]
-pub struct QueueFull;
-
-/// An image admitted into the service, from before its preprocessing until its answer. At most
-/// `capacity` exist at once: an image that would exceed it is refused on arrival, before any
-/// decoding, so overload costs no CPU for the images that are turned away.
-#[derive(Debug)]
-pub struct Admission {
-    _permit: OwnedSemaphorePermit,
-}
-
 /// Cheap handle handlers use to submit jobs. Closing it (on shutdown, after the HTTP server
 /// has drained) lets the driver finish the queue and stop.
 #[derive(Clone, Debug)]
@@ -68,8 +58,8 @@ struct Shared {
     wake: Notify,
     closed: AtomicBool,
     metrics: Arc<Metrics>,
-    /// Images admitted and not yet answered (see [`Admission`]).
-    admissions: Arc<Semaphore>,
+    /// Places for images in the service (see [`crate::admission`]).
+    admissions: Admissions,
     supervisor: Supervisor,
 }
 
@@ -88,7 +78,7 @@ impl Batcher {
             wake: Notify::new(),
             closed: AtomicBool::new(false),
             metrics,
-            admissions: Arc::new(Semaphore::new(config.capacity)),
+            admissions: Admissions::new(config.capacity),
             supervisor,
         });
         let permits = Arc::new(Semaphore::new(sessions));
@@ -105,28 +95,21 @@ impl Batcher {
     /// Admits one more image, or refuses it at once when `capacity` images are already in the
     /// service (being preprocessed, queued or inferred).
     pub fn admit(&self) -> Result<Admission, QueueFull> {
-        let permit = self
-            .shared
-            .admissions
-            .clone()
-            .try_acquire_owned()
-            .map_err(|_| QueueFull)?;
-        Ok(Admission { _permit: permit })
+        self.shared.admissions.admit()
     }
 
-    /// Queues a job, or refuses it when the queue is full. After a pipeline failure the job is
-    /// answered with the failure at once (500), never queued.
-    pub fn submit(&self, job: Job) -> Result<(), QueueFull> {
+    /// Queues a job (it carries its admission, so there is always room). After a pipeline
+    /// failure the job is answered with the failure at once (500), never queued.
+    pub fn submit(&self, job: Job) {
         if let Some(cause) = self.shared.supervisor.failure() {
             let _ = job.reply.send(Err(InferenceError::Failed(cause)));
-            return Ok(());
+            return;
         }
         let mut queue = self.shared.queue.lock().unwrap_or_else(|p| p.into_inner());
-        queue.push(job).map_err(|_| QueueFull)?;
+        queue.push(job);
         self.shared.metrics.set_queue_depth(queue.len());
         drop(queue);
         self.shared.wake.notify_one();
-        Ok(())
     }
 
     /// No more jobs will come: the driver sends what is queued and stops.

@@ -3,7 +3,8 @@
 //!
 //! Rules: a full batch (`max_batch` entries) leaves at once; otherwise the oldest entry starts
 //! the timer and a partial batch leaves `max_delay` after it arrived. Entries whose client has
-//! gone or whose deadline has passed are removed, never batched. A full queue refuses entries.
+//! gone or whose deadline has passed are removed, never batched. There is no capacity check
+//! here: admission bounds how many entries can exist (`crate::admission`).
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -20,6 +21,7 @@ pub trait Pending {
 pub struct QueueConfig {
     pub max_batch: usize,
     pub max_delay: Duration,
+    /// Most entries at once (admission guarantees it; used to size the buffer).
     pub capacity: usize,
 }
 
@@ -63,13 +65,8 @@ impl<T: Pending> Queue<T> {
         self.entries.is_empty()
     }
 
-    /// Adds an entry, or gives it back when the queue is full.
-    pub fn push(&mut self, entry: T) -> Result<(), T> {
-        if self.entries.len() >= self.config.capacity {
-            return Err(entry);
-        }
+    pub fn push(&mut self, entry: T) {
         self.entries.push_back(entry);
-        Ok(())
     }
 
     /// Takes every entry out (the pipeline failed: they are answered with the failure).
@@ -166,10 +163,10 @@ mod tests {
         let mut q = queue(4, 16);
         let t0 = tokio::time::Instant::now().into_std();
         assert_eq!(q.poll(t0).0, Poll::Idle);
-        q.push(entry(1, t0)).expect("room");
+        q.push(entry(1, t0));
         tokio::time::advance(Duration::from_millis(3)).await;
         let t3 = tokio::time::Instant::now().into_std();
-        q.push(entry(2, t3)).expect("room");
+        q.push(entry(2, t3));
         // Due 5 ms after the *first* entry, not the second.
         assert_eq!(q.poll(t3).0, Poll::WaitUntil(t0 + Duration::from_millis(5)));
         tokio::time::advance(Duration::from_millis(2)).await;
@@ -183,7 +180,7 @@ mod tests {
         let mut q = queue(3, 16);
         let t0 = tokio::time::Instant::now().into_std();
         for id in 1..=4 {
-            q.push(entry(id, t0)).expect("room");
+            q.push(entry(id, t0));
         }
         assert_eq!(ids(q.poll(t0).0), [1, 2, 3]);
         assert_eq!(q.poll(t0).0, Poll::WaitUntil(t0 + Duration::from_millis(5)));
@@ -200,7 +197,7 @@ mod tests {
         let mut late = entry(2, t0);
         late.deadline = t0 + Duration::from_millis(1);
         for e in [gone, late, entry(3, t0)] {
-            q.push(e).expect("room");
+            q.push(e);
         }
         let (poll, removed) = q.poll(t0 + Duration::from_millis(6));
         assert_eq!(ids(poll), [3]);
@@ -211,15 +208,5 @@ mod tests {
                 expired: 1
             }
         );
-    }
-
-    #[test]
-    fn a_full_queue_refuses_entries() {
-        let mut q = queue(8, 2);
-        let t0 = Instant::now();
-        q.push(entry(1, t0)).expect("room");
-        q.push(entry(2, t0)).expect("room");
-        assert_eq!(q.push(entry(3, t0)).map_err(|e| e.id), Err(3));
-        assert_eq!(q.len(), 2);
     }
 }

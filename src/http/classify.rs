@@ -152,8 +152,8 @@ async fn classify_image(
 ) -> Result<Classification, ApiError> {
     let mut outcome = OutcomeGuard::new(&state.metrics);
     let result = async {
-        let _admission = state.batcher.admit()?;
-        let preprocessed = state.pool.run(bytes).await?;
+        let admission = state.batcher.admit()?;
+        let preprocessed = state.pool.run(bytes, admission, deadline).await?;
         state.metrics.preprocessed(preprocessed.elapsed);
         let (reply, answer) = oneshot::channel();
         let job = Job {
@@ -162,11 +162,12 @@ async fn classify_image(
             span: tracing::Span::current(),
             enqueued: Instant::now(),
             deadline,
+            admission: preprocessed.admission,
         };
         if job.enqueued >= deadline {
             return Err(ApiError::DeadlineExceeded);
         }
-        state.batcher.submit(job)?;
+        state.batcher.submit(job);
         let prediction = tokio::time::timeout_at(deadline.into(), answer)
             .await
             .map_err(|_| ApiError::DeadlineExceeded)?

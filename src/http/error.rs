@@ -6,7 +6,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Serialize;
 
-use crate::batching::QueueFull;
+use crate::admission::QueueFull;
 use crate::inference::InferenceError;
 use crate::metrics::Outcome;
 use crate::preprocess::pool::PoolError;
@@ -161,7 +161,8 @@ impl From<QueueFull> for ApiError {
 impl From<PoolError> for ApiError {
     fn from(e: PoolError) -> Self {
         match e {
-            PoolError::Busy => Self::QueueFull,
+            PoolError::DeadlineExceeded => Self::DeadlineExceeded,
+            PoolError::Stopped => Self::NotReady,
             PoolError::Image(e) => e.into(),
         }
     }

@@ -24,6 +24,8 @@ pub struct Job {
     pub span: tracing::Span,
     pub enqueued: Instant,
     pub deadline: Instant,
+    /// The image's place in the service, freed when the job is answered or dropped.
+    pub admission: crate::admission::Admission,
 }
 
 impl Job {

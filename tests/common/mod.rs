@@ -127,3 +127,18 @@ pub const LOCAL_SERVE: [&str; 5] = ["--host", "127.0.0.1", "--port", "0", "--no-
 
 pub mod process;
 pub mod server;
+
+/// A decompression bomb within the default limits: a 7000 x 7000 RGBA PNG at 16 bits (49 MP;
+/// ~0.4 MB on the wire, 392 MB decoded, seconds of CPU).
+#[allow(dead_code)]
+pub fn bomb() -> Vec<u8> {
+    use image::codecs::png::{CompressionType, FilterType, PngEncoder};
+    use image::ImageEncoder;
+    let (w, h) = (7000u32, 7000u32);
+    let pixels = vec![0u8; (w * h * 8) as usize];
+    let mut png = Vec::new();
+    PngEncoder::new_with_quality(&mut png, CompressionType::Fast, FilterType::NoFilter)
+        .write_image(&pixels, w, h, image::ExtendedColorType::Rgba16)
+        .expect("encode the bomb");
+    png
+}
