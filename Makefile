@@ -32,6 +32,11 @@ test: setup
 fuzz:
 	scripts/fuzz.sh
 
+## The release server under steady load plus hostile clients (bombs, trickling bodies, idle
+## connections, garbage, walk-aways) for SOAK_MINUTES (default 10); writes docs/soak.md.
+soak:
+	scripts/soak.sh
+
 ## Every serving benchmark side by side (raw ONNX Runtime, our server, the Python baseline,
 ## sweeps, overload, criterion); writes docs/benchmarks.md. About 15 minutes.
 bench: setup
