@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::inference::precision::{CpuBf16, Precision};
 use crate::model::ModelSource;
 
 #[derive(Debug, Parser)]
@@ -99,7 +100,14 @@ pub struct ServeArgs {
     /// Class names, one per line. Default: ImageNet-1k names for 1000-class models, else class_N.
     #[arg(long, env = "REPVGG_LABELS")]
     pub labels: Option<PathBuf>,
-    /// Path of libonnxruntime.so.1.31.1 (default: ORT_DYLIB_PATH, then .ort/ from setup).
+    /// Numeric precision: `fp32` (ONNX Runtime's CPU provider: exact, as PyTorch computes) or
+    /// `bf16` (ONNX Runtime's OpenVINO provider with bf16 inference: several times faster on
+    /// CPUs with `amx_bf16` or `avx512_bf16`, refused on others; logits move slightly, see
+    /// `repvgg-serve compare`). bf16 needs the OpenVINO runtime: scripts/setup-ort-openvino.sh.
+    #[arg(long, env = "REPVGG_PRECISION", value_enum, default_value_t = Precision::Fp32)]
+    pub precision: Precision,
+    /// Path of the ONNX Runtime library (default: ORT_DYLIB_PATH, then .ort/ from setup:
+    /// libonnxruntime.so.1.31.1; with --precision bf16, .ort-openvino/libonnxruntime.so.1.24.1).
     #[arg(long, env = "REPVGG_ORT_DYLIB")]
     pub ort_dylib: Option<PathBuf>,
 
@@ -215,6 +223,7 @@ pub struct BatchingConfig {
 
 #[derive(Clone, Debug)]
 pub struct InferenceConfig {
+    pub precision: Precision,
     pub sessions: usize,
     pub intra_threads: usize,
     pub spinning: bool,
@@ -277,6 +286,9 @@ impl ServeArgs {
             }
         }
         let sessions = positive("sessions", self.sessions.unwrap_or(cores.min(2)))?;
+        if self.precision == Precision::Bf16 {
+            CpuBf16::detect().require_native()?;
+        }
         Ok(ServeConfig {
             addr: SocketAddr::new(ip, self.port),
             source,
@@ -293,6 +305,7 @@ impl ServeArgs {
                 )? as u64),
             },
             inference: InferenceConfig {
+                precision: self.precision,
                 sessions,
                 intra_threads: positive(
                     "intra-threads",

@@ -14,7 +14,8 @@ use crate::config::ServeConfig;
 use crate::http::connections::{self, Drained};
 use crate::http::{self, AppState, BatchingDetails, InputDetails, Limits, Readiness, ServedModel};
 use crate::inference::{
-    Batch, Engine, EngineConfig, InferenceError, InputShape, SharedModel, Workers,
+    openvino, Agreement, Batch, Engine, EngineConfig, InferenceError, InputShape, OpenVinoModel,
+    Precision, SharedModel, Workers,
 };
 use crate::metrics::Metrics;
 use crate::model;
@@ -45,6 +46,7 @@ impl App {
             info,
             from_cache,
             engines,
+            agreement,
         } = tokio::task::spawn_blocking(move || load(&prep_config))
             .await
             .context("model loading panicked")??;
@@ -69,11 +71,13 @@ impl App {
                 preprocess.resize
             );
         }
+        let precision = config.inference.precision;
         metrics.set_model_info(
             info.variant.as_deref().unwrap_or("custom"),
             info.num_classes,
             info.checkpoint_sha256.as_deref().unwrap_or(""),
             info.fused,
+            precision,
         );
 
         let shape = InputShape {
@@ -125,6 +129,8 @@ impl App {
                 intra_threads: config.inference.intra_threads,
                 preprocess_workers: config.preprocess.workers,
             },
+            precision,
+            agreement,
             info,
         };
         let state = AppState {
@@ -145,6 +151,8 @@ impl App {
             elapsed_ms = started.elapsed().as_millis() as u64,
             variant = state.model.info.variant.as_deref().unwrap_or("custom"),
             classes = state.model.info.num_classes,
+            precision = precision.as_str(),
+            engine = precision.engine(),
             from_cache,
             "model ready"
         );
@@ -249,40 +257,84 @@ async fn fail(
 /// How long answers to failed requests get to reach their clients before the process exits.
 const FAILURE_FLUSH: std::time::Duration = std::time::Duration::from_millis(300);
 
-/// Prepares the model and one warmed-up engine per session (blocking work): the graph is
-/// optimised once (or found in the cache), its weights read once and shared by every session;
-/// sessions are built and warmed up in parallel.
+/// Prepares the model and one warmed-up engine per session (blocking work).
+///
+/// fp32: the graph is optimised once (or found in the cache), its weights read once and shared
+/// by every session; a batch-1 run warms each session. bf16: OpenVINO compiles the fused graph
+/// in each session (blobs cached); each session runs every batch size the batcher can cut, so
+/// that no request pays for a first run of its shape; then a fixed batch runs through bf16 and
+/// through the fp32 CPU provider and the agreement is checked.
 fn load(config: &ServeConfig) -> anyhow::Result<Loaded> {
     let started = Instant::now();
     let prepared = model::prepare(&config.source, config.cache_dir.as_deref())?;
-    let shared = SharedModel::load(&prepared, config.ort_dylib.as_deref())?;
-    // The fused graph (in memory when just fused) is not needed once the optimised one exists.
-    let model::PreparedModel {
-        info, from_cache, ..
-    } = prepared;
-    tracing::info!(
-        elapsed_ms = started.elapsed().as_millis() as u64,
-        weights_mib = shared.weights_bytes() / (1 << 20),
-        optimised_from_cache = shared.from_cache(),
-        "weights loaded once for every session"
-    );
     let engine_config = EngineConfig {
         intra_threads: config.inference.intra_threads,
         spinning: config.inference.spinning,
     };
-    let crop = config.preprocess.crop.unwrap_or(info.crop) as usize;
-    let engines = std::thread::scope(|scope| {
-        let builders: Vec<_> = (0..config.inference.sessions)
+    let crop = config.preprocess.crop.unwrap_or(prepared.info.crop) as usize;
+    let sessions = config.inference.sessions;
+    let library = config.ort_dylib.as_deref();
+    let (engines, agreement) = match config.inference.precision {
+        Precision::Fp32 => {
+            let shared = SharedModel::load(&prepared, library)?;
+            tracing::info!(
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                weights_mib = shared.weights_bytes() / (1 << 20),
+                optimised_from_cache = shared.from_cache(),
+                "weights loaded once for every session"
+            );
+            // One batch-1 run pays ONNX Runtime's first-run costs (kernel set-up, the thread
+            // pool) before traffic. Larger batches cost no more on their first run than later
+            // (measured: docs/footprint.md), so they are not run here.
+            let engines = build_sessions(sessions, || shared.session(&engine_config), &[1], crop)?;
+            (engines, None)
+        }
+        Precision::Bf16 => {
+            let model = OpenVinoModel::load(&prepared, library)?;
+            let sizes: Vec<usize> = (1..=config.batching.max_batch_size).collect();
+            let mut engines =
+                build_sessions(sessions, || model.session(&engine_config), &sizes, crop)?;
+            let agreement = check_bf16(
+                &model,
+                &mut engines[0],
+                crop,
+                config.inference.intra_threads,
+            )?;
+            (engines, Some(agreement))
+        }
+    };
+    let model::PreparedModel {
+        info, from_cache, ..
+    } = prepared;
+    Ok(Loaded {
+        info,
+        from_cache,
+        engines,
+        agreement,
+    })
+}
+
+/// Builds `count` sessions in parallel with `make`, each warmed up with one run of every batch
+/// size in `warm_sizes`.
+fn build_sessions(
+    count: usize,
+    make: impl Fn() -> Result<Engine, InferenceError> + Sync,
+    warm_sizes: &[usize],
+    crop: usize,
+) -> anyhow::Result<Vec<Engine>> {
+    let make = &make;
+    std::thread::scope(|scope| {
+        let builders: Vec<_> = (0..count)
             .map(|_| {
-                scope.spawn(|| -> anyhow::Result<Engine> {
-                    let mut engine = shared.session(&engine_config)?;
-                    // One batch-1 run pays ONNX Runtime's first-run costs (kernel set-up, the
-                    // thread pool) before traffic. Larger batches cost no more on their first
-                    // run than later (measured: docs/footprint.md), so they are not run here.
+                scope.spawn(move || -> anyhow::Result<Engine> {
+                    let mut engine = make()?;
                     let warm = Instant::now();
-                    engine.run(&vec![0.0; 3 * crop * crop], 1, crop, crop)?;
+                    for &size in warm_sizes {
+                        engine.run(&vec![0.0; size * 3 * crop * crop], size, crop, crop)?;
+                    }
                     tracing::info!(
                         elapsed_ms = warm.elapsed().as_millis() as u64,
+                        batch_sizes = warm_sizes.len(),
                         "session warmed up"
                     );
                     Ok(engine)
@@ -295,13 +347,36 @@ fn load(config: &ServeConfig) -> anyhow::Result<Loaded> {
                 b.join()
                     .map_err(|_| anyhow::anyhow!("building a session panicked"))?
             })
-            .collect::<anyhow::Result<Vec<_>>>()
-    })?;
-    Ok(Loaded {
-        info,
-        from_cache,
-        engines,
+            .collect()
     })
+}
+
+/// Runs the fixed check batch through a bf16 engine and through the fp32 CPU provider of the
+/// same runtime; refuses to start when the agreement shows a broken engine.
+fn check_bf16(
+    model: &OpenVinoModel,
+    bf16: &mut Engine,
+    crop: usize,
+    threads: usize,
+) -> anyhow::Result<Agreement> {
+    let batch = openvino::check_batch(crop);
+    let images = openvino::CHECK_IMAGES;
+    let candidate = bf16.run(&batch, images, crop, crop)?;
+    let reference = model.reference(threads)?.run(&batch, images, crop, crop)?;
+    let agreement = Agreement::measure(&reference, &candidate, bf16.num_classes());
+    tracing::info!(
+        images = agreement.images,
+        max_abs_delta = agreement.max_abs_delta,
+        mean_abs_delta = agreement.mean_abs_delta,
+        relative_error = agreement.relative_error,
+        top1_agreement = agreement.top1_agreement,
+        top5_agreement = agreement.top5_agreement,
+        "bf16 against fp32 on the start-up check batch"
+    );
+    agreement
+        .check()
+        .map_err(|reason| anyhow::anyhow!("refusing to serve bf16: {reason}"))?;
+    Ok(agreement)
 }
 
 /// What [`load`] hands to the serving side; nothing of the checkpoint or the graph bytes.
@@ -309,6 +384,8 @@ struct Loaded {
     info: model::ModelInfo,
     from_cache: bool,
     engines: Vec<Engine>,
+    /// bf16 only: how its logits compare with fp32 on the check batch.
+    agreement: Option<Agreement>,
 }
 
 /// Resolves on SIGINT or SIGTERM.

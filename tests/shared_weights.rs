@@ -92,7 +92,7 @@ fn shared_weights_child() {
         panic!("run by two_sessions_use_at_most_a_quarter_more_memory_than_one, not alone")
     });
     let (checkpoint, cache) = spec.split_once('|').expect("checkpoint|cache");
-    runtime::environment(None).expect("ONNX Runtime");
+    runtime::environment(None, runtime::Runtime::Cpu).expect("ONNX Runtime");
     let base = rss_bytes();
     let prepared = model::prepare(
         &ModelSource::Checkpoint(checkpoint.into()),

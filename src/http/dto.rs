@@ -3,6 +3,7 @@
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use crate::inference::{Agreement, Precision};
 use crate::model::{Dialect, Form, ModelInfo};
 
 /// The model that answered, in every `/classify` response.
@@ -115,6 +116,14 @@ pub struct ModelDetails {
     pub form: Option<Form>,
     pub input: InputDetails,
     pub batching: BatchingDetails,
+    /// `fp32` or `bf16` (`--precision`).
+    #[schema(value_type = String)]
+    pub precision: Precision,
+    /// `onnxruntime-cpu` (fp32) or `onnxruntime-openvino` (bf16).
+    pub engine: &'static str,
+    /// bf16 only: its logits against fp32's on the start-up check batch.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bf16_agreement: Option<Agreement>,
 }
 
 #[derive(Clone, Copy, Debug, Serialize, ToSchema)]

@@ -25,6 +25,7 @@ pub use dto::{BatchingDetails, InputDetails, ModelDetails, ModelsResponse};
 pub use error::ApiError;
 
 use crate::batching::Batcher;
+use crate::inference::{Agreement, Precision};
 use crate::metrics::Metrics;
 use crate::model::ModelInfo;
 use crate::preprocess::pool::PreprocessPool;
@@ -49,6 +50,9 @@ pub struct ServedModel {
     pub labels: Vec<String>,
     pub input: InputDetails,
     pub batching: BatchingDetails,
+    pub precision: Precision,
+    /// bf16 only: the start-up agreement with fp32.
+    pub agreement: Option<Agreement>,
 }
 
 impl ServedModel {
@@ -66,6 +70,9 @@ impl ServedModel {
                 form: info.form,
                 input: self.input,
                 batching: self.batching.clone(),
+                precision: self.precision,
+                engine: self.precision.engine(),
+                bf16_agreement: self.agreement.clone(),
             }],
         }
     }

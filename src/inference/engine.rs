@@ -45,7 +45,7 @@ impl Engine {
         config: &EngineConfig,
         library: Option<&Path>,
     ) -> Result<Self, InferenceError> {
-        let env = runtime::environment(library)?;
+        let env = runtime::environment(library, runtime::Runtime::Cpu)?;
         let session = Session::builder(env)
             .and_then(|b| Ok(b.with_optimization_level(GraphOptimizationLevel::All)?))
             .and_then(|b| Ok(b.with_intra_threads(config.intra_threads)?))

@@ -1,12 +1,16 @@
 //! ONNX Runtime: the process-wide environment and sessions that run batches.
 
 mod engine;
+pub mod openvino;
 mod optimized;
+pub mod precision;
 pub mod runtime;
 mod shared;
 mod worker;
 
 pub use engine::{Engine, EngineConfig};
+pub use openvino::{Agreement, OpenVinoModel};
+pub use precision::Precision;
 pub use shared::SharedModel;
 pub use worker::{Batch, InputShape, Job, Prediction, Workers};
 
@@ -14,11 +18,14 @@ pub use worker::{Batch, InputShape, Job, Prediction, Workers};
 #[derive(Clone, Debug, thiserror::Error)]
 pub enum InferenceError {
     #[error(
-        "ONNX Runtime library not found (tried: {tried}). Fetch it with: {cmd}, or point \
-         --ort-dylib / ORT_DYLIB_PATH at libonnxruntime.so.1.31.1",
-        cmd = runtime::SETUP_COMMAND
+        "ONNX Runtime library not found (tried: {tried}). Fetch it with: {command}, or point \
+         --ort-dylib / ORT_DYLIB_PATH at {library}"
     )]
-    LibraryMissing { tried: String },
+    LibraryMissing {
+        library: &'static str,
+        tried: String,
+        command: &'static str,
+    },
     #[error("ONNX Runtime: {0}")]
     Runtime(String),
     /// A part of the pipeline died; the server is going down.

@@ -38,9 +38,14 @@ pub(crate) struct RuntimeKey {
 impl RuntimeKey {
     /// The key of this process: the loaded runtime, fp32, this CPU.
     pub(crate) fn current() -> Self {
+        Self::current_for(PRECISION)
+    }
+
+    /// The key of this process for an engine computing in `precision`.
+    pub(crate) fn current_for(precision: &str) -> Self {
         Self {
             runtime: runtime::loaded_build().unwrap_or_else(|| ort::info().to_owned()),
-            precision: PRECISION.to_owned(),
+            precision: precision.to_owned(),
             cpu: cpu_fingerprint(),
         }
     }
@@ -100,7 +105,7 @@ pub(crate) fn obtain(
     cache: Option<&Path>,
     library: Option<&Path>,
 ) -> Result<OptimizedGraph, InferenceError> {
-    runtime::environment(library)?;
+    runtime::environment(library, runtime::Runtime::Cpu)?;
     let key = RuntimeKey::current();
     let Some(cache) = cache else {
         let temp = tempfile::Builder::new()
@@ -185,7 +190,7 @@ fn optimize(
     key: &RuntimeKey,
     library: Option<&Path>,
 ) -> Result<(), InferenceError> {
-    let env = runtime::environment(library)?;
+    let env = runtime::environment(library, runtime::Runtime::Cpu)?;
     let started = std::time::Instant::now();
     let out = dir.join(GRAPH_FILE);
     let builder = Session::builder(env)

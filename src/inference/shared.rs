@@ -73,7 +73,7 @@ impl SharedModel {
 
     /// A new session over the shared weights.
     pub fn session(&self, config: &EngineConfig) -> Result<Engine, InferenceError> {
-        let env = runtime::environment(self.library.as_deref())?;
+        let env = runtime::environment(self.library.as_deref(), runtime::Runtime::Cpu)?;
         let mut builder = Session::builder(env)
             .and_then(|b| Ok(b.with_optimization_level(GraphOptimizationLevel::Disable)?))
             .and_then(|b| Ok(b.with_intra_threads(config.intra_threads)?))

@@ -18,6 +18,8 @@ use metrics_exporter_prometheus::{
 
 pub use stats::{StageTimings, StatsReport};
 
+use crate::inference::Precision;
+
 /// Metric names.
 pub mod names {
     pub const REQUESTS_TOTAL: &str = "repvgg_requests_total";
@@ -267,12 +269,21 @@ impl Metrics {
         self.ready.set(if ready { 1.0 } else { 0.0 });
     }
 
-    pub fn set_model_info(&self, variant: &str, classes: usize, sha256: &str, fused: bool) {
+    pub fn set_model_info(
+        &self,
+        variant: &str,
+        classes: usize,
+        sha256: &str,
+        fused: bool,
+        precision: Precision,
+    ) {
         let labels = vec![
             Label::new("variant", variant.to_owned()),
             Label::new("classes", classes.to_string()),
             Label::new("checkpoint_sha256", sha256.to_owned()),
             Label::new("fused", fused.to_string()),
+            Label::new("precision", precision.as_str()),
+            Label::new("engine", precision.engine()),
         ];
         self.recorder
             .register_gauge(&Key::from_parts(names::MODEL_INFO, labels), &METADATA)
