@@ -58,6 +58,29 @@ pub enum Command {
         #[arg(long, default_value_t = 8)]
         max_batch_size: usize,
     },
+    /// Run every image in a folder through fp32 and bf16 with the service's preprocessing and
+    /// print how the answers differ (top-1/top-5 agreement, logit deltas, the images whose best
+    /// class changed, with their fp32 margins). Needs a CPU with native bf16.
+    Compare {
+        #[arg(long)]
+        checkpoint: PathBuf,
+        /// A folder of images (JPEG, PNG, WebP, GIF, BMP, TIFF); other files are listed as skipped.
+        #[arg(long)]
+        images: PathBuf,
+        /// The precision compared with fp32 (bf16 is the only other one).
+        #[arg(long, value_enum, default_value_t = Precision::Bf16)]
+        precision: Precision,
+        /// Print JSON instead of the table.
+        #[arg(long)]
+        json: bool,
+        /// Fused-model cache, as for `serve`.
+        #[arg(long, env = "REPVGG_CACHE_DIR", default_value = ".cache/repvgg-serve")]
+        cache_dir: PathBuf,
+        /// The OpenVINO build of ONNX Runtime (default: .ort-openvino/ from
+        /// scripts/setup-ort-openvino.sh).
+        #[arg(long, env = "REPVGG_ORT_DYLIB")]
+        ort_dylib: Option<PathBuf>,
+    },
     /// Write a random training-form checkpoint (randomised BatchNorm) for demos and benchmarks.
     Init {
         #[arg(long)]

@@ -17,6 +17,7 @@
 pub mod admission;
 pub mod batching;
 pub mod commands;
+pub mod compare;
 pub mod config;
 #[cfg(fuzzing)]
 pub mod fuzzing;

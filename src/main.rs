@@ -4,7 +4,8 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use repvgg_serve::config::{Cli, Command, LogFormat};
-use repvgg_serve::{commands, server};
+use repvgg_serve::inference::Precision;
+use repvgg_serve::{commands, compare, server};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
@@ -52,6 +53,32 @@ fn run(command: Command) -> anyhow::Result<()> {
                 max_batch_size,
             )?;
             println!("{}", serde_json::to_string_pretty(&inspection)?);
+            Ok(())
+        }
+        Command::Compare {
+            checkpoint,
+            images,
+            precision,
+            json,
+            cache_dir,
+            ort_dylib,
+        } => {
+            if precision != Precision::Bf16 {
+                anyhow::bail!("compare: fp32 is the reference; compare it with --precision bf16");
+            }
+            let cores = std::thread::available_parallelism().map_or(1, usize::from);
+            let report = compare::compare(
+                &checkpoint,
+                &images,
+                Some(&cache_dir),
+                ort_dylib.as_deref(),
+                cores,
+            )?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", report.table());
+            }
             Ok(())
         }
         Command::Init {
