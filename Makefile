@@ -18,13 +18,16 @@ $(ORT_LIB): scripts/setup-ort.sh
 build: setup
 	$(CARGO) build --release --bin repvgg-serve
 
-## Serve on port 8080 (demo model unless ARGS="--checkpoint FILE").
+## Serve on port 8080 (demo model unless ARGS="--checkpoint FILE"; ARGS="--precision bf16"
+## fetches the OpenVINO runtime first).
 run: build
+	@if echo "$(ARGS) $${REPVGG_PRECISION:-}" | grep -q bf16; then scripts/setup-ort-openvino.sh; fi
 	./target/release/repvgg-serve serve --port $(PORT) $(ARGS)
 
 ## The whole test suite (unit, integration, end-to-end over HTTP, loadtest's own tests).
 test: setup
 	scripts/setup-test-tools.sh
+	scripts/setup-ort-openvino.sh
 	$(CARGO) test --workspace --all-targets
 
 ## Every fuzz target (unpickler, checkpoint loader, image pipeline) for FUZZ_SECONDS each

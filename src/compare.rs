@@ -106,10 +106,16 @@ pub fn compare(
     }
     let rows = names
         .into_iter()
-        .zip(reference.chunks_exact(classes).zip(candidate.chunks_exact(classes)))
+        .zip(
+            reference
+                .chunks_exact(classes)
+                .zip(candidate.chunks_exact(classes)),
+        )
         .map(|(image, (r, c))| {
             let (tr, tc) = (top_k(r, 5), top_k(c, 5));
-            let margin = tr.get(1).map_or(f32::INFINITY, |&second| r[tr[0]] - r[second]);
+            let margin = tr
+                .get(1)
+                .map_or(f32::INFINITY, |&second| r[tr[0]] - r[second]);
             let (mut sr, mut sc) = (tr.clone(), tc.clone());
             sr.sort_unstable();
             sc.sort_unstable();
@@ -143,7 +149,11 @@ impl Report {
         let mut out = format!(
             "bf16 against fp32: {} on {} ({})\n\n{:<32} {:>10} {:>10} {:>12} {:>12}  top-5\n",
             self.checkpoint,
-            if self.cpu.is_empty() { "this CPU" } else { &self.cpu },
+            if self.cpu.is_empty() {
+                "this CPU"
+            } else {
+                &self.cpu
+            },
             self.bf16_flags,
             "image",
             "fp32 top-1",
@@ -160,7 +170,11 @@ impl Report {
                 row.fp32_margin,
                 row.max_abs_delta,
                 if row.top5_same { "same" } else { "differs" },
-                if row.fp32_top1 == row.bf16_top1 { "" } else { "   <- top-1 changed" }
+                if row.fp32_top1 == row.bf16_top1 {
+                    ""
+                } else {
+                    "   <- top-1 changed"
+                }
             );
         }
         let s = &self.summary;

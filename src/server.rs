@@ -291,7 +291,7 @@ fn load(config: &ServeConfig) -> anyhow::Result<Loaded> {
         }
         Precision::Bf16 => {
             let model = OpenVinoModel::load(&prepared, library)?;
-            let sizes: Vec<usize> = (1..=config.batching.max_batch_size).collect();
+            let sizes = openvino::warm_sizes(config.batching.max_batch_size);
             let mut engines =
                 build_sessions(sessions, || model.session(&engine_config), &sizes, crop)?;
             let agreement = check_bf16(
@@ -329,9 +329,7 @@ fn build_sessions(
                 scope.spawn(move || -> anyhow::Result<Engine> {
                     let mut engine = make()?;
                     let warm = Instant::now();
-                    for &size in warm_sizes {
-                        engine.run(&vec![0.0; size * 3 * crop * crop], size, crop, crop)?;
-                    }
+                    engine.warm_up(warm_sizes, crop)?;
                     tracing::info!(
                         elapsed_ms = warm.elapsed().as_millis() as u64,
                         batch_sizes = warm_sizes.len(),

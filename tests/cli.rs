@@ -340,3 +340,57 @@ fn zero_class_head_scalar_and_empty_tensors_are_clear_errors() {
         }
     }
 }
+
+/// `--precision bf16` on a CPU without native bf16 (the CPU description forced through the
+/// `REPVGG_CPUINFO` test hook to an Ice Lake Xeon: AVX-512, no BF16) is refused before anything
+/// is loaded, for `serve` and `compare`, with the missing flags named. Runs on every machine.
+#[test]
+fn bf16_is_refused_on_a_cpu_without_native_bf16() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cpuinfo = dir.path().join("cpuinfo");
+    std::fs::write(
+        &cpuinfo,
+        "model name\t: Intel(R) Xeon(R) Platinum 8375C CPU @ 2.90GHz\n\
+         flags\t\t: fpu sse4_2 avx2 avx512f avx512bw avx512_vnni\n",
+    )
+    .expect("write");
+    let tiny = tiny();
+    let images = fixture("images");
+    for args in [
+        vec![
+            "serve",
+            "--port",
+            "0",
+            "--precision",
+            "bf16",
+            "--checkpoint",
+            &tiny,
+        ],
+        vec![
+            "compare",
+            "--checkpoint",
+            &tiny,
+            "--images",
+            images.to_str().expect("utf-8"),
+        ],
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_repvgg-serve"))
+            .args(&args)
+            .env("REPVGG_CPUINFO", &cpuinfo)
+            .output()
+            .expect("running repvgg-serve");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        for expected in [
+            "amx_bf16 or avx512_bf16",
+            "Platinum 8375C",
+            "--precision fp32",
+        ] {
+            assert!(
+                stderr.contains(expected),
+                "{args:?}: {expected} missing: {stderr}"
+            );
+        }
+        assert!(!stderr.contains("listening"), "{stderr}");
+    }
+}

@@ -67,6 +67,15 @@ impl Engine {
         self.num_classes
     }
 
+    /// One run of each batch size in `sizes` (zeros, `crop x crop`): pays first-run costs
+    /// (kernel set-up, thread pools; OpenVINO's per-shape preparation) before traffic.
+    pub fn warm_up(&mut self, sizes: &[usize], crop: usize) -> Result<(), InferenceError> {
+        for &size in sizes {
+            self.run(&vec![0.0; size * 3 * crop * crop], size, crop, crop)?;
+        }
+        Ok(())
+    }
+
     /// Runs `batch` NCHW images of `size x size` (`input.len() == batch * 3 * size * size`) and
     /// returns `batch * num_classes` logits.
     pub fn run(

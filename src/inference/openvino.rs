@@ -24,8 +24,10 @@ use super::{Engine, EngineConfig, InferenceError};
 use crate::model::PreparedModel;
 
 /// Relative error (‖bf16 − fp32‖₂ / ‖fp32‖₂ over all logits of the check batch) above which
-/// the bf16 engine is taken to be broken and the start is refused. Measured on the fixture
-/// checkpoints: 0.4-1.5 % (docs/benchmarks.md); bf16's own rounding is 0.4 % per operation.
+/// the bf16 engine is taken to be broken and the start is refused. Measured on a 2-core EPYC
+/// with `avx512_bf16`: 0.6 % (tiny fixture) and 1.2 % (A0 fixture) on the check batch; 0.7-5.1 %
+/// per photo against PyTorch (tests/bf16.rs). A broken engine (NaN, wrong layout, garbage)
+/// lands near 100 %.
 pub const MAX_RELATIVE_ERROR: f32 = 0.10;
 
 /// Images in the start-up agreement check.
@@ -110,6 +112,13 @@ impl OpenVinoModel {
             })?;
         Ok(Engine::from_session(session, self.num_classes))
     }
+}
+
+/// The batch sizes a bf16 session runs before ready: every size the batcher can cut
+/// (1..=max_batch). OpenVINO prepares each input shape on its first run (tens of ms for A0 on
+/// 2 cores); after this no request pays for it (`tests/bf16.rs`).
+pub fn warm_sizes(max_batch: usize) -> Vec<usize> {
+    (1..=max_batch).collect()
 }
 
 /// A fixed batch for the start-up check: `CHECK_IMAGES` normalised images (standard normal
