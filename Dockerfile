@@ -1,6 +1,7 @@
 # syntax=docker/dockerfile:1
 # repvgg-serve: multi-stage build. Builder: Rust on Debian bookworm. Runtime: slim bookworm with
-# the binary, ONNX Runtime's shared library (same pinned PyPI wheel as the build), a non-root
+# the binary, ONNX Runtime's shared libraries (the same pinned PyPI wheels as the build: the CPU
+# build for fp32, the OpenVINO build for bf16), a non-root
 # user, and the fused-model cache on a writable path meant for a volume.
 
 FROM docker.io/library/rust:1.95-bookworm AS builder
@@ -10,9 +11,11 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/*
 COPY . .
 RUN scripts/setup-ort.sh /opt/ort \
+ && scripts/setup-ort-openvino.sh /opt/ort-openvino \
  && cargo build --release --locked --bin repvgg-serve \
  && install -D target/release/repvgg-serve /out/repvgg-serve \
- && install -D /opt/ort/libonnxruntime.so.1.31.1 /out/libonnxruntime.so.1.31.1
+ && install -D /opt/ort/libonnxruntime.so.1.31.1 /out/libonnxruntime.so.1.31.1 \
+ && mkdir -p /out/ort-openvino && cp /opt/ort-openvino/*.so* /out/ort-openvino/
 
 FROM docker.io/library/debian:bookworm-slim
 ARG VERSION=0.1.0
@@ -28,11 +31,15 @@ RUN apt-get update \
  && chown 10001:10001 /var/cache/repvgg-serve
 COPY --from=builder /out/repvgg-serve /usr/local/bin/repvgg-serve
 COPY --from=builder /out/libonnxruntime.so.1.31.1 /usr/local/lib/libonnxruntime.so.1.31.1
+# The OpenVINO build of ONNX Runtime for --precision bf16 (its libraries find each other
+# through $ORIGIN, so they stay together in one folder).
+COPY --from=builder /out/ort-openvino/ /usr/local/lib/ort-openvino/
 # MALLOC_MMAP_THRESHOLD_: buffers of 4 MiB and more are mmapped and go back to the system when
 # freed. glibc's default raises the threshold up to 32 MiB after the first large free, and the
 # start-up's fusion and graph optimisation then stay resident: B3 held 730 MiB after a cold
 # start instead of 497 MiB (docs/footprint.md).
 ENV ORT_DYLIB_PATH=/usr/local/lib/libonnxruntime.so.1.31.1 \
+    ORT_OPENVINO_DYLIB_PATH=/usr/local/lib/ort-openvino/libonnxruntime.so.1.24.1 \
     MALLOC_MMAP_THRESHOLD_=4194304 \
     REPVGG_CACHE_DIR=/var/cache/repvgg-serve \
     REPVGG_HOST=0.0.0.0 \

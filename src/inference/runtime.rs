@@ -38,6 +38,14 @@ impl Runtime {
         }
     }
 
+    /// The environment variable that names its library file (the container image sets both).
+    fn env_var(self) -> &'static str {
+        match self {
+            Self::Cpu => "ORT_DYLIB_PATH",
+            Self::OpenVino => "ORT_OPENVINO_DYLIB_PATH",
+        }
+    }
+
     /// The command that fetches it, printed when it is missing.
     pub fn setup_command(self) -> &'static str {
         match self {
@@ -50,16 +58,16 @@ impl Runtime {
 static ENVIRONMENT: OnceLock<(Runtime, Result<Environment, String>)> = OnceLock::new();
 static LOADED: OnceLock<PathBuf> = OnceLock::new();
 
-/// Where the library is: `explicit` (the `--ort-dylib` flag), then `ORT_DYLIB_PATH`, then
-/// `.ort/` (`.ort-openvino/` for OpenVINO) in the working directory or beside an ancestor of
-/// the executable (a cargo build).
+/// Where the library is: `explicit` (the `--ort-dylib` flag), then `ORT_DYLIB_PATH`
+/// (`ORT_OPENVINO_DYLIB_PATH` for OpenVINO), then `.ort/` (`.ort-openvino/`) in the working
+/// directory or beside an ancestor of the executable (a cargo build).
 pub fn locate_library(
     explicit: Option<&Path>,
     runtime: Runtime,
 ) -> Result<PathBuf, InferenceError> {
     let (folder, library) = (runtime.folder(), runtime.library());
     let mut candidates: Vec<PathBuf> = explicit.map(Path::to_path_buf).into_iter().collect();
-    if let Some(env) = std::env::var_os("ORT_DYLIB_PATH") {
+    if let Some(env) = std::env::var_os(runtime.env_var()) {
         candidates.push(env.into());
     }
     if explicit.is_none() {
@@ -79,7 +87,7 @@ pub fn locate_library(
     }
     let tried: Vec<String> = candidates.iter().map(|p| p.display().to_string()).collect();
     // An explicit path or ORT_DYLIB_PATH that does not exist is an error, not a fallback.
-    let authoritative = explicit.is_some() || std::env::var_os("ORT_DYLIB_PATH").is_some();
+    let authoritative = explicit.is_some() || std::env::var_os(runtime.env_var()).is_some();
     let found = if authoritative {
         candidates.into_iter().next().filter(|p| p.is_file())
     } else {
