@@ -5,6 +5,7 @@
 # NPU plugins and the Python bindings are left in the wheel. Pinned by version, platform and
 # sha256, like scripts/setup-ort.sh.
 set -euo pipefail
+source "$(dirname "$0")/lib/wheel.sh"
 
 VERSION=1.24.1
 WHEEL=onnxruntime_openvino-${VERSION}-cp311-cp311-manylinux_2_28_x86_64.whl
@@ -27,30 +28,8 @@ dest=${1:-$root/.ort-openvino}
 if [ -f "$dest/$LIB" ] && [ -f "$dest/.complete" ]; then
   exit 0
 fi
-mkdir -p "$dest/wheel"
-if [ ! -f "$dest/wheel/$WHEEL" ]; then
-  echo "setup-ort-openvino: downloading $WHEEL from PyPI (84 MB)" >&2
-  python3 -m pip download --quiet "onnxruntime-openvino==${VERSION}" --no-deps --only-binary=:all: \
-    --python-version 311 --implementation cp --abi cp311 --platform manylinux_2_28_x86_64 \
-    -d "$dest/wheel"
-fi
-actual=$(sha256sum "$dest/wheel/$WHEEL" | cut -d' ' -f1)
-if [ "$actual" != "$WHEEL_SHA256" ]; then
-  echo "setup-ort-openvino: sha256 mismatch for $WHEEL: expected $WHEEL_SHA256, got $actual" >&2
-  rm -f "$dest/wheel/$WHEEL"
-  exit 1
-fi
-python3 - "$dest/wheel/$WHEEL" "$dest" "${FILES[@]}" <<'PY'
-import os, shutil, sys, zipfile
-wheel, dest, *files = sys.argv[1:]
-with zipfile.ZipFile(wheel) as z:
-    for name in files:
-        tmp = os.path.join(dest, name + ".part")
-        with z.open(f"onnxruntime/capi/{name}") as src, open(tmp, "wb") as out:
-            shutil.copyfileobj(src, out)
-        os.chmod(tmp, 0o755)
-        os.replace(tmp, os.path.join(dest, name))
-PY
+fetch_wheel onnxruntime-openvino "$VERSION" "$WHEEL" "$WHEEL_SHA256" "$dest"
+extract_from_wheel "$dest/wheel/$WHEEL" "$dest" "${FILES[@]}"
 rm -f "$dest/wheel/$WHEEL"
 touch "$dest/.complete"
 echo "setup-ort-openvino: $dest/$LIB ready ($(du -sh "$dest" | cut -f1))" >&2

@@ -172,21 +172,27 @@ fn compare_prints_its_table_for_the_fixture_images() {
         return;
     }
     let cache = tempfile::tempdir().expect("tempdir");
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_repvgg-serve"))
-        .args(["compare", "--checkpoint"])
-        .arg(fixture("checkpoints/tiny_official_train.pth"))
-        .arg("--images")
-        .arg(fixture("images"))
-        .arg("--cache-dir")
-        .arg(cache.path())
-        .output()
-        .expect("compare runs");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let compare = |extra: &[&str]| {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_repvgg-serve"))
+            .arg("compare")
+            .args(extra)
+            .arg("--checkpoint")
+            .arg(fixture("checkpoints/tiny_official_train.pth"))
+            .arg("--images")
+            .arg(fixture("images"))
+            .arg("--cache-dir")
+            .arg(cache.path())
+            .output()
+            .expect("compare runs");
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        output.stdout
+    };
+    let table = compare(&[]);
+    let stdout = String::from_utf8_lossy(&table);
     eprintln!("{stdout}");
     assert!(stdout.contains("fp32 top-1"), "{stdout}");
     for image in IMAGES {
@@ -195,16 +201,8 @@ fn compare_prints_its_table_for_the_fixture_images() {
     assert!(stdout.contains("11 images: top-1 agreement"), "{stdout}");
     assert!(stdout.contains("top-1 changed on:"), "{stdout}");
 
-    let json = std::process::Command::new(env!("CARGO_BIN_EXE_repvgg-serve"))
-        .args(["compare", "--json", "--checkpoint"])
-        .arg(fixture("checkpoints/tiny_official_train.pth"))
-        .arg("--images")
-        .arg(fixture("images"))
-        .arg("--cache-dir")
-        .arg(cache.path())
-        .output()
-        .expect("compare runs");
-    let report: Value = serde_json::from_slice(&json.stdout).expect("JSON report");
+    let json = compare(&["--json"]);
+    let report: Value = serde_json::from_slice(&json).expect("JSON report");
     assert_eq!(report["images"].as_array().expect("rows").len(), 11);
     let top1 = report["summary"]["top1_agreement"]
         .as_f64()

@@ -68,14 +68,7 @@ impl RuntimeKey {
 /// architecture only, which is still a safe key: the graph is then re-made rarely, not wrongly.
 fn cpu_fingerprint() -> String {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let field = |name: &str| {
-        cpuinfo
-            .lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_once(':'))
-            .map_or("", |(_, v)| v.trim())
-            .to_owned()
-    };
+    let field = |name| super::precision::cpuinfo_field(&cpuinfo, name);
     format!(
         "{} | {} | {}",
         std::env::consts::ARCH,

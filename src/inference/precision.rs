@@ -42,6 +42,15 @@ fn cpuinfo_path() -> PathBuf {
     std::env::var_os("REPVGG_CPUINFO").map_or_else(|| "/proc/cpuinfo".into(), PathBuf::from)
 }
 
+/// The value of the first `name : value` line of a `/proc/cpuinfo` text ("" when absent).
+pub(crate) fn cpuinfo_field<'a>(cpuinfo: &'a str, name: &str) -> &'a str {
+    cpuinfo
+        .lines()
+        .find(|l| l.starts_with(name))
+        .and_then(|l| l.split_once(':'))
+        .map_or("", |(_, v)| v.trim())
+}
+
 /// This CPU's model name and the bf16 flags it has.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CpuBf16 {
@@ -56,16 +65,9 @@ impl CpuBf16 {
     }
 
     pub fn parse(cpuinfo: &str) -> Self {
-        let field = |name: &str| {
-            cpuinfo
-                .lines()
-                .find(|l| l.starts_with(name))
-                .and_then(|l| l.split_once(':'))
-                .map_or("", |(_, v)| v.trim())
-        };
-        let present: Vec<&str> = field("flags").split_whitespace().collect();
+        let present: Vec<&str> = cpuinfo_field(cpuinfo, "flags").split_whitespace().collect();
         Self {
-            model: field("model name").to_owned(),
+            model: cpuinfo_field(cpuinfo, "model name").to_owned(),
             flags: BF16_FLAGS
                 .into_iter()
                 .filter(|f| present.contains(f))
