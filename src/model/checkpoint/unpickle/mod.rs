@@ -14,8 +14,20 @@
 //! input before they are allocated, the memo is a map (a `LONG_BINPUT 4294967295` costs one
 //! entry), and nothing is traversed recursively.
 
+//!
+//! `objects` holds what the machine pushes (values, the allowed globals, tensor descriptions);
+//! this module runs the opcodes.
+
+mod calls;
+mod objects;
+#[cfg(test)]
+mod tests;
+
 use std::collections::HashMap;
 use std::rc::Rc;
+
+use objects::{allowed_global, persistent_storage, Arena, Tuple, MAX_TUPLE_DEPTH};
+pub(crate) use objects::{StorageType, TensorRef, Unpickled, Value};
 
 /// Why a pickle was not read.
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -25,160 +37,6 @@ pub(crate) enum PickleError {
     Forbidden(String),
     #[error("at byte {offset}: {detail}")]
     Malformed { offset: usize, detail: String },
-}
-
-/// The element types storages are declared with (`torch.FloatStorage`, ...).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum StorageType {
-    F32,
-    F16,
-    BF16,
-    F64,
-    /// Integer or boolean storage (`LongStorage`, ...): named for messages, never read as floats.
-    Other(&'static str),
-}
-
-impl StorageType {
-    fn from_class(name: &str) -> Option<Self> {
-        Some(match name {
-            "FloatStorage" => Self::F32,
-            "HalfStorage" => Self::F16,
-            "BFloat16Storage" => Self::BF16,
-            "DoubleStorage" => Self::F64,
-            "LongStorage" => Self::Other("int64"),
-            "IntStorage" => Self::Other("int32"),
-            "ShortStorage" => Self::Other("int16"),
-            "CharStorage" => Self::Other("int8"),
-            "ByteStorage" => Self::Other("uint8"),
-            "BoolStorage" => Self::Other("bool"),
-            _ => return None,
-        })
-    }
-
-    pub(crate) fn element_size(self) -> usize {
-        match self {
-            Self::F32 => 4,
-            Self::F16 | Self::BF16 => 2,
-            Self::F64 => 8,
-            Self::Other(_) => 1,
-        }
-    }
-}
-
-/// A tensor as the pickle describes it: a view into a storage entry of the zip.
-#[derive(Clone, Debug, PartialEq)]
-pub(crate) struct TensorRef {
-    /// The storage's key: its bytes are the zip entry `<archive>/data/<key>`.
-    pub storage_key: Rc<str>,
-    pub dtype: StorageType,
-    /// Offset into the storage, in elements.
-    pub offset: usize,
-    pub size: Vec<usize>,
-    /// Strides in elements.
-    pub stride: Vec<usize>,
-}
-
-/// The allowed globals, by what they are.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Global {
-    OrderedDict,
-    RebuildTensor,
-    RebuildParameter,
-    RebuildFromType,
-    Parameter,
-    Storage(StorageType),
-}
-
-fn allowed_global(module: &str, name: &str) -> Result<Global, PickleError> {
-    Ok(match (module, name) {
-        ("collections", "OrderedDict") => Global::OrderedDict,
-        ("torch._utils", "_rebuild_tensor_v2") => Global::RebuildTensor,
-        ("torch._utils", "_rebuild_parameter") => Global::RebuildParameter,
-        ("torch._tensor", "_rebuild_from_type_v2") => Global::RebuildFromType,
-        ("torch.nn.parameter", "Parameter") => Global::Parameter,
-        ("torch", storage) => match StorageType::from_class(storage) {
-            Some(dtype) => Global::Storage(dtype),
-            None => return Err(PickleError::Forbidden(format!("{module}.{name}"))),
-        },
-        _ => return Err(PickleError::Forbidden(format!("{module}.{name}"))),
-    })
-}
-
-/// A value on the pickle machine's stack. Dicts and lists are indices into the arena, so a
-/// value is cheap to copy and the memo shares containers the way Python does.
-#[derive(Clone, Debug, PartialEq)]
-pub(crate) enum Value {
-    None,
-    Bool(bool),
-    Int(i64),
-    Float(f64),
-    Str(Rc<str>),
-    Bytes(Rc<[u8]>),
-    Tuple(Rc<Tuple>),
-    List(usize),
-    Dict(usize),
-    Global(Global),
-    Storage { key: Rc<str>, dtype: StorageType },
-    Tensor(Rc<TensorRef>),
-}
-
-/// Tuples own their items (lists and dicts are arena indices), so tuples are the one way values
-/// nest by ownership; their depth is capped, which keeps `Drop` and every match shallow.
-#[derive(Debug, PartialEq)]
-pub(crate) struct Tuple {
-    items: Vec<Value>,
-    depth: usize,
-}
-
-/// Deepest tuple nesting accepted (a state dict needs 3: args -> size -> int).
-const MAX_TUPLE_DEPTH: usize = 32;
-
-impl Value {
-    /// The value's kind, for messages.
-    fn kind(&self) -> &'static str {
-        match self {
-            Self::None => "None",
-            Self::Bool(_) => "a bool",
-            Self::Int(_) => "an int",
-            Self::Float(_) => "a float",
-            Self::Str(_) => "a string",
-            Self::Bytes(_) => "bytes",
-            Self::Tuple(_) => "a tuple",
-            Self::List(_) => "a list",
-            Self::Dict(_) => "a dict",
-            Self::Global(_) => "an allowed global in the wrong place",
-            Self::Storage { .. } => "a storage",
-            Self::Tensor(_) => "a tensor",
-        }
-    }
-}
-
-/// Containers, owned by the arena and mutated in place (`SETITEMS` after `BINPUT`).
-#[derive(Debug, Default)]
-struct Arena {
-    dicts: Vec<Vec<(Value, Value)>>,
-    lists: Vec<Vec<Value>>,
-}
-
-/// The unpickled root with its containers.
-#[derive(Debug)]
-pub(crate) struct Unpickled {
-    root: Value,
-    arena: Arena,
-}
-
-impl Unpickled {
-    pub(crate) fn root(&self) -> &Value {
-        &self.root
-    }
-
-    /// The entries of a dict value; `None` for anything else.
-    pub(crate) fn dict(&self, value: &Value) -> Option<&[(Value, Value)]> {
-        match value {
-            Value::Dict(index) => self.arena.dicts.get(*index).map(Vec::as_slice),
-            _ => None,
-        }
-    }
 }
 
 /// Runs the pickle `data` (no imports, no calls) and returns its root object.
@@ -426,51 +284,6 @@ impl<'a> Machine<'a> {
         Ok(())
     }
 
-    /// What a call to an allowed global returns; anything else is refused.
-    fn call(&mut self, at: usize, callable: &Value, args: &Value) -> Result<Value, PickleError> {
-        let Value::Tuple(args) = args else {
-            return Err(self.error(at, "REDUCE arguments are not a tuple"));
-        };
-        match (callable, &args.items[..]) {
-            (Value::Global(Global::OrderedDict), []) => Ok(self.new_dict(Vec::new())),
-            (Value::Global(Global::RebuildTensor), [storage, offset, size, stride, ..]) => {
-                let (Value::Storage { key, dtype }, Value::Int(offset)) = (storage, offset) else {
-                    return Err(self.error(at, "_rebuild_tensor_v2 without a storage and offset"));
-                };
-                let tensor = TensorRef {
-                    storage_key: key.clone(),
-                    dtype: *dtype,
-                    offset: usize::try_from(*offset)
-                        .map_err(|_| self.error(at, "negative storage offset"))?,
-                    size: dims(size)
-                        .ok_or_else(|| self.error(at, "tensor size is not a tuple of sizes"))?,
-                    stride: dims(stride)
-                        .ok_or_else(|| self.error(at, "tensor stride is not a tuple of strides"))?,
-                };
-                if tensor.size.len() != tensor.stride.len() {
-                    return Err(self.error(at, "tensor size and stride differ in rank"));
-                }
-                Ok(Value::Tensor(Rc::new(tensor)))
-            }
-            (
-                Value::Global(Global::RebuildParameter | Global::Parameter),
-                [tensor @ Value::Tensor(_), ..],
-            ) => Ok(tensor.clone()),
-            (Value::Global(Global::RebuildFromType), [func, _type, Value::Tuple(inner), ..]) => {
-                self.call(at, func, &Value::Tuple(inner.clone()))
-            }
-            // Named by kind only: printing a value could print a shared structure exponentially.
-            _ => Err(self.error(
-                at,
-                format!(
-                    "unexpected call of {} with {} arguments",
-                    callable.kind(),
-                    args.items.len()
-                ),
-            )),
-        }
-    }
-
     fn take(&mut self, n: usize) -> Result<&'a [u8], PickleError> {
         let end = self
             .pos
@@ -597,148 +410,5 @@ impl<'a> Machine<'a> {
             offset,
             detail: detail.into(),
         }
-    }
-}
-
-/// `('storage', <storage type>, key, location, numel)`, as torch.save's `persistent_id` writes it.
-fn persistent_storage(pid: &Value) -> Option<Value> {
-    let Value::Tuple(tuple) = pid else {
-        return None;
-    };
-    match &tuple.items[..] {
-        [Value::Str(kind), Value::Global(Global::Storage(dtype)), Value::Str(key), ..]
-            if &**kind == "storage" =>
-        {
-            Some(Value::Storage {
-                key: key.clone(),
-                dtype: *dtype,
-            })
-        }
-        _ => None,
-    }
-}
-
-/// A tuple of non-negative integers (a tensor's size or stride).
-fn dims(value: &Value) -> Option<Vec<usize>> {
-    let Value::Tuple(tuple) = value else {
-        return None;
-    };
-    tuple
-        .items
-        .iter()
-        .map(|item| match item {
-            Value::Int(v) => usize::try_from(*v).ok(),
-            _ => None,
-        })
-        .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A tiny state dict as torch.save writes it (protocol 2): {'w': tensor of 2 floats}.
-    fn state_dict_pickle() -> Vec<u8> {
-        let mut p = vec![0x80, 2, b'}', b'q', 0, b'('];
-        p.extend(b"X\x01\x00\x00\x00w");
-        p.extend(b"ctorch._utils\n_rebuild_tensor_v2\n");
-        p.extend(b"((X\x07\x00\x00\x00storagectorch\nFloatStorage\nX\x01\x00\x00\x000X\x03\x00\x00\x00cpuK\x02tQ");
-        p.extend(b"K\x00K\x02\x85K\x01\x85\x89}tR");
-        p.extend(b"u.");
-        p
-    }
-
-    #[test]
-    fn reads_a_state_dict_entry_as_a_tensor_description() {
-        let out = unpickle(&state_dict_pickle()).expect("valid pickle");
-        let entries = out.dict(out.root()).expect("root is a dict");
-        assert_eq!(entries.len(), 1);
-        let (Value::Str(name), Value::Tensor(tensor)) = &entries[0] else {
-            panic!("unexpected entry {:?}", entries[0]);
-        };
-        assert_eq!(&**name, "w");
-        assert_eq!(
-            **tensor,
-            TensorRef {
-                storage_key: "0".into(),
-                dtype: StorageType::F32,
-                offset: 0,
-                size: vec![2],
-                stride: vec![1],
-            }
-        );
-    }
-
-    #[test]
-    fn refuses_a_global_outside_the_allowlist_at_once() {
-        let p = b"\x80\x02cposix\nsystem\nX\x02\x00\x00\x00lsK".to_vec();
-        assert_eq!(
-            unpickle(&p).expect_err("refused"),
-            PickleError::Forbidden("posix.system".into())
-        );
-        let stacked = b"\x80\x04\x8c\x08builtins\x8c\x04eval\x93.".to_vec();
-        assert_eq!(
-            unpickle(&stacked).expect_err("refused"),
-            PickleError::Forbidden("builtins.eval".into())
-        );
-    }
-
-    #[test]
-    fn every_truncation_of_a_valid_pickle_is_an_error_not_a_panic() {
-        let p = state_dict_pickle();
-        for len in 0..p.len() {
-            assert!(
-                unpickle(&p[..len]).is_err(),
-                "prefix of {len} bytes accepted"
-            );
-        }
-    }
-
-    #[test]
-    fn memo_sharing_does_not_copy_containers() {
-        // 30 rounds of "t = (t, t)" through the memo would be 2^30 values if copied.
-        let mut p = vec![0x80, 2, b']', b'q', 0];
-        for _ in 0..30 {
-            p.extend([b'h', 0, b'h', 0, 0x86, b'q', 0, b'0']);
-        }
-        p.extend([b'h', 0, b'.']);
-        assert!(matches!(
-            unpickle(&p).expect("valid").root(),
-            Value::Tuple(_)
-        ));
-    }
-
-    #[test]
-    fn deep_nesting_and_calls_on_shared_structures_fail_fast() {
-        // 10,000 nested 1-tuples would overflow the stack when dropped.
-        let mut deep = vec![0x80, 2, b')'];
-        deep.extend([0x85; 10_000]);
-        deep.push(b'.');
-        let err = unpickle(&deep).expect_err("refused");
-        assert!(err.to_string().contains("nested deeper"), "{err}");
-        // A call on a 2^30-leaf shared tuple is refused without describing the tuple.
-        let mut call = vec![0x80, 2, b')', b'q', 0, b'0'];
-        for _ in 0..30 {
-            call.extend([b'h', 0, b'h', 0, 0x86, b'q', 0, b'0']);
-        }
-        call.extend([b'h', 0, b')', b'R', b'.']);
-        let err = unpickle(&call).expect_err("refused");
-        assert!(
-            err.to_string().contains("unexpected call of a tuple"),
-            "{err}"
-        );
-    }
-
-    #[test]
-    fn huge_declared_lengths_and_memo_indices_are_refused_cheaply() {
-        let long_string = b"\x80\x02X\xff\xff\xff\xffabc".to_vec();
-        assert!(matches!(
-            unpickle(&long_string),
-            Err(PickleError::Malformed { .. })
-        ));
-        let memo = b"\x80\x02Nr\xff\xff\xff\xffj\xff\xff\xff\xff.".to_vec();
-        assert_eq!(unpickle(&memo).expect("valid").root(), &Value::None);
-        let unknown = b"\x80\x02i\n".to_vec(); // INST: unsupported
-        assert!(unpickle(&unknown).is_err());
     }
 }
