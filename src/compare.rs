@@ -77,32 +77,43 @@ pub fn compare(
         .filter(|path| path.is_file())
         .collect();
     files.sort();
+    // Images are preprocessed and run a batch at a time: memory holds one batch of crops
+    // (plus every image's logits), whatever the size of the folder.
+    let slot = preprocess.slot_len();
     let mut names = Vec::new();
-    let mut tensor = Vec::new();
     let mut skipped = Vec::new();
+    let mut batch: Vec<f32> = Vec::with_capacity(BATCH * slot);
+    let (mut reference, mut candidate) = (Vec::new(), Vec::new());
+    let mut run = |batch: &mut Vec<f32>| -> anyhow::Result<()> {
+        let n = batch.len() / slot;
+        if n > 0 {
+            reference.extend(fp32.run(batch, n, crop, crop)?);
+            candidate.extend(bf16.run(batch, n, crop, crop)?);
+            batch.clear();
+        }
+        Ok(())
+    };
     for file in &files {
         let name = file
             .file_name()
             .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
         let bytes = std::fs::read(file).with_context(|| format!("{}", file.display()))?;
-        let mut slot = vec![0.0; preprocess.slot_len()];
-        match preprocess.run_into(&bytes, &mut slot) {
-            Ok(()) => {
-                names.push(name);
-                tensor.extend(slot);
+        let start = batch.len();
+        batch.resize(start + slot, 0.0);
+        match preprocess.run_into(&bytes, &mut batch[start..]) {
+            Ok(()) => names.push(name),
+            Err(e) => {
+                batch.truncate(start);
+                skipped.push((name, e.to_string()));
             }
-            Err(e) => skipped.push((name, e.to_string())),
+        }
+        if batch.len() == BATCH * slot {
+            run(&mut batch)?;
         }
     }
+    run(&mut batch)?;
     if names.is_empty() {
         anyhow::bail!("{}: no images to compare", images.display());
-    }
-    let slot = preprocess.slot_len();
-    let (mut reference, mut candidate) = (Vec::new(), Vec::new());
-    for chunk in tensor.chunks(BATCH * slot) {
-        let n = chunk.len() / slot;
-        reference.extend(fp32.run(chunk, n, crop, crop)?);
-        candidate.extend(bf16.run(chunk, n, crop, crop)?);
     }
     let rows = names
         .into_iter()
