@@ -21,6 +21,14 @@ use repvgg_serve::model::{self, ModelSource};
 use serde_json::Value;
 
 const MAX_RELATIVE_ERROR: f32 = 0.08;
+
+/// The tests of this file run one at a time: the first-run timing test needs the cores to
+/// itself (run beside the serving and compare tests, its "later" medians swung 2 x).
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner())
+}
 const SAFE_MARGIN: f32 = 0.5;
 
 /// True when this CPU has native bf16; otherwise says loudly that the test did not run.
@@ -109,7 +117,11 @@ async fn check_against_pytorch(checkpoint: &std::path::Path, model: &str) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+// The guard only keeps the other tests of this file out; nothing else in this test's own
+// runtime waits for it.
+#[allow(clippy::await_holding_lock)]
 async fn bf16_serves_the_fixture_checkpoints_within_the_bound_of_pytorch() {
+    let _quiet = one_at_a_time();
     if !native_bf16("bf16_serves_the_fixture_checkpoints_within_the_bound_of_pytorch") {
         return;
     }
@@ -125,6 +137,7 @@ async fn bf16_serves_the_fixture_checkpoints_within_the_bound_of_pytorch() {
 /// beside it for the record (its first runs measured 1.3-2.5 x later ones on a 2-core EPYC).
 #[test]
 fn no_batch_size_is_first_run_after_warm_up() {
+    let _quiet = one_at_a_time();
     if !native_bf16("no_batch_size_is_first_run_after_warm_up") {
         return;
     }
@@ -168,6 +181,7 @@ fn no_batch_size_is_first_run_after_warm_up() {
 
 #[test]
 fn compare_prints_its_table_for_the_fixture_images() {
+    let _quiet = one_at_a_time();
     if !native_bf16("compare_prints_its_table_for_the_fixture_images") {
         return;
     }
