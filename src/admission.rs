@@ -42,4 +42,42 @@ impl Admissions {
             .map_err(|_| QueueFull)?;
         Ok(Admission { _place: place })
     }
+
+    /// Admits `count` images together or none of them (a request whose images are answered
+    /// only as a whole need not start any when one cannot be admitted).
+    pub fn admit_all(&self, count: usize) -> Result<Vec<Admission>, QueueFull> {
+        let count = u32::try_from(count).map_err(|_| QueueFull)?;
+        let mut places = self
+            .places
+            .clone()
+            .try_acquire_many_owned(count)
+            .map_err(|_| QueueFull)?;
+        let mut admissions = Vec::with_capacity(count as usize);
+        while places.num_permits() > 1 {
+            let one = places.split(1).expect("more than one place held");
+            admissions.push(Admission { _place: one });
+        }
+        if count > 0 {
+            admissions.push(Admission { _place: places });
+        }
+        Ok(admissions)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn admit_all_takes_every_place_or_none() {
+        let admissions = Admissions::new(3);
+        let one = admissions.admit().expect("a place");
+        assert!(admissions.admit_all(3).is_err(), "only two places are free");
+        let two = admissions.admit_all(2).expect("two places");
+        assert_eq!(two.len(), 2);
+        assert!(admissions.admit().is_err());
+        drop(two);
+        drop(one);
+        assert_eq!(admissions.admit_all(3).expect("all three").len(), 3);
+    }
 }

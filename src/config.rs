@@ -103,6 +103,14 @@ pub struct ServeArgs {
     /// Port to listen on (0 picks a free one; the log says which).
     #[arg(long, env = "REPVGG_PORT", default_value_t = 8080)]
     pub port: u16,
+    /// Port of the gRPC endpoint (the Open Inference Protocol's `GRPCInferenceService`, as
+    /// `tritonclient.grpc` speaks it), on the same host; 0 turns it off.
+    #[arg(long, env = "REPVGG_GRPC_PORT", default_value_t = 8081)]
+    pub grpc_port: u16,
+    /// Name of the model in the v2 protocol (REST `/v2/models/{name}` and gRPC): `{name}` takes
+    /// encoded images, `{name}-tensor` normalised tensors.
+    #[arg(long, env = "REPVGG_MODEL_NAME", default_value = "repvgg")]
+    pub model_name: String,
 
     /// Training or deploy checkpoint (.pth or .safetensors, official or timm names) to serve.
     #[arg(long, env = "REPVGG_CHECKPOINT", conflicts_with = "model")]
@@ -227,6 +235,9 @@ pub struct ServeArgs {
 #[derive(Clone, Debug)]
 pub struct ServeConfig {
     pub addr: SocketAddr,
+    /// gRPC listener; `None` when `--grpc-port 0`.
+    pub grpc_addr: Option<SocketAddr>,
+    pub model_name: String,
     pub source: ModelSource,
     pub cache_dir: Option<PathBuf>,
     pub labels: Option<PathBuf>,
@@ -301,6 +312,19 @@ impl ServeArgs {
             }
         };
         let labels = self.labels.map(|p| existing(p, "--labels")).transpose()?;
+        let name_ok = |c: char| c.is_ascii_alphanumeric() || "_.-".contains(c);
+        if self.model_name.is_empty() || !self.model_name.chars().all(name_ok) {
+            return Err(format!(
+                "--model-name `{}` must be letters, digits, '_', '.' or '-'",
+                self.model_name
+            ));
+        }
+        if self.grpc_port != 0 && self.grpc_port == self.port {
+            return Err(format!(
+                "--grpc-port {} is also --port: give gRPC its own port (0 turns it off)",
+                self.grpc_port
+            ));
+        }
         for (name, v) in [("resize", self.resize), ("crop", self.crop)] {
             if v.is_some_and(|v| !(16..=4096).contains(&v)) {
                 return Err(format!("--{name} must be between 16 and 4096"));
@@ -321,6 +345,8 @@ impl ServeArgs {
         }
         Ok(ServeConfig {
             addr: SocketAddr::new(ip, self.port),
+            grpc_addr: (self.grpc_port != 0).then(|| SocketAddr::new(ip, self.grpc_port)),
+            model_name: self.model_name,
             source,
             cache_dir: (!self.no_cache).then_some(self.cache_dir),
             labels,

@@ -21,11 +21,14 @@ pub mod compare;
 pub mod config;
 #[cfg(fuzzing)]
 pub mod fuzzing;
+pub mod grpc;
 pub mod http;
 pub mod inference;
 mod labels;
 pub mod metrics;
 pub mod model;
+pub mod pipeline;
 pub mod preprocess;
 pub mod server;
 pub mod supervise;
+pub mod v2;

@@ -27,11 +27,21 @@ fn run(command: Command) -> anyhow::Result<()> {
             let runtime = tokio::runtime::Runtime::new()?;
             runtime.block_on(async {
                 let app = server::App::start(config.clone()).await?;
-                let listener = tokio::net::TcpListener::bind(config.addr)
-                    .await
-                    .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.addr))?;
+                let bind = |addr| async move {
+                    tokio::net::TcpListener::bind(addr)
+                        .await
+                        .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))
+                };
+                let listener = bind(config.addr).await?;
+                let grpc = match config.grpc_addr {
+                    Some(addr) => Some(bind(addr).await?),
+                    None => None,
+                };
+                if let Some(grpc) = &grpc {
+                    tracing::info!(addr = %grpc.local_addr()?, "gRPC listening");
+                }
                 tracing::info!(addr = %listener.local_addr()?, "listening");
-                app.run(listener, server::shutdown_signal()).await
+                app.run(listener, grpc, server::shutdown_signal()).await
             })
         }
         Command::Export {

@@ -10,15 +10,17 @@ use tokio::net::TcpListener;
 
 use crate::batching::queue::QueueConfig;
 use crate::batching::Batcher;
+use crate::batching::{Batch, Workers};
 use crate::config::ServeConfig;
 use crate::http::connections::{self, Drained};
 use crate::http::{self, AppState, BatchingDetails, InputDetails, Limits, Readiness, ServedModel};
 use crate::inference::{
-    openvino, Agreement, Batch, Engine, EngineConfig, InferenceError, InputShape, OpenVinoModel,
-    Precision, SharedModel, Workers,
+    openvino, Agreement, Engine, EngineConfig, InferenceError, InputShape, OpenVinoModel,
+    Precision, SharedModel,
 };
 use crate::metrics::Metrics;
 use crate::model;
+use crate::pipeline::Pipeline;
 use crate::preprocess::budget::DecodeBudget;
 use crate::preprocess::pool::PreprocessPool;
 use crate::preprocess::PreprocessConfig;
@@ -100,7 +102,6 @@ impl App {
                 capacity: b.queue_capacity,
             },
             config.inference.sessions,
-            shape,
             batches_tx,
             metrics.clone(),
             supervisor.clone(),
@@ -133,10 +134,15 @@ impl App {
             agreement,
             info,
         };
+        let catalog = crate::v2::Catalog::new(
+            &config.model_name,
+            shape.size,
+            Arc::new(model.labels.clone()),
+        );
         let state = AppState {
+            catalog,
             model: Arc::new(model),
-            pool: Arc::new(pool),
-            batcher,
+            pipeline: Pipeline::new(Arc::new(pool), batcher, metrics.clone(), shape),
             metrics,
             readiness,
             limits: Limits {
@@ -165,12 +171,14 @@ impl App {
         })
     }
 
-    /// Serves on `listener` until `shutdown` resolves, then drains: readiness 503 at once,
-    /// the optional lame-duck delay, no new connections, every accepted request answered
-    /// (bounded by the grace period), the batcher flushed, the inference threads joined.
+    /// Serves HTTP on `listener` (and gRPC on `grpc`) until `shutdown` resolves, then drains:
+    /// readiness 503 at once, the optional lame-duck delay, no new connections, every accepted
+    /// request and call answered (bounded by the grace period), the batcher flushed, the
+    /// inference threads joined.
     pub async fn run(
         self,
         listener: TcpListener,
+        grpc: Option<TcpListener>,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let Self {
@@ -180,43 +188,77 @@ impl App {
             driver,
             batches,
         } = self;
-        let signal = {
-            let readiness = state.readiness.clone();
-            let delay = config.drain_delay;
-            async move {
-                shutdown.await;
-                readiness.set(false);
-                tracing::info!(
-                    drain_delay_ms = delay.as_millis() as u64,
-                    "shutdown: readiness now 503, still serving (lame duck)"
-                );
-                tokio::time::sleep(delay).await;
-            }
+        // One signal for both servers: set once the lame-duck delay is over.
+        let (stop, stopping) = tokio::sync::watch::channel(false);
+        let readiness = state.readiness.clone();
+        let delay = config.drain_delay;
+        tokio::spawn(async move {
+            shutdown.await;
+            readiness.set(false);
+            tracing::info!(
+                drain_delay_ms = delay.as_millis() as u64,
+                "shutdown: readiness now 503, still serving (lame duck)"
+            );
+            tokio::time::sleep(delay).await;
+            let _ = stop.send(true);
+        });
+        let stopped = |mut stopping: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = stopping.wait_for(|&stop| stop).await;
         };
-        let mut server = tokio::spawn(connections::serve(
+        let grace = config.shutdown_grace;
+        let http = connections::serve(
             listener,
             http::router(state.clone()),
             config.connections,
             state.metrics.clone(),
-            signal,
-            config.shutdown_grace,
-        ));
+            stopped(stopping.clone()),
+            grace,
+        );
+        let grpc = {
+            let state = state.clone();
+            let stopping = stopping.clone();
+            async move {
+                let Some(listener) = grpc else { return Ok(()) };
+                let serving = crate::grpc::serve(listener, state, stopped(stopping.clone()));
+                tokio::pin!(serving);
+                // The grace period runs from the stop signal, as for HTTP.
+                let cut = async {
+                    stopped(stopping).await;
+                    tokio::time::sleep(grace).await;
+                };
+                tokio::select! {
+                    served = &mut serving => served.context("gRPC server"),
+                    () = cut => {
+                        tracing::warn!(
+                            grace_s = grace.as_secs(),
+                            "grace period over: remaining gRPC calls cancelled"
+                        );
+                        Ok(())
+                    }
+                }
+            }
+        };
+        let mut servers = tokio::spawn(async move { tokio::join!(http, grpc) });
         tokio::select! {
-            drained = &mut server => match drained.context("HTTP server task")?.context("HTTP server")? {
-                Drained::Clean => tracing::info!("shutdown: every connection finished"),
-                Drained::Cut(open) => tracing::warn!(
-                    grace_s = config.shutdown_grace.as_secs(),
-                    open,
-                    "grace period over: remaining connections closed, their requests cancelled"
-                ),
+            joined = &mut servers => {
+                let (http, grpc) = joined.context("server task")?;
+                match http.context("HTTP server")? {
+                    Drained::Clean => tracing::info!("shutdown: every connection finished"),
+                    Drained::Cut(open) => tracing::warn!(
+                        grace_s = grace.as_secs(),
+                        open,
+                        "grace period over: remaining connections closed, their requests cancelled"
+                    ),
+                }
+                grpc?;
             },
             cause = state.supervisor.failed() => {
-                return fail(&state, &batches, server, &cause).await;
+                return fail(&state, &batches, servers, &cause).await;
             }
         }
-        state.batcher.close();
+        state.pipeline.close();
         let _ = driver.await;
-        let AppState { pool, .. } = state;
+        let pool = state.pipeline.into_pool();
         tokio::task::spawn_blocking(move || {
             workers.join();
             if let Ok(pool) = Arc::try_unwrap(pool) {
@@ -236,12 +278,12 @@ impl App {
 async fn fail(
     state: &AppState,
     batches: &crossbeam_channel::Receiver<Batch>,
-    server: tokio::task::JoinHandle<std::io::Result<Drained>>,
+    servers: tokio::task::JoinHandle<impl Sized>,
     cause: &str,
 ) -> anyhow::Result<()> {
     state.readiness.set(false);
-    state.batcher.fail_queued(cause);
-    state.batcher.close();
+    state.pipeline.fail_queued(cause);
+    state.pipeline.close();
     while let Ok(batch) = batches.try_recv() {
         for job in batch.jobs {
             let _ = job
@@ -250,7 +292,7 @@ async fn fail(
         }
     }
     tokio::time::sleep(FAILURE_FLUSH).await;
-    server.abort();
+    servers.abort();
     anyhow::bail!("the serving pipeline failed: {cause}")
 }
 

@@ -279,7 +279,9 @@ async fn counts(server: &TestServer, status: u16, outcome: &str) -> (f64, f64) {
     (
         metric_value(
             &text,
-            &format!(r#"repvgg_requests_total{{route="/classify",status="{status}"}}"#),
+            &format!(
+                r#"repvgg_requests_total{{protocol="http",route="/classify",status="{status}"}}"#
+            ),
         ),
         metric_value(
             &text,

@@ -1,10 +1,10 @@
-//! Dynamic batching: handlers submit preprocessed images; a driver task cuts batches from the
-//! [`queue::Queue`] whenever a session can take one, normalises the images straight into the
-//! batch tensor, and hands the batch to the inference threads.
+//! Dynamic batching: the pipeline submits one [`Job`] per image; a driver task cuts batches
+//! from the [`queue::Queue`] whenever a session can take one and hands them to the inference
+//! threads ([`Workers`]), which build the batch tensor, run it and answer each job.
 //!
 //! ```text
-//! handler --submit--> Mutex<Queue> --driver task (permit: a free session)--> crossbeam channel
-//!                                                                      --> inference threads
+//! pipeline --submit--> Mutex<Queue> --driver task (permit: a free session)--> crossbeam channel
+//!                                                     --> inference threads (tensor, run, reply)
 //! ```
 //!
 //! Permits: one per session. While every session is busy the next batch forms in the queue,
@@ -16,7 +16,12 @@
 //! preprocessing, and its job carries the place, so the queue never holds more than `capacity`
 //! jobs and never refuses one.
 
+mod job;
 pub mod queue;
+mod runner;
+
+pub use job::{Batch, Job, Prediction};
+pub use runner::Workers;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -25,9 +30,8 @@ use std::time::Instant;
 use tokio::sync::{Notify, Semaphore};
 
 use crate::admission::{Admission, Admissions, QueueFull};
-use crate::inference::{Batch, InferenceError, InputShape, Job};
+use crate::inference::InferenceError;
 use crate::metrics::Metrics;
-use crate::preprocess::normalize::normalize_into;
 use crate::supervise::{FaultPoint, Supervisor};
 use queue::{Pending, Poll, Queue, QueueConfig};
 
@@ -68,7 +72,6 @@ impl Batcher {
     pub fn start(
         config: QueueConfig,
         sessions: usize,
-        shape: InputShape,
         batches: crossbeam_channel::Sender<Batch>,
         metrics: Arc<Metrics>,
         supervisor: Supervisor,
@@ -86,7 +89,7 @@ impl Batcher {
         let driver = tokio::spawn({
             let shared = shared.clone();
             async move {
-                drive(shared, permits, shape, batches, &watch).await;
+                drive(shared, permits, batches, &watch).await;
             }
         });
         (Self { shared }, driver)
@@ -96,6 +99,11 @@ impl Batcher {
     /// service (being preprocessed, queued or inferred).
     pub fn admit(&self) -> Result<Admission, QueueFull> {
         self.shared.admissions.admit()
+    }
+
+    /// Admits `count` images together, or none.
+    pub fn admit_all(&self, count: usize) -> Result<Vec<Admission>, QueueFull> {
+        self.shared.admissions.admit_all(count)
     }
 
     /// Queues a job (it carries its admission, so there is always room). After a pipeline
@@ -137,7 +145,6 @@ impl Batcher {
 async fn drive(
     shared: Arc<Shared>,
     permits: Arc<Semaphore>,
-    shape: InputShape,
     batches: crossbeam_channel::Sender<Batch>,
     watch: &crate::supervise::Watch,
 ) {
@@ -171,14 +178,8 @@ async fn drive(
                 Poll::Idle => shared.wake.notified().await,
             }
         };
-        let slot = shape.slot_len();
-        let mut tensor = vec![0f32; jobs.len() * slot];
-        for (job, out) in jobs.iter().zip(tensor.chunks_exact_mut(slot)) {
-            normalize_into(&job.crop, out);
-        }
         let batch = Batch {
             jobs,
-            tensor,
             cut_at: Instant::now(),
             permit,
         };

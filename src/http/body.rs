@@ -41,20 +41,39 @@ pub struct JsonImages {
     pub images: Option<Vec<String>>,
 }
 
-/// Reads the body (at most `limit` bytes, all of it by `deadline`) and splits it into images.
+/// Reads the whole body: at most `limit` bytes (413 past it), all of it by `deadline` (408).
+/// A `Content-Encoding` other than identity is refused (415): decompressing would bypass the
+/// size limit.
+pub async fn read_body(
+    request: Request,
+    limit: usize,
+    deadline: tokio::time::Instant,
+    timeout: std::time::Duration,
+) -> Result<(axum::http::request::Parts, Bytes), ApiError> {
+    let (parts, body) = request.into_parts();
+    if let Some(encoding) = parts.headers.get(header::CONTENT_ENCODING) {
+        let encoding = encoding.to_str().unwrap_or("(not text)").trim();
+        if !encoding.eq_ignore_ascii_case("identity") {
+            return Err(ApiError::UnsupportedEncoding(encoding.to_owned()));
+        }
+    }
+    let bytes = tokio::time::timeout_at(deadline, collect_limited(body, limit))
+        .await
+        .map_err(|_| ApiError::BodyTimeout {
+            ms: timeout.as_millis(),
+        })??;
+    Ok((parts, bytes))
+}
+
+/// Reads the body (as [`read_body`]) and splits it into images.
 pub async fn read_images(
     request: Request,
     limit: usize,
     deadline: tokio::time::Instant,
     timeout: std::time::Duration,
 ) -> Result<Vec<ImageInput>, ApiError> {
-    let (parts, body) = request.into_parts();
+    let (parts, bytes) = read_body(request, limit, deadline, timeout).await?;
     let content_type = media_type(&parts.headers);
-    let bytes = tokio::time::timeout_at(deadline, collect_limited(body, limit))
-        .await
-        .map_err(|_| ApiError::BodyTimeout {
-            ms: timeout.as_millis(),
-        })??;
     let images = match content_type.as_deref() {
         Some("multipart/form-data") => {
             let request = Request::from_parts(parts, Body::from(bytes));

@@ -1,19 +1,18 @@
-//! `POST /classify`: body -> images -> preprocessing pool -> batching queue -> predictions.
+//! `POST /classify`: body -> images -> [`crate::pipeline`] -> softmax top-k as JSON.
 //!
-//! Each image of a request is preprocessed and queued on its own (they may land in different
-//! batches). The request's deadline starts when it arrives; an image not answered by then is
-//! a 504 and, if still queued, never computed.
+//! Each image of a request is admitted, preprocessed and queued on its own (they may land in
+//! different batches; one may fail while the others are answered). The request's deadline
+//! starts when it arrives; an image not answered by then is a 504 and, if still queued, never
+//! computed.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, Request, State};
 use axum::http::HeaderValue;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use futures_util::future::join_all;
 use serde::Deserialize;
-use tokio::sync::oneshot;
 
 use super::body::{read_images, ImageInput};
 use super::dto::{
@@ -21,8 +20,7 @@ use super::dto::{
 };
 use super::error::{ApiError, ErrorBody};
 use super::AppState;
-use crate::inference::Job;
-use crate::metrics::{Metrics, Outcome, StageTimings};
+use crate::pipeline::{top_classes, Answer, Input};
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -86,36 +84,38 @@ pub async fn classify(
         .unwrap_or(5)
         .clamp(1, state.model.info.num_classes);
     let model = (&state.model.info).into();
+    let (names, inputs): (Vec<_>, Vec<_>) = images
+        .into_iter()
+        .map(|ImageInput { name, bytes }| (name, Input::Encoded(bytes)))
+        .unzip();
+    let answers = state
+        .pipeline
+        .classify_each(inputs, arrived, deadline)
+        .await;
+    let render = |answer: Answer| Classification {
+        predictions: top_predictions(&answer.logits, top_k, &state.model.labels),
+        timings_ms: answer.timings.into(),
+        logits: params.logits.then_some(answer.logits),
+    };
 
-    if images.len() == 1 {
-        let image = images.into_iter().next().expect("one image");
-        let result =
-            classify_image(&state, image.bytes, arrived, deadline, top_k, params.logits).await?;
+    if answers.len() == 1 {
+        let answer = answers.into_iter().next().expect("one image")?;
+        let result = render(answer);
         let headers = timing_headers(&result.timings_ms);
         return Ok((headers, Json(ClassifyResponse { model, result })).into_response());
     }
-
-    let answers = join_all(images.into_iter().map(|ImageInput { name, bytes }| {
-        let state = &state;
-        async move {
-            let result =
-                classify_image(state, bytes, arrived, deadline, top_k, params.logits).await;
-            (name, result)
-        }
-    }))
-    .await;
-    if answers.iter().all(|(_, r)| r.is_err()) {
-        if let Some((_, Err(first))) = answers.into_iter().next() {
-            return Err(first);
-        }
-        unreachable!("a request holds at least one image");
+    if answers.iter().all(Result::is_err) {
+        let first = answers.into_iter().find_map(Result::err);
+        return Err(first.expect("a request holds at least one image").into());
     }
     let mut slowest = TimingsMs::default();
     let results = answers
         .into_iter()
+        .zip(names)
         .enumerate()
-        .map(|(index, (name, result))| match result {
-            Ok(classification) => {
+        .map(|(index, (answer, name))| match answer {
+            Ok(answer) => {
+                let classification = render(answer);
                 slowest = max_timings(slowest, classification.timings_ms);
                 ImageResult {
                     index,
@@ -125,13 +125,16 @@ pub async fn classify(
                     error_type: None,
                 }
             }
-            Err(e) => ImageResult {
-                index,
-                name,
-                result: None,
-                error: Some(e.to_string()),
-                error_type: Some(e.error_type()),
-            },
+            Err(e) => {
+                let e = ApiError::from(e);
+                ImageResult {
+                    index,
+                    name,
+                    result: None,
+                    error: Some(e.to_string()),
+                    error_type: Some(e.error_type()),
+                }
+            }
         })
         .collect();
     Ok((
@@ -141,112 +144,19 @@ pub async fn classify(
         .into_response())
 }
 
-/// One image through the pool and the queue, counted exactly once in `repvgg_images_total`.
-async fn classify_image(
-    state: &AppState,
-    bytes: axum::body::Bytes,
-    arrived: Instant,
-    deadline: Instant,
-    top_k: usize,
-    with_logits: bool,
-) -> Result<Classification, ApiError> {
-    let mut outcome = OutcomeGuard::new(&state.metrics);
-    let result = async {
-        let admission = state.batcher.admit()?;
-        let preprocessed = state.pool.run(bytes, admission, deadline).await?;
-        state.metrics.preprocessed(preprocessed.elapsed);
-        let (reply, answer) = oneshot::channel();
-        let job = Job {
-            crop: preprocessed.crop,
-            reply,
-            span: tracing::Span::current(),
-            enqueued: Instant::now(),
-            deadline,
-            admission: preprocessed.admission,
-        };
-        if job.enqueued >= deadline {
-            return Err(ApiError::DeadlineExceeded);
-        }
-        state.batcher.submit(job);
-        let prediction = tokio::time::timeout_at(deadline.into(), answer)
-            .await
-            .map_err(|_| ApiError::DeadlineExceeded)?
-            .map_err(|_| {
-                ApiError::Inference("the inference thread died while running this image".into())
-            })??;
-        let timings = StageTimings {
-            queue: prediction.queue,
-            preprocess: preprocessed.elapsed,
-            inference: prediction.inference,
-            total: arrived.elapsed(),
-        };
-        state.metrics.image_timings(timings);
-        Ok(Classification {
-            predictions: top_predictions(&prediction.logits, top_k, &state.model.labels),
-            timings_ms: TimingsMs {
-                queue: ms(timings.queue),
-                preprocess: ms(timings.preprocess),
-                inference: ms(timings.inference),
-                total: ms(timings.total),
-            },
-            logits: with_logits.then_some(prediction.logits),
-        })
-    }
-    .await;
-    outcome.set(match &result {
-        Ok(_) => Outcome::Ok,
-        Err(e) => e.outcome(),
-    });
-    result
-}
-
-/// Records an image's outcome once; an image whose handler is dropped (client gone) counts as
-/// cancelled.
-struct OutcomeGuard<'a> {
-    metrics: &'a Metrics,
-    outcome: Option<Outcome>,
-}
-
-impl<'a> OutcomeGuard<'a> {
-    fn new(metrics: &'a Metrics) -> Self {
-        Self {
-            metrics,
-            outcome: None,
-        }
-    }
-
-    fn set(&mut self, outcome: Outcome) {
-        self.outcome = Some(outcome);
-    }
-}
-
-impl Drop for OutcomeGuard<'_> {
-    fn drop(&mut self) {
-        self.metrics
-            .image_outcome(self.outcome.unwrap_or(Outcome::Cancelled));
-    }
-}
-
 /// Softmax over the logits, then the `k` most probable classes.
 fn top_predictions(logits: &[f32], k: usize, labels: &[String]) -> Vec<Prediction> {
     let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let exp: Vec<f64> = logits.iter().map(|&l| f64::from(l - max).exp()).collect();
     let sum: f64 = exp.iter().sum();
-    let mut order: Vec<usize> = (0..logits.len()).collect();
-    order.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]));
-    order
+    top_classes(logits, k)
         .into_iter()
-        .take(k)
         .map(|class_id| Prediction {
             class_id,
             label: labels[class_id].clone(),
             probability: (exp[class_id] / sum) as f32,
         })
         .collect()
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e3
 }
 
 fn max_timings(a: TimingsMs, b: TimingsMs) -> TimingsMs {

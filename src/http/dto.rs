@@ -49,6 +49,18 @@ pub struct TimingsMs {
     pub total: f64,
 }
 
+impl From<crate::metrics::StageTimings> for TimingsMs {
+    fn from(t: crate::metrics::StageTimings) -> Self {
+        let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
+        Self {
+            queue: ms(t.queue),
+            preprocess: ms(t.preprocess),
+            inference: ms(t.inference),
+            total: ms(t.total),
+        }
+    }
+}
+
 /// One classified image.
 #[derive(Clone, Debug, Serialize, ToSchema)]
 pub struct Classification {

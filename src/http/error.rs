@@ -6,11 +6,9 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Serialize;
 
-use crate::admission::QueueFull;
-use crate::inference::InferenceError;
-use crate::metrics::Outcome;
-use crate::preprocess::pool::PoolError;
+use crate::pipeline::PipelineError;
 use crate::preprocess::PreprocessError;
+use crate::v2::V2Error;
 
 /// Seconds a client is told to wait after a 503.
 const RETRY_AFTER_SECONDS: &str = "1";
@@ -27,6 +25,8 @@ pub enum ApiError {
     UnsupportedMediaType(String),
     #[error("{0}")]
     UnsupportedImageFormat(String),
+    #[error("unsupported Content-Encoding {0}: send the body uncompressed")]
+    UnsupportedEncoding(String),
     #[error("request body is larger than the limit of {limit} bytes")]
     PayloadTooLarge { limit: usize },
     #[error("the request body did not arrive within {ms} ms")]
@@ -49,6 +49,9 @@ pub enum ApiError {
     Inference(String),
     #[error("no route for this path")]
     NotFound,
+    /// A v2 model name or version the server does not have.
+    #[error("{0}")]
+    UnknownModel(String),
 }
 
 /// The JSON every error answers with.
@@ -62,9 +65,9 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::EmptyBody | Self::BadRequest(_) | Self::Undecodable(_) => StatusCode::BAD_REQUEST,
-            Self::UnsupportedMediaType(_) | Self::UnsupportedImageFormat(_) => {
-                StatusCode::UNSUPPORTED_MEDIA_TYPE
-            }
+            Self::UnsupportedMediaType(_)
+            | Self::UnsupportedImageFormat(_)
+            | Self::UnsupportedEncoding(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             Self::TooManyPixels(_) | Self::OverDecodeBudget(_) => StatusCode::UNPROCESSABLE_ENTITY,
@@ -74,7 +77,7 @@ impl ApiError {
             | Self::TooManyConnections { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
             Self::Inference(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            Self::NotFound => StatusCode::NOT_FOUND,
+            Self::NotFound | Self::UnknownModel(_) => StatusCode::NOT_FOUND,
         }
     }
 
@@ -85,6 +88,7 @@ impl ApiError {
             Self::Undecodable(_) => "undecodable_image",
             Self::UnsupportedMediaType(_) => "unsupported_media_type",
             Self::UnsupportedImageFormat(_) => "unsupported_image_format",
+            Self::UnsupportedEncoding(_) => "unsupported_encoding",
             Self::PayloadTooLarge { .. } => "payload_too_large",
             Self::BodyTimeout { .. } => "body_timeout",
             Self::TooManyPixels(_) => "too_many_pixels",
@@ -96,15 +100,7 @@ impl ApiError {
             Self::DeadlineExceeded => "deadline_exceeded",
             Self::Inference(_) => "inference_failed",
             Self::NotFound => "not_found",
-        }
-    }
-
-    /// How an image that ended in this error is counted.
-    pub fn outcome(&self) -> Outcome {
-        match self {
-            Self::DeadlineExceeded => Outcome::Expired,
-            Self::Inference(_) => Outcome::Failed,
-            _ => Outcome::Rejected,
+            Self::UnknownModel(_) => "unknown_model",
         }
     }
 
@@ -152,24 +148,26 @@ impl From<PreprocessError> for ApiError {
     }
 }
 
-impl From<QueueFull> for ApiError {
-    fn from(_: QueueFull) -> Self {
-        Self::QueueFull
-    }
-}
-
-impl From<PoolError> for ApiError {
-    fn from(e: PoolError) -> Self {
+impl From<PipelineError> for ApiError {
+    fn from(e: PipelineError) -> Self {
         match e {
-            PoolError::DeadlineExceeded => Self::DeadlineExceeded,
-            PoolError::Stopped => Self::NotReady,
-            PoolError::Image(e) => e.into(),
+            PipelineError::QueueFull => Self::QueueFull,
+            PipelineError::DeadlineExceeded => Self::DeadlineExceeded,
+            PipelineError::Stopped => Self::NotReady,
+            PipelineError::Image(e) => e.into(),
+            PipelineError::Inference(e) => Self::Inference(e.to_string()),
         }
     }
 }
 
-impl From<InferenceError> for ApiError {
-    fn from(e: InferenceError) -> Self {
-        Self::Inference(e.to_string())
+impl From<V2Error> for ApiError {
+    fn from(e: V2Error) -> Self {
+        match e {
+            V2Error::UnknownModel(..) | V2Error::UnknownVersion { .. } => {
+                Self::UnknownModel(e.to_string())
+            }
+            V2Error::Invalid(message) => Self::BadRequest(message),
+            V2Error::Pipeline(e) => e.into(),
+        }
     }
 }

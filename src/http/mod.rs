@@ -12,6 +12,7 @@ mod error;
 mod health;
 mod observe;
 pub mod openapi;
+mod v2;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -24,18 +25,19 @@ use axum::Router;
 pub use dto::{BatchingDetails, InputDetails, ModelDetails, ModelsResponse};
 pub use error::ApiError;
 
-use crate::batching::Batcher;
 use crate::inference::{Agreement, Precision};
 use crate::metrics::Metrics;
 use crate::model::ModelInfo;
-use crate::preprocess::pool::PreprocessPool;
+use crate::pipeline::Pipeline;
 
 /// Handles shared by every handler; cloning is cheap.
 #[derive(Clone, Debug)]
 pub struct AppState {
     pub model: Arc<ServedModel>,
-    pub pool: Arc<PreprocessPool>,
-    pub batcher: Batcher,
+    /// The classification pipeline every route calls.
+    pub pipeline: Pipeline,
+    /// The models as the v2 protocol (REST and gRPC) shows them.
+    pub catalog: crate::v2::Catalog,
     pub metrics: Arc<Metrics>,
     pub readiness: Readiness,
     pub limits: Limits,
@@ -124,6 +126,7 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(health::metrics))
         .route("/stats", get(health::stats))
         .route("/openapi.json", get(openapi::openapi_json))
+        .merge(v2::routes())
         .fallback(|| async { ApiError::NotFound })
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

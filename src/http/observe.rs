@@ -4,34 +4,25 @@
 
 use std::time::Instant;
 
-use axum::extract::{Request, State};
+use axum::extract::{MatchedPath, Request, State};
 use axum::http::HeaderValue;
 use axum::middleware::Next;
 use axum::response::Response;
 use tracing::Instrument;
 
 use super::AppState;
+use crate::metrics::Protocol;
 
-pub const REQUEST_ID: &str = "x-request-id";
-
-/// Routes the service knows, as metric labels; anything else is `other` (bounded labels).
-const ROUTES: &[&str] = &[
-    "/classify",
+/// Routes polled by probes and scrapers: counted, not logged.
+const QUIET_ROUTES: &[&str] = &[
     "/healthz",
     "/readyz",
-    "/v1/models",
     "/metrics",
-    "/stats",
-    "/openapi.json",
+    "/v2/health/live",
+    "/v2/health/ready",
 ];
 
-fn route_label(path: &str) -> &'static str {
-    ROUTES
-        .iter()
-        .copied()
-        .find(|r| *r == path)
-        .unwrap_or("other")
-}
+pub const REQUEST_ID: &str = "x-request-id";
 
 pub async fn observe(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
     let started = Instant::now();
@@ -45,9 +36,14 @@ pub async fn observe(State(state): State<AppState>, mut request: Request, next: 
     let id_header =
         HeaderValue::from_str(&id).unwrap_or_else(|_| HeaderValue::from_static("invalid"));
     request.headers_mut().insert(REQUEST_ID, id_header.clone());
-    let route = route_label(request.uri().path());
+    // The route as declared (`/v2/models/{model}/infer`), so that labels stay bounded;
+    // anything no route matched is `other`.
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "other".to_owned(), |m| m.as_str().to_owned());
     let method = request.method().clone();
-    let span = tracing::info_span!("request", id = %id, %method, route);
+    let span = tracing::info_span!("request", id = %id, %method, route = %route);
 
     state.metrics.inflight(1.0);
     let mut response = next.run(request).instrument(span.clone()).await;
@@ -55,7 +51,9 @@ pub async fn observe(State(state): State<AppState>, mut request: Request, next: 
 
     let elapsed = started.elapsed();
     let status = response.status().as_u16();
-    state.metrics.request_done(route, status, elapsed);
+    state
+        .metrics
+        .request_done(Protocol::Http, &route, &status.to_string(), elapsed);
     response.headers_mut().insert(REQUEST_ID, id_header);
     let header = |name: &str| {
         response
@@ -65,7 +63,7 @@ pub async fn observe(State(state): State<AppState>, mut request: Request, next: 
             .unwrap_or("-")
             .to_owned()
     };
-    if route != "/healthz" && route != "/metrics" && route != "/readyz" {
+    if !QUIET_ROUTES.contains(&route.as_str()) {
         span.in_scope(|| {
             tracing::info!(
                 status,

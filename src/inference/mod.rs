@@ -1,18 +1,18 @@
 //! ONNX Runtime: the process-wide environment and sessions that run batches.
 
 mod engine;
+mod input;
 pub mod openvino;
 mod optimized;
 pub mod precision;
 pub mod runtime;
 mod shared;
-mod worker;
 
 pub use engine::{Engine, EngineConfig};
+pub use input::{batch_tensor, InputShape, ModelInput};
 pub use openvino::{Agreement, OpenVinoModel};
 pub use precision::Precision;
 pub use shared::SharedModel;
-pub use worker::{Batch, InputShape, Job, Prediction, Workers};
 
 /// Failures of the inference layer. `Clone`, because one failed batch fails every request in it.
 #[derive(Clone, Debug, thiserror::Error)]

@@ -81,6 +81,22 @@ impl Outcome {
     }
 }
 
+/// The protocol a request came in by.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Protocol {
+    Http,
+    Grpc,
+}
+
+impl Protocol {
+    fn label(self) -> &'static str {
+        match self {
+            Self::Http => "http",
+            Self::Grpc => "grpc",
+        }
+    }
+}
+
 static METADATA: Metadata<'static> =
     Metadata::new(module_path!(), Level::INFO, Some(module_path!()));
 
@@ -208,15 +224,21 @@ impl Metrics {
         self.handle.render()
     }
 
-    pub fn request_done(&self, route: &str, status: u16, elapsed: Duration) {
+    /// A request answered: `route` is the matched HTTP route or the gRPC method path, `status`
+    /// the HTTP status code or the gRPC status name.
+    pub fn request_done(&self, protocol: Protocol, route: &str, status: &str, elapsed: Duration) {
         let labels = vec![
+            Label::new("protocol", protocol.label()),
             Label::new("route", route.to_owned()),
-            Label::new("status", status.to_string()),
+            Label::new("status", status.to_owned()),
         ];
         self.recorder
             .register_counter(&Key::from_parts(names::REQUESTS_TOTAL, labels), &METADATA)
             .increment(1);
-        let route = vec![Label::new("route", route.to_owned())];
+        let route = vec![
+            Label::new("protocol", protocol.label()),
+            Label::new("route", route.to_owned()),
+        ];
         self.recorder
             .register_histogram(&Key::from_parts(names::REQUEST_DURATION, route), &METADATA)
             .record(elapsed.as_secs_f64());

@@ -14,11 +14,18 @@ pub struct ServerProcess {
 }
 
 impl ServerProcess {
-    /// `repvgg-serve --log-format json serve --host 127.0.0.1 --port 0 --no-cache <args>`.
+    /// `repvgg-serve --log-format json serve --host 127.0.0.1 --port 0 --no-cache <args>`,
+    /// with `--grpc-port 0` (gRPC off) unless `args` give a gRPC port.
     pub fn start(args: &[&str]) -> Self {
+        let grpc_off: &[&str] = if args.contains(&"--grpc-port") {
+            &[]
+        } else {
+            &["--grpc-port", "0"]
+        };
         let mut child = Command::new(env!("CARGO_BIN_EXE_repvgg-serve"))
             .args(["--log-format", "json", "serve"])
             .args(super::LOCAL_SERVE)
+            .args(grpc_off)
             .args(args)
             .stderr(Stdio::piped())
             .spawn()

@@ -9,6 +9,8 @@ use tokio::sync::oneshot;
 
 pub struct TestServer {
     pub addr: SocketAddr,
+    /// The gRPC endpoint (always on, on its own free port).
+    pub grpc_addr: SocketAddr,
     pub state: repvgg_serve::http::AppState,
     pub client: reqwest::Client,
     stop: Option<oneshot::Sender<()>>,
@@ -31,12 +33,17 @@ impl TestServer {
             .await
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
+        let grpc = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind gRPC");
+        let grpc_addr = grpc.local_addr().expect("gRPC addr");
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(app.run(listener, async move {
+        let task = tokio::spawn(app.run(listener, Some(grpc), async move {
             let _ = stopped.await;
         }));
         Self {
             addr,
+            grpc_addr,
             state,
             client: reqwest::Client::new(),
             stop: Some(stop),

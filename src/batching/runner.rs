@@ -1,70 +1,18 @@
-//! Inference threads: each owns one [`Engine`] (one ONNX Runtime session), receives ready
-//! batches over a channel and answers every job of a batch on its oneshot.
+//! Inference threads: each owns one [`Engine`] (one ONNX Runtime session), receives batches
+//! over a channel, builds the batch tensor from the jobs still wanted (normalising crops on
+//! this thread, off the async runtime), runs it and answers every job on its oneshot.
 //!
 //! The channel is closed by the batcher when it stops; each thread then finishes the batch in
 //! hand and exits, and [`Workers::join`] waits for them.
 
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use tokio::sync::{oneshot, OwnedSemaphorePermit};
-
-use super::{Engine, InferenceError};
+use super::job::{Batch, Prediction};
+use crate::inference::{batch_tensor, Engine, InputShape};
 use crate::metrics::Metrics;
 use crate::supervise::{FaultPoint, Supervisor};
-
-/// One image waiting for inference: its 8-bit crop and where to send the answer.
-#[derive(Debug)]
-pub struct Job {
-    /// Interleaved RGB `crop x crop` pixels, normalised into the batch tensor when batched.
-    pub crop: Vec<u8>,
-    pub reply: oneshot::Sender<Result<Prediction, InferenceError>>,
-    /// The request's span, re-entered on the inference thread.
-    pub span: tracing::Span,
-    pub enqueued: Instant,
-    pub deadline: Instant,
-    /// The image's place in the service, freed when the job is answered or dropped.
-    pub admission: crate::admission::Admission,
-}
-
-impl Job {
-    /// The client stopped waiting (disconnected, or its handler hit the deadline).
-    pub fn is_abandoned(&self) -> bool {
-        self.reply.is_closed()
-    }
-}
-
-/// What a job gets back.
-#[derive(Clone, Debug)]
-pub struct Prediction {
-    pub logits: Vec<f32>,
-    pub queue: Duration,
-    pub inference: Duration,
-    pub batch_size: usize,
-}
-
-/// A batch cut by the batcher: jobs and the NCHW tensor holding their images, in order.
-#[derive(Debug)]
-pub struct Batch {
-    pub jobs: Vec<Job>,
-    pub tensor: Vec<f32>,
-    pub cut_at: Instant,
-    /// Returned to the batcher as soon as the run is done: one permit per session.
-    pub permit: OwnedSemaphorePermit,
-}
-
-/// Side length of the (square) model input, and floats per image.
-#[derive(Clone, Copy, Debug)]
-pub struct InputShape {
-    pub size: usize,
-}
-
-impl InputShape {
-    pub fn slot_len(self) -> usize {
-        3 * self.size * self.size
-    }
-}
 
 /// The running inference threads.
 #[derive(Debug)]
@@ -120,24 +68,12 @@ fn run(
     for batch in batches {
         let Batch {
             jobs,
-            mut tensor,
             cut_at,
             permit,
         } = batch;
-        // Drop jobs whose client left while the batch waited; compact the tensor over them.
-        let slot = shape.slot_len();
+        // Skip jobs whose client left while the batch waited.
         let total = jobs.len();
-        let mut live = Vec::with_capacity(total);
-        for (index, job) in jobs.into_iter().enumerate() {
-            if job.is_abandoned() {
-                continue;
-            }
-            let to = live.len();
-            if to != index {
-                tensor.copy_within(index * slot..(index + 1) * slot, to * slot);
-            }
-            live.push(job);
-        }
+        let live: Vec<_> = jobs.into_iter().filter(|job| !job.is_abandoned()).collect();
         let dropped = total - live.len();
         if dropped > 0 {
             tracing::debug!(
@@ -149,7 +85,7 @@ fn run(
             drop(permit);
             continue;
         }
-        tensor.truncate(live.len() * slot);
+        let tensor = batch_tensor(live.iter().map(|job| &job.input), shape);
         supervisor.fault_point(FaultPoint::Inference);
         let started = Instant::now();
         let result = engine.run(&tensor, live.len(), shape.size, shape.size);

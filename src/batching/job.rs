@@ -1,0 +1,48 @@
+//! What the batching queue holds and hands on: a [`Job`] per image, a [`Batch`] per model run,
+//! and the [`Prediction`] each job gets back.
+
+use std::time::{Duration, Instant};
+
+use tokio::sync::{oneshot, OwnedSemaphorePermit};
+
+use crate::admission::Admission;
+use crate::inference::{InferenceError, ModelInput};
+
+/// One image waiting for inference: its input and where to send the answer.
+#[derive(Debug)]
+pub struct Job {
+    pub input: ModelInput,
+    pub reply: oneshot::Sender<Result<Prediction, InferenceError>>,
+    /// The request's span, re-entered on the inference thread.
+    pub span: tracing::Span,
+    pub enqueued: Instant,
+    pub deadline: Instant,
+    /// The image's place in the service, freed when the job is answered or dropped.
+    pub admission: Admission,
+}
+
+impl Job {
+    /// The client stopped waiting (disconnected, or its handler hit the deadline).
+    pub fn is_abandoned(&self) -> bool {
+        self.reply.is_closed()
+    }
+}
+
+/// What a job gets back.
+#[derive(Clone, Debug)]
+pub struct Prediction {
+    pub logits: Vec<f32>,
+    pub queue: Duration,
+    pub inference: Duration,
+    pub batch_size: usize,
+}
+
+/// A batch cut by the batcher: its jobs in order. The inference thread that takes it builds
+/// the batch tensor from the jobs still wanted.
+#[derive(Debug)]
+pub struct Batch {
+    pub jobs: Vec<Job>,
+    pub cut_at: Instant,
+    /// Returned to the batcher as soon as the run is done: one permit per session.
+    pub permit: OwnedSemaphorePermit,
+}

@@ -1,0 +1,210 @@
+//! gRPC messages to and from [`crate::v2`]'s transport-neutral types: tensors travel in
+//! `raw_input_contents` / `raw_output_contents` (as tritonclient sends and reads them), or for
+//! inputs in the typed `contents` fields.
+
+use crate::http::ApiError;
+use crate::v2::{
+    InferRequest, InferResponse, InputTensor, ModelMetadata, RequestedOutput, TensorData,
+    TensorMetadata, V2Error,
+};
+
+use super::proto::infer_parameter::ParameterChoice;
+use super::proto::model_infer_request::{InferInputTensor, InferRequestedOutputTensor};
+use super::proto::model_infer_response::InferOutputTensor;
+use super::proto::model_metadata_response::TensorMetadata as ProtoTensorMetadata;
+use super::proto::{InferParameter, ModelInferRequest, ModelInferResponse, ModelMetadataResponse};
+
+/// An empty string is the protocol's "not given".
+fn given(text: String) -> Option<String> {
+    (!text.is_empty()).then_some(text)
+}
+
+pub fn request(message: ModelInferRequest) -> Result<InferRequest, V2Error> {
+    let ModelInferRequest {
+        model_name,
+        model_version,
+        id,
+        inputs,
+        outputs,
+        raw_input_contents,
+        ..
+    } = message;
+    if !raw_input_contents.is_empty() && raw_input_contents.len() != inputs.len() {
+        return Err(V2Error::Invalid(format!(
+            "{} inputs but {} raw_input_contents: give every input raw contents, or none",
+            inputs.len(),
+            raw_input_contents.len()
+        )));
+    }
+    let mut raw = raw_input_contents.into_iter();
+    let inputs = inputs
+        .into_iter()
+        .map(|input| {
+            let InferInputTensor {
+                name,
+                datatype,
+                shape,
+                contents,
+                ..
+            } = input;
+            let data = match raw.next() {
+                Some(bytes) => TensorData::from_raw(&name, &datatype, bytes)?,
+                None => typed_contents(&name, &datatype, contents.unwrap_or_default())?,
+            };
+            Ok(InputTensor {
+                name,
+                datatype,
+                shape,
+                data,
+            })
+        })
+        .collect::<Result<_, V2Error>>()?;
+    let outputs = outputs
+        .into_iter()
+        .map(|InferRequestedOutputTensor { name, parameters }| {
+            let classification = parameters
+                .get("classification")
+                .map(|p| class_count(&name, p))
+                .transpose()?;
+            Ok(RequestedOutput {
+                name,
+                classification,
+            })
+        })
+        .collect::<Result<_, V2Error>>()?;
+    Ok(InferRequest {
+        model: model_name,
+        version: given(model_version),
+        id: given(id),
+        inputs,
+        outputs,
+    })
+}
+
+fn typed_contents(
+    name: &str,
+    datatype: &str,
+    contents: super::proto::InferTensorContents,
+) -> Result<TensorData, V2Error> {
+    match datatype {
+        crate::v2::tensor::FP32 => Ok(TensorData::Fp32(contents.fp32_contents)),
+        crate::v2::tensor::BYTES => Ok(TensorData::Bytes(contents.bytes_contents)),
+        other => Err(V2Error::Invalid(format!(
+            "input '{name}': datatype {other} cannot be read (the models take FP32 or BYTES)"
+        ))),
+    }
+}
+
+fn class_count(output: &str, parameter: &InferParameter) -> Result<u64, V2Error> {
+    match parameter.parameter_choice {
+        Some(ParameterChoice::Int64Param(k)) if k >= 0 => Ok(k as u64),
+        Some(ParameterChoice::Uint64Param(k)) => Ok(k),
+        _ => Err(V2Error::Invalid(format!(
+            "output '{output}': classification must be a class count"
+        ))),
+    }
+}
+
+pub fn response(answer: InferResponse) -> ModelInferResponse {
+    let mut raw_output_contents = Vec::with_capacity(answer.outputs.len());
+    let outputs = answer
+        .outputs
+        .into_iter()
+        .map(|output| {
+            raw_output_contents.push(output.data.to_raw().into());
+            InferOutputTensor {
+                name: output.name.to_owned(),
+                datatype: output.data.datatype().to_owned(),
+                shape: output.shape,
+                ..Default::default()
+            }
+        })
+        .collect();
+    ModelInferResponse {
+        model_name: answer.model_name,
+        model_version: answer.model_version.to_owned(),
+        id: answer.id.unwrap_or_default(),
+        outputs,
+        raw_output_contents,
+        ..Default::default()
+    }
+}
+
+pub fn metadata(meta: ModelMetadata) -> ModelMetadataResponse {
+    let tensors = |list: Vec<TensorMetadata>| {
+        list.into_iter()
+            .map(|t| ProtoTensorMetadata {
+                name: t.name.to_owned(),
+                datatype: t.datatype.to_owned(),
+                shape: t.shape,
+            })
+            .collect()
+    };
+    ModelMetadataResponse {
+        name: meta.name,
+        versions: meta.versions,
+        platform: meta.platform.to_owned(),
+        inputs: tensors(meta.inputs),
+        outputs: tensors(meta.outputs),
+    }
+}
+
+/// The one mapping of the service's errors to gRPC status codes: the client-facing error is
+/// classified once ([`ApiError`]), and its HTTP status translated as gRPC's HTTP mapping does.
+pub fn status(error: impl Into<ApiError>) -> tonic::Status {
+    use axum::http::StatusCode;
+    use tonic::Code;
+    let error = error.into();
+    let code = match error.status() {
+        StatusCode::BAD_REQUEST
+        | StatusCode::UNSUPPORTED_MEDIA_TYPE
+        | StatusCode::UNPROCESSABLE_ENTITY => Code::InvalidArgument,
+        StatusCode::NOT_FOUND => Code::NotFound,
+        StatusCode::PAYLOAD_TOO_LARGE => Code::ResourceExhausted,
+        StatusCode::SERVICE_UNAVAILABLE => Code::Unavailable,
+        StatusCode::GATEWAY_TIMEOUT | StatusCode::REQUEST_TIMEOUT => Code::DeadlineExceeded,
+        _ => Code::Internal,
+    };
+    tonic::Status::new(code, error.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::PipelineError;
+
+    #[test]
+    fn raw_contents_pair_with_inputs() {
+        let image = TensorData::Bytes(vec![b"jpeg".to_vec().into()]);
+        let message = ModelInferRequest {
+            model_name: "repvgg".into(),
+            inputs: vec![InferInputTensor {
+                name: "image".into(),
+                datatype: "BYTES".into(),
+                shape: vec![1],
+                ..Default::default()
+            }],
+            raw_input_contents: vec![image.to_raw().into()],
+            ..Default::default()
+        };
+        let parsed = request(message).unwrap();
+        assert_eq!(parsed.inputs[0].data, image);
+        assert_eq!(parsed.version, None);
+    }
+
+    #[test]
+    fn errors_map_to_grpc_codes() {
+        assert_eq!(
+            status(V2Error::UnknownModel("x".into(), "repvgg".into())).code(),
+            tonic::Code::NotFound
+        );
+        assert_eq!(
+            status(V2Error::Pipeline(PipelineError::QueueFull)).code(),
+            tonic::Code::Unavailable
+        );
+        assert_eq!(
+            status(V2Error::Invalid("bad shape".into())).code(),
+            tonic::Code::InvalidArgument
+        );
+    }
+}

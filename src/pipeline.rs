@@ -1,0 +1,273 @@
+//! The classification pipeline, the one path every API takes: admission -> preprocessing
+//! (encoded images only) -> batching -> inference -> logits with stage timings.
+//!
+//! `/classify`, the v2 REST routes and the gRPC service are adapters around [`Pipeline`]: they
+//! parse their protocol into [`Input`]s, call it, and render what comes back. Deadlines,
+//! admission, cancellation (a dropped future frees its image's place and its queued job is
+//! skipped) and the per-image metrics are the same whichever door an image came in by.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use futures_util::future::{join_all, try_join_all};
+use tokio::sync::oneshot;
+
+use crate::admission::{Admission, QueueFull};
+use crate::batching::{Batcher, Job};
+use crate::inference::{InferenceError, InputShape, ModelInput};
+use crate::metrics::{Metrics, Outcome, StageTimings};
+use crate::preprocess::pool::{PoolError, PreprocessPool};
+use crate::preprocess::PreprocessError;
+
+/// One image as a client sent it.
+#[derive(Debug)]
+pub enum Input {
+    /// Encoded image bytes (any format `/classify` takes): decoded, resized and cropped by the
+    /// preprocessing pool.
+    Encoded(Bytes),
+    /// A normalised planar `3 x S x S` tensor (S = the crop size), checked for length by the
+    /// caller: goes straight to the batching queue.
+    Tensor(Vec<f32>),
+}
+
+/// One classified image.
+#[derive(Clone, Debug)]
+pub struct Answer {
+    /// The model's outputs in class order.
+    pub logits: Vec<f32>,
+    pub timings: StageTimings,
+}
+
+/// Why an image was not classified.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error("the queue is full; retry shortly")]
+    QueueFull,
+    #[error("the request deadline passed before the image was classified")]
+    DeadlineExceeded,
+    #[error("the service is shutting down")]
+    Stopped,
+    #[error(transparent)]
+    Image(#[from] PreprocessError),
+    #[error("inference failed: {0}")]
+    Inference(#[from] InferenceError),
+}
+
+impl PipelineError {
+    /// How an image that ended in this error is counted.
+    pub fn outcome(&self) -> Outcome {
+        match self {
+            Self::DeadlineExceeded => Outcome::Expired,
+            Self::Inference(_) => Outcome::Failed,
+            Self::QueueFull | Self::Stopped | Self::Image(_) => Outcome::Rejected,
+        }
+    }
+}
+
+impl From<QueueFull> for PipelineError {
+    fn from(_: QueueFull) -> Self {
+        Self::QueueFull
+    }
+}
+
+impl From<PoolError> for PipelineError {
+    fn from(e: PoolError) -> Self {
+        match e {
+            PoolError::DeadlineExceeded => Self::DeadlineExceeded,
+            PoolError::Stopped => Self::Stopped,
+            PoolError::Image(e) => Self::Image(e),
+        }
+    }
+}
+
+/// The handle every API holds; cloning is cheap.
+#[derive(Clone, Debug)]
+pub struct Pipeline {
+    pool: Arc<PreprocessPool>,
+    batcher: Batcher,
+    metrics: Arc<Metrics>,
+    shape: InputShape,
+}
+
+impl Pipeline {
+    pub fn new(
+        pool: Arc<PreprocessPool>,
+        batcher: Batcher,
+        metrics: Arc<Metrics>,
+        shape: InputShape,
+    ) -> Self {
+        Self {
+            pool,
+            batcher,
+            metrics,
+            shape,
+        }
+    }
+
+    /// Floats a [`Input::Tensor`] must hold.
+    pub fn tensor_len(&self) -> usize {
+        self.shape.slot_len()
+    }
+
+    /// Side of the square model input.
+    pub fn input_size(&self) -> usize {
+        self.shape.size
+    }
+
+    /// Each image admitted and answered on its own (one may fail while the others succeed).
+    pub async fn classify_each(
+        &self,
+        inputs: Vec<Input>,
+        arrived: Instant,
+        deadline: Instant,
+    ) -> Vec<Result<Answer, PipelineError>> {
+        join_all(inputs.into_iter().map(|input| async move {
+            let mut outcome = OutcomeGuard::new(&self.metrics);
+            let result = match self.batcher.admit() {
+                Ok(admission) => self.run(input, admission, arrived, deadline).await,
+                Err(full) => Err(full.into()),
+            };
+            outcome.set(&result);
+            result
+        }))
+        .await
+    }
+
+    /// The images admitted together (all or none: a queue without room for every one of them
+    /// refuses the request at once) and answered together: the first failure fails them all,
+    /// and the others are cancelled (their queued jobs skipped, counted as cancelled).
+    pub async fn classify_all(
+        &self,
+        inputs: Vec<Input>,
+        arrived: Instant,
+        deadline: Instant,
+    ) -> Result<Vec<Answer>, PipelineError> {
+        let admissions = match self.batcher.admit_all(inputs.len()) {
+            Ok(admissions) => admissions,
+            Err(full) => {
+                for _ in &inputs {
+                    self.metrics.image_outcome(Outcome::Rejected);
+                }
+                return Err(full.into());
+            }
+        };
+        try_join_all(
+            inputs
+                .into_iter()
+                .zip(admissions)
+                .map(|(input, admission)| async move {
+                    let mut outcome = OutcomeGuard::new(&self.metrics);
+                    let result = self.run(input, admission, arrived, deadline).await;
+                    outcome.set(&result);
+                    result
+                }),
+        )
+        .await
+    }
+
+    /// One admitted image through preprocessing (when encoded) and the batching queue.
+    async fn run(
+        &self,
+        input: Input,
+        admission: Admission,
+        arrived: Instant,
+        deadline: Instant,
+    ) -> Result<Answer, PipelineError> {
+        let (input, admission, preprocess) = match input {
+            Input::Encoded(bytes) => {
+                let preprocessed = self.pool.run(bytes, admission, deadline).await?;
+                self.metrics.preprocessed(preprocessed.elapsed);
+                (
+                    ModelInput::Crop(preprocessed.crop),
+                    preprocessed.admission,
+                    preprocessed.elapsed,
+                )
+            }
+            Input::Tensor(values) => (ModelInput::Tensor(values), admission, Duration::ZERO),
+        };
+        let (reply, answer) = oneshot::channel();
+        let job = Job {
+            input,
+            reply,
+            span: tracing::Span::current(),
+            enqueued: Instant::now(),
+            deadline,
+            admission,
+        };
+        if job.enqueued >= deadline {
+            return Err(PipelineError::DeadlineExceeded);
+        }
+        self.batcher.submit(job);
+        let prediction = tokio::time::timeout_at(deadline.into(), answer)
+            .await
+            .map_err(|_| PipelineError::DeadlineExceeded)?
+            .map_err(|_| {
+                InferenceError::Failed("the inference thread died while running this image".into())
+            })??;
+        let timings = StageTimings {
+            queue: prediction.queue,
+            preprocess,
+            inference: prediction.inference,
+            total: arrived.elapsed(),
+        };
+        self.metrics.image_timings(timings);
+        Ok(Answer {
+            logits: prediction.logits,
+            timings,
+        })
+    }
+
+    /// Stops taking jobs: the batcher finishes its queue and its driver ends.
+    pub fn close(&self) {
+        self.batcher.close();
+    }
+
+    /// The pipeline failed: every queued job is answered with `cause` now.
+    pub fn fail_queued(&self, cause: &str) {
+        self.batcher.fail_queued(cause);
+    }
+
+    /// The preprocessing pool, for its shutdown once every handle is gone.
+    pub fn into_pool(self) -> Arc<PreprocessPool> {
+        self.pool
+    }
+}
+
+/// Records an image's outcome once; an image whose future is dropped (client gone) counts as
+/// cancelled.
+struct OutcomeGuard<'a> {
+    metrics: &'a Metrics,
+    outcome: Option<Outcome>,
+}
+
+impl<'a> OutcomeGuard<'a> {
+    fn new(metrics: &'a Metrics) -> Self {
+        Self {
+            metrics,
+            outcome: None,
+        }
+    }
+
+    fn set(&mut self, result: &Result<Answer, PipelineError>) {
+        self.outcome = Some(match result {
+            Ok(_) => Outcome::Ok,
+            Err(e) => e.outcome(),
+        });
+    }
+}
+
+impl Drop for OutcomeGuard<'_> {
+    fn drop(&mut self) {
+        self.metrics
+            .image_outcome(self.outcome.unwrap_or(Outcome::Cancelled));
+    }
+}
+
+/// Class indices of the `k` largest logits, best first (ties: the lower index first).
+pub fn top_classes(logits: &[f32], k: usize) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..logits.len()).collect();
+    order.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]));
+    order.truncate(k);
+    order
+}

@@ -1,0 +1,399 @@
+//! The Open Inference Protocol (KServe v2) as the service speaks it, independent of transport:
+//! the two models it shows, their metadata, and inference on them through the
+//! [`crate::pipeline`]. `crate::http::v2` (REST, JSON and binary tensors) and `crate::grpc`
+//! (tonic) only translate their wire formats to and from the types here.
+//!
+//! - `{name}` (default `repvgg`): input `image`, `BYTES`, shape `[-1]`, each element one
+//!   encoded image; the service decodes, resizes and crops it.
+//! - `{name}-tensor`: input `input`, `FP32`, shape `[-1, 3, S, S]`, already normalised.
+//!
+//! Both answer `logits` (`FP32`, `[-1, C]`), or with the classification extension
+//! (`classification: K` on the requested output) a `BYTES` tensor `[-1, K]` of
+//! `"<logit>:<index>:<label>"` strings, best first.
+
+pub mod tensor;
+
+use std::time::Instant;
+
+use crate::pipeline::{top_classes, Input, Pipeline, PipelineError};
+pub use tensor::TensorData;
+use tensor::{BYTES, FP32};
+
+/// Images one inference request may carry.
+pub const MAX_BATCH: usize = 64;
+/// The one model version.
+pub const VERSION: &str = "1";
+/// The only output of both models.
+pub const OUTPUT: &str = "logits";
+/// Protocol extensions spoken.
+pub const EXTENSIONS: &[&str] = &["classification", "binary_tensor_data"];
+
+/// Why a v2 call failed; each protocol maps it to its status in one place.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum V2Error {
+    #[error("unknown model '{0}' (this server has '{1}' and '{1}-tensor')")]
+    UnknownModel(String, String),
+    #[error("model '{model}' has no version '{version}' (only version 1)")]
+    UnknownVersion { model: String, version: String },
+    /// A request that does not fit the model or the protocol (400 / INVALID_ARGUMENT).
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Pipeline(#[from] PipelineError),
+}
+
+/// Which of the two models.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ModelKind {
+    /// Encoded images in, preprocessed by the service.
+    Image,
+    /// Normalised NCHW tensors in.
+    Tensor,
+}
+
+/// A tensor's name, datatype and shape (-1: any size).
+#[derive(Clone, Debug, PartialEq)]
+pub struct TensorMetadata {
+    pub name: &'static str,
+    pub datatype: &'static str,
+    pub shape: Vec<i64>,
+}
+
+/// What `GET /v2/models/{m}` and gRPC `ModelMetadata` answer.
+#[derive(Clone, Debug)]
+pub struct ModelMetadata {
+    pub name: String,
+    pub versions: Vec<String>,
+    pub platform: &'static str,
+    pub inputs: Vec<TensorMetadata>,
+    pub outputs: Vec<TensorMetadata>,
+}
+
+/// The served models, named after `--model-name`.
+#[derive(Clone, Debug)]
+pub struct Catalog {
+    name: String,
+    tensor_name: String,
+    /// Crop size S.
+    size: i64,
+    labels: std::sync::Arc<Vec<String>>,
+}
+
+impl Catalog {
+    pub fn new(name: &str, size: usize, labels: std::sync::Arc<Vec<String>>) -> Self {
+        Self {
+            name: name.to_owned(),
+            tensor_name: format!("{name}-tensor"),
+            size: size as i64,
+            labels,
+        }
+    }
+
+    pub fn model_names(&self) -> [&str; 2] {
+        [&self.name, &self.tensor_name]
+    }
+
+    /// The model a name (and optional version; empty means any) refers to.
+    pub fn find(&self, name: &str, version: Option<&str>) -> Result<ModelKind, V2Error> {
+        let kind = if name == self.name {
+            ModelKind::Image
+        } else if name == self.tensor_name {
+            ModelKind::Tensor
+        } else {
+            return Err(V2Error::UnknownModel(name.to_owned(), self.name.clone()));
+        };
+        match version {
+            None | Some("") | Some(VERSION) => Ok(kind),
+            Some(other) => Err(V2Error::UnknownVersion {
+                model: name.to_owned(),
+                version: other.to_owned(),
+            }),
+        }
+    }
+
+    fn input(&self, kind: ModelKind) -> TensorMetadata {
+        match kind {
+            ModelKind::Image => TensorMetadata {
+                name: "image",
+                datatype: BYTES,
+                shape: vec![-1],
+            },
+            ModelKind::Tensor => TensorMetadata {
+                name: "input",
+                datatype: FP32,
+                shape: vec![-1, 3, self.size, self.size],
+            },
+        }
+    }
+
+    pub fn metadata(&self, kind: ModelKind) -> ModelMetadata {
+        ModelMetadata {
+            name: match kind {
+                ModelKind::Image => self.name.clone(),
+                ModelKind::Tensor => self.tensor_name.clone(),
+            },
+            versions: vec![VERSION.to_owned()],
+            platform: "repvgg-serve",
+            inputs: vec![self.input(kind)],
+            outputs: vec![TensorMetadata {
+                name: OUTPUT,
+                datatype: FP32,
+                shape: vec![-1, self.labels.len() as i64],
+            }],
+        }
+    }
+}
+
+/// An inference request, parsed from either transport.
+#[derive(Debug)]
+pub struct InferRequest {
+    pub model: String,
+    pub version: Option<String>,
+    pub id: Option<String>,
+    pub inputs: Vec<InputTensor>,
+    /// Empty: `logits`.
+    pub outputs: Vec<RequestedOutput>,
+}
+
+#[derive(Debug)]
+pub struct InputTensor {
+    pub name: String,
+    pub datatype: String,
+    pub shape: Vec<i64>,
+    pub data: TensorData,
+}
+
+#[derive(Clone, Debug)]
+pub struct RequestedOutput {
+    pub name: String,
+    /// The classification extension: the K best classes instead of the logits.
+    pub classification: Option<u64>,
+}
+
+#[derive(Debug)]
+pub struct InferResponse {
+    pub model_name: String,
+    pub model_version: &'static str,
+    pub id: Option<String>,
+    pub outputs: Vec<OutputTensor>,
+}
+
+#[derive(Debug)]
+pub struct OutputTensor {
+    pub name: &'static str,
+    pub shape: Vec<i64>,
+    pub data: TensorData,
+}
+
+/// Runs a request: the model and its input checked, every image through the pipeline (admitted
+/// together: one request, one answer), the requested outputs built.
+pub async fn infer(
+    catalog: &Catalog,
+    pipeline: &Pipeline,
+    request: InferRequest,
+    arrived: Instant,
+    deadline: Instant,
+) -> Result<InferResponse, V2Error> {
+    let kind = catalog.find(&request.model, request.version.as_deref())?;
+    let expected = catalog.input(kind);
+    let [input]: [InputTensor; 1] = request.inputs.try_into().map_err(|inputs: Vec<_>| {
+        V2Error::Invalid(format!(
+            "model '{}' takes exactly one input, '{}'; the request has {}",
+            request.model,
+            expected.name,
+            inputs.len()
+        ))
+    })?;
+    let outputs = check_outputs(&request.outputs, catalog.labels.len())?;
+    let inputs = model_inputs(&expected, input, pipeline.tensor_len())?;
+    let batch = inputs.len();
+    let answers = pipeline.classify_all(inputs, arrived, deadline).await?;
+    let classes = catalog.labels.len();
+    let outputs = outputs
+        .into_iter()
+        .map(|classification| match classification {
+            None => OutputTensor {
+                name: OUTPUT,
+                shape: vec![batch as i64, classes as i64],
+                data: TensorData::Fp32(answers.iter().flat_map(|a| a.logits.clone()).collect()),
+            },
+            Some(k) => OutputTensor {
+                name: OUTPUT,
+                shape: vec![batch as i64, k as i64],
+                data: TensorData::Bytes(
+                    answers
+                        .iter()
+                        .flat_map(|a| {
+                            top_classes(&a.logits, k).into_iter().map(|class| {
+                                let label = &catalog.labels[class];
+                                format!("{:.6}:{class}:{label}", a.logits[class])
+                                    .into_bytes()
+                                    .into()
+                            })
+                        })
+                        .collect(),
+                ),
+            },
+        })
+        .collect();
+    Ok(InferResponse {
+        model_name: request.model,
+        model_version: VERSION,
+        id: request.id,
+        outputs,
+    })
+}
+
+/// The outputs to build: `None` for logits, `Some(k)` for the k best classes.
+fn check_outputs(
+    requested: &[RequestedOutput],
+    classes: usize,
+) -> Result<Vec<Option<usize>>, V2Error> {
+    if requested.is_empty() {
+        return Ok(vec![None]);
+    }
+    requested
+        .iter()
+        .map(|output| {
+            if output.name != OUTPUT {
+                return Err(V2Error::Invalid(format!(
+                    "unknown output '{}' (the model's output is '{OUTPUT}')",
+                    output.name
+                )));
+            }
+            match output.classification {
+                None => Ok(None),
+                Some(0) => Err(V2Error::Invalid(
+                    "classification must ask for at least one class".into(),
+                )),
+                Some(k) => Ok(Some((k as usize).min(classes))),
+            }
+        })
+        .collect()
+}
+
+/// Checks the input against the model's and splits it into one pipeline input per image.
+fn model_inputs(
+    expected: &TensorMetadata,
+    input: InputTensor,
+    tensor_len: usize,
+) -> Result<Vec<Input>, V2Error> {
+    let name = &input.name;
+    if name != expected.name {
+        return Err(V2Error::Invalid(format!(
+            "unknown input '{name}' (the model's input is '{}')",
+            expected.name
+        )));
+    }
+    if input.datatype != expected.datatype {
+        return Err(V2Error::Invalid(format!(
+            "input '{name}' has datatype {}; the model takes {}",
+            input.datatype, expected.datatype
+        )));
+    }
+    let shape_matches = input.shape.len() == expected.shape.len()
+        && input
+            .shape
+            .iter()
+            .zip(&expected.shape)
+            .all(|(&got, &want)| got >= 0 && (want == -1 || got == want));
+    if !shape_matches {
+        return Err(V2Error::Invalid(format!(
+            "input '{name}' has shape {:?}; the model takes {:?} (-1: any batch size)",
+            input.shape, expected.shape
+        )));
+    }
+    let batch = input.shape[0] as usize;
+    if batch == 0 || batch > MAX_BATCH {
+        return Err(V2Error::Invalid(format!(
+            "input '{name}' holds {batch} images; a request carries 1 to {MAX_BATCH}"
+        )));
+    }
+    let elements: usize = input.shape.iter().map(|&d| d as usize).product();
+    if input.data.len() != elements {
+        return Err(V2Error::Invalid(format!(
+            "input '{name}' has shape {:?} ({elements} elements) but {} elements of data",
+            input.shape,
+            input.data.len()
+        )));
+    }
+    Ok(match input.data {
+        TensorData::Bytes(images) => images.into_iter().map(Input::Encoded).collect(),
+        TensorData::Fp32(values) => values
+            .chunks_exact(tensor_len)
+            .map(|image| Input::Tensor(image.to_vec()))
+            .collect(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn catalog() -> Catalog {
+        let labels = (0..10).map(|i| format!("c{i}")).collect();
+        Catalog::new("repvgg", 4, std::sync::Arc::new(labels))
+    }
+
+    #[test]
+    fn models_are_found_by_name_and_version() {
+        let c = catalog();
+        assert_eq!(c.find("repvgg", None).unwrap(), ModelKind::Image);
+        assert_eq!(
+            c.find("repvgg-tensor", Some("1")).unwrap(),
+            ModelKind::Tensor
+        );
+        assert!(matches!(
+            c.find("resnet", None),
+            Err(V2Error::UnknownModel(..))
+        ));
+        assert!(matches!(
+            c.find("repvgg", Some("2")),
+            Err(V2Error::UnknownVersion { .. })
+        ));
+        let meta = c.metadata(ModelKind::Tensor);
+        assert_eq!(meta.inputs[0].shape, [-1, 3, 4, 4]);
+        assert_eq!(meta.outputs[0].shape, [-1, 10]);
+    }
+
+    fn tensor(shape: Vec<i64>, values: usize) -> InputTensor {
+        InputTensor {
+            name: "input".into(),
+            datatype: FP32.into(),
+            shape,
+            data: TensorData::Fp32(vec![0.5; values]),
+        }
+    }
+
+    #[test]
+    fn inputs_are_checked_and_split_per_image() {
+        let expected = catalog().input(ModelKind::Tensor);
+        let images = model_inputs(&expected, tensor(vec![2, 3, 4, 4], 96), 48).unwrap();
+        assert_eq!(images.len(), 2);
+        let wrong_shape = model_inputs(&expected, tensor(vec![2, 3, 5, 4], 120), 48);
+        assert!(matches!(wrong_shape, Err(V2Error::Invalid(m)) if m.contains("shape")));
+        let short = model_inputs(&expected, tensor(vec![2, 3, 4, 4], 95), 48);
+        assert!(matches!(short, Err(V2Error::Invalid(m)) if m.contains("95 elements")));
+        let too_many = model_inputs(&expected, tensor(vec![65, 3, 4, 4], 65 * 48), 48);
+        assert!(matches!(too_many, Err(V2Error::Invalid(m)) if m.contains("1 to 64")));
+        let mut bytes = tensor(vec![1, 3, 4, 4], 48);
+        bytes.datatype = BYTES.into();
+        let wrong_type = model_inputs(&expected, bytes, 48);
+        assert!(matches!(wrong_type, Err(V2Error::Invalid(m)) if m.contains("datatype")));
+    }
+
+    #[test]
+    fn outputs_default_to_logits_and_cap_classification() {
+        assert_eq!(check_outputs(&[], 10).unwrap(), [None]);
+        let top = RequestedOutput {
+            name: OUTPUT.into(),
+            classification: Some(50),
+        };
+        assert_eq!(check_outputs(&[top], 10).unwrap(), [Some(10)]);
+        let unknown = RequestedOutput {
+            name: "probs".into(),
+            classification: None,
+        };
+        assert!(check_outputs(&[unknown], 10).is_err());
+    }
+}
