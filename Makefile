@@ -27,6 +27,7 @@ run: build
 ## The whole test suite (unit, integration, end-to-end over HTTP, loadtest's own tests).
 test: setup
 	scripts/setup-test-tools.sh
+	scripts/setup-tritonclient.sh
 	scripts/setup-ort-openvino.sh
 	$(CARGO) test --workspace --all-targets
 

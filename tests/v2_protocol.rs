@@ -1,0 +1,145 @@
+//! The Open Inference Protocol (KServe v2) through the real clients: Triton's `tritonclient`
+//! (HTTP and gRPC, pinned in tests/v2/requirements.txt, in .venv-triton from
+//! scripts/setup-tritonclient.sh, which `make test` runs) and a plain HTTP client, against a
+//! server on 127.0.0.1. The checks themselves are in tests/v2/client_checks.py; every answer is
+//! compared with the same server's `/classify`.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use common::process::ServerProcess;
+use common::server::{metric_value, TestServer};
+use common::*;
+
+/// Images one request may hold in these servers: small, so that a request one image larger is
+/// refused with 503 "queue full" without any timing.
+const QUEUE_CAPACITY: &str = "4";
+
+fn python() -> PathBuf {
+    let python = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv-triton/bin/python");
+    assert!(
+        python.is_file(),
+        "{} is missing: run scripts/setup-tritonclient.sh (make test does)",
+        python.display()
+    );
+    python
+}
+
+/// Runs client_checks.py with `args`; fails the test with its output unless it passed, and
+/// returns what it printed.
+fn client_checks(args: &[&str]) -> String {
+    let script = fixture("../v2/client_checks.py");
+    let output = Command::new(python())
+        .arg(&script)
+        .args(args)
+        .arg("--fixtures")
+        .arg(fixture(""))
+        .output()
+        .expect("running client_checks.py");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    println!("{stdout}");
+    assert!(
+        output.status.success(),
+        "client checks failed:\n{stdout}\n{stderr}"
+    );
+    stdout.into_owned()
+}
+
+async fn checks(protocol: &'static str) {
+    let tiny = tiny();
+    let server =
+        TestServer::start(&["--checkpoint", &tiny, "--queue-capacity", QUEUE_CAPACITY]).await;
+    let http = server.addr.to_string();
+    let grpc = server.grpc_addr.to_string();
+    let report = tokio::task::spawn_blocking(move || {
+        client_checks(&[
+            "checks",
+            "--protocol",
+            protocol,
+            "--http",
+            &http,
+            "--grpc",
+            &grpc,
+            "--queue-capacity",
+            QUEUE_CAPACITY,
+        ])
+    })
+    .await
+    .expect("client checks");
+    assert!(
+        report.matches("ok   ").count() >= 7,
+        "checks missing:\n{report}"
+    );
+    // Every call was counted, under its protocol.
+    let metrics = server.metrics().await;
+    let series = match protocol {
+        "http" => {
+            r#"repvgg_requests_total{protocol="http",route="/v2/models/{model}/infer",status="200"}"#
+        }
+        _ => {
+            r#"repvgg_requests_total{protocol="grpc",route="/inference.GRPCInferenceService/ModelInfer",status="Ok"}"#
+        }
+    };
+    assert!(
+        metric_value(&metrics, series) >= 5.0,
+        "{series} in\n{metrics}"
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tritonclient_http_and_plain_http() {
+    checks("http").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tritonclient_grpc() {
+    checks("grpc").await;
+}
+
+/// SIGTERM while v2 REST and gRPC requests wait in the batching queue: every one is answered,
+/// and the process exits cleanly.
+#[test]
+fn sigterm_answers_accepted_v2_requests_on_both_protocols() {
+    let grpc_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+        .to_string();
+    let tiny = tiny();
+    let server = ServerProcess::start(&[
+        "--checkpoint",
+        &tiny,
+        "--grpc-port",
+        &grpc_port,
+        // Hold each batch so that the requests are still queued when SIGTERM comes.
+        "--max-queue-delay-ms",
+        "800",
+        "--max-batch-size",
+        "32",
+    ]);
+    let pid = server.child.id().to_string();
+    let report = client_checks(&[
+        "sigterm",
+        "--http",
+        &server.addr,
+        "--grpc",
+        &format!("127.0.0.1:{grpc_port}"),
+        "--pid",
+        &pid,
+    ]);
+    assert!(
+        report.contains("http 6/6, grpc 6/6"),
+        "not every request answered:\n{report}"
+    );
+    let (status, logs) = server.wait();
+    assert!(status.success(), "exit {status:?}:\n{}", logs.join("\n"));
+    assert!(
+        logs.iter().any(|l| l.contains("shutdown complete")),
+        "{}",
+        logs.join("\n")
+    );
+}
