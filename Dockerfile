@@ -44,10 +44,11 @@ ENV ORT_DYLIB_PATH=/usr/local/lib/libonnxruntime.so.1.31.1 \
     REPVGG_CACHE_DIR=/var/cache/repvgg-serve \
     REPVGG_HOST=0.0.0.0 \
     REPVGG_PORT=8080 \
+    REPVGG_GRPC_PORT=8081 \
     REPVGG_LOG_FORMAT=json
 VOLUME ["/var/cache/repvgg-serve"]
 USER 10001:10001
-EXPOSE 8080
+EXPOSE 8080 8081
 # Through a shell, so the check follows REPVGG_PORT when it is changed at run time.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=60s --retries=3 \
   CMD ["sh", "-c", "curl -fsS \"http://127.0.0.1:${REPVGG_PORT:-8080}/healthz\" || exit 1"]

@@ -205,6 +205,12 @@ async fn models_health_and_openapi_describe_the_service() {
         "/metrics",
         "/stats",
         "/openapi.json",
+        "/v2",
+        "/v2/health/live",
+        "/v2/health/ready",
+        "/v2/models/{model}",
+        "/v2/models/{model}/ready",
+        "/v2/models/{model}/infer",
     ] {
         assert!(
             spec["paths"][path].is_object(),

@@ -2,14 +2,15 @@
 
 use utoipa::OpenApi;
 
-use super::{body, classify, dto, error, health};
+use super::{body, classify, dto, error, health, v2};
 use crate::metrics;
 
 #[derive(Debug, OpenApi)]
 #[openapi(
     info(
         title = "repvgg-serve",
-        description = "RepVGG image classification over HTTP"
+        description = "RepVGG image classification over HTTP: `/classify`, and the Open Inference \
+                       Protocol (KServe v2) under `/v2` (also over gRPC on --grpc-port)"
     ),
     paths(
         classify::classify,
@@ -18,6 +19,12 @@ use crate::metrics;
         health::models,
         health::metrics,
         health::stats,
+        v2::server_metadata,
+        v2::live,
+        v2::ready,
+        v2::model_metadata,
+        v2::model_ready,
+        v2::infer,
         openapi_json,
     ),
     components(schemas(
@@ -33,6 +40,14 @@ use crate::metrics;
         body::JsonImages,
         error::ErrorBody,
         metrics::StatsReport,
+        v2::ServerMetadata,
+        v2::ModelMetadataResponse,
+        v2::TensorMetadataJson,
+        v2::wire::JsonInferRequest,
+        v2::wire::JsonInput,
+        v2::wire::JsonRequestedOutput,
+        v2::wire::JsonInferResponse,
+        v2::wire::JsonOutput,
     ))
 )]
 pub struct ApiDoc;
