@@ -93,7 +93,7 @@ wait_ready() {
 }
 
 start_ours() {
-  $BIN serve --host 127.0.0.1 --port "$OURS_PORT" --checkpoint "$OUT/a0.safetensors" --no-cache \
+  $BIN serve --host 127.0.0.1 --port "$OURS_PORT" --grpc-port 0 --checkpoint "$OUT/a0.safetensors" --no-cache \
     "$@" 2>"$OUT/ours.log" &
   SERVICE_PID=$!
   wait_ready "http://127.0.0.1:$OURS_PORT/readyz"
@@ -107,11 +107,13 @@ start_python() {
   wait_ready "http://127.0.0.1:$PY_PORT/healthz"
 }
 
-# saturation NAME URL IMAGE: closed loop, 16 connections; prints the throughput
+# saturation NAME URL IMAGE [ENCODING]: closed loop, 16 connections; prints the throughput
 saturation() {
-  $LT run --url "$2" --images "$3" --concurrency 16 --duration 3 --quiet >/dev/null
-  $LT run --url "$2" --images "$3" --concurrency 16 --duration "$SECONDS_PER_RUN" --quiet \
-    --output "$OUT/$1.json" >&2
+  local encoding=${4:-raw}
+  $LT run --url "$2" --images "$3" --encoding "$encoding" --concurrency 16 --duration 3 \
+    --quiet >/dev/null
+  $LT run --url "$2" --images "$3" --encoding "$encoding" --concurrency 16 \
+    --duration "$SECONDS_PER_RUN" --quiet --output "$OUT/$1.json" >&2
   python3 -c "import json;print(json.load(open('$OUT/$1.json'))['throughput_rps'])"
 }
 
@@ -134,6 +136,9 @@ PY="http://127.0.0.1:$PY_PORT/classify"
 log "our server"
 start_ours
 OURS_SAT=$(saturation ours-saturation-small "$OURS" "$SMALL")
+# The Open Inference Protocol's binary form (tritonclient's default) on the same server.
+saturation ours-v2-saturation-small "http://127.0.0.1:$OURS_PORT/v2/models/repvgg/infer" \
+  "$SMALL" v2-binary >/dev/null
 saturation ours-saturation-phone "$OURS" "$PHONE" >/dev/null
 open_loop ours-rate1 "$OURS" 1 "$SECONDS_PER_RUN"
 open_loop ours-rate80 "$OURS" "$(python3 -c "print(round(0.8*$OURS_SAT,1))")" $((SECONDS_PER_RUN + 5))

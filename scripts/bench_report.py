@@ -59,6 +59,8 @@ sessions, per_session = layout["sessions"], layout["threads"]
 # The ceiling is the better of the two ways to run the same cores, at batch 8.
 ceiling = max(fb8, ob8)
 ours_small = load("ours-saturation-small")
+ours_v2 = load("ours-v2-saturation-small")
+v2_ratio = ours_v2["throughput_rps"] / ours_small["throughput_rps"]
 ours_phone = load("ours-saturation-phone")
 ours_dct_phone = load("ours-dct-saturation-phone")
 py_small = load("python-saturation-small")
@@ -158,6 +160,7 @@ measured minutes apart in the same run), not absolute numbers across runs.
 | target | measured | |
 |---|---|---|
 | small photo: our saturation >= 0.90 x raw ORT batch 8 (best layout) | {ours_small['throughput_rps']:.1f} / {ceiling:.1f} = **{small_ratio:.3f}** | {verdict(small_ratio >= 0.90)} |
+| small photo: v2 binary (`/v2/models/repvgg/infer`) >= 0.95 x `/classify` | {ours_v2['throughput_rps']:.1f} / {ours_small['throughput_rps']:.1f} = **{v2_ratio:.3f}** | {verdict(v2_ratio >= 0.95)} |
 | phone photo: our throughput >= 2 x Python baseline (default: exact Pillow pixels) | {ours_phone['throughput_rps']:.1f} / {py_phone['throughput_rps']:.1f} = **{phone_ratio:.2f} x** | {verdict(phone_ratio >= 2.0)} |
 | phone photo, with `--jpeg-dct-scaling` | {ours_dct_phone['throughput_rps']:.1f} / {py_phone['throughput_rps']:.1f} = **{phone_dct_ratio:.2f} x** | {verdict(phone_dct_ratio >= 2.0)} |
 | 80 % of saturation ({rate80['offered']:.1f} req/s, open loop): p99 <= 2 x p50 | p50 {p80['p50']:.1f} ms, p99 {p80['p99']:.1f} ms: **{tail_ratio:.2f} x** | {verdict(tail_ratio <= 2.0)} |
@@ -186,6 +189,7 @@ layout on this machine), and one session with all {threads} threads:
 |---|---|---|
 | raw ONNX Runtime, batch 8, best layout (ceiling) | {ceiling:.1f} images/s | - |
 | repvgg-serve | {ours_small['throughput_rps']:.1f} req/s ({lat(ours_small)}) | {ours_phone['throughput_rps']:.1f} req/s ({lat(ours_phone)}) |
+| repvgg-serve, v2 binary (KServe / tritonclient) | {ours_v2['throughput_rps']:.1f} req/s ({lat(ours_v2)}) | - |
 | repvgg-serve `--jpeg-dct-scaling` | - | {ours_dct_phone['throughput_rps']:.1f} req/s ({lat(ours_dct_phone)}) |
 | Python baseline | {py_small['throughput_rps']:.1f} req/s ({lat(py_small)}) | {py_phone['throughput_rps']:.1f} req/s ({lat(py_phone)}) |
 | **repvgg-serve / Python** | **{ours_small['throughput_rps'] / py_small['throughput_rps']:.2f} x** | **{phone_ratio:.2f} x** (DCT-scaled: **{phone_dct_ratio:.2f} x**) |

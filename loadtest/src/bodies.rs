@@ -1,4 +1,6 @@
-//! Request bodies: images from a folder, cycled, sent raw, as multipart or as base64 JSON.
+//! Request bodies: images from a folder, cycled, sent to `/classify` raw, as multipart or as
+//! base64 JSON, or to a v2 `infer` route as the binary tensor extension sends them
+//! (tritonclient's default: a JSON header, then the image as one `BYTES` element).
 
 use std::path::Path;
 
@@ -11,6 +13,10 @@ pub enum Encoding {
     Raw,
     Multipart,
     Json,
+    /// Open Inference Protocol, binary: for `--url .../v2/models/repvgg/infer`.
+    #[value(name = "v2-binary")]
+    #[serde(rename = "v2-binary")]
+    V2Binary,
 }
 
 /// The images to send, in a fixed order.
@@ -84,6 +90,22 @@ impl Bodies {
                     "{{\"image\":\"{}\"}}",
                     base64::engine::general_purpose::STANDARD.encode(bytes)
                 )),
+            Encoding::V2Binary => {
+                let header = format!(
+                    "{{\"inputs\":[{{\"name\":\"image\",\"shape\":[1],\"datatype\":\"BYTES\",\
+                     \"parameters\":{{\"binary_data_size\":{}}}}}],\
+                     \"parameters\":{{\"binary_data_output\":true}}}}",
+                    bytes.len() + 4
+                );
+                let mut body = header.clone().into_bytes();
+                body.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+                body.extend_from_slice(bytes);
+                client
+                    .post(url)
+                    .header("content-type", "application/octet-stream")
+                    .header("inference-header-content-length", header.len())
+                    .body(body)
+            }
         }
     }
 }
