@@ -41,7 +41,7 @@ pub fn inspect(
         let ckpt = Checkpoint::load(path)?;
         let dialect = ckpt.dialect;
         let model = RepVgg::from_checkpoint(ckpt)?;
-        let crop = model.arch.variant().map_or(224, |v| v.crop);
+        let crop = crate::model::variants::of(&model.arch).map_or(224, |v| v.crop);
         return Ok(Inspection::new(
             &model.arch,
             Some(dialect),

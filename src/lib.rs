@@ -14,21 +14,25 @@
 //! HTTP there), `metrics` holds the Prometheus series and `/stats` windows, and `server` wires
 //! it all together and drains it on shutdown.
 
-pub mod admission;
-pub mod batching;
+// The public surface: what the binary (src/main.rs), the integration tests, the benchmarks,
+// the examples and the fuzz targets use.
 pub mod commands;
 pub mod compare;
 pub mod config;
 #[cfg(fuzzing)]
 pub mod fuzzing;
-pub mod grpc;
 pub mod http;
 pub mod inference;
-mod labels;
-pub mod metrics;
 pub mod model;
-pub mod pipeline;
 pub mod preprocess;
 pub mod server;
 pub mod supervise;
-pub mod v2;
+
+// The serving machinery behind it, crate-private.
+pub(crate) mod admission;
+pub(crate) mod batching;
+pub(crate) mod grpc;
+mod labels;
+pub(crate) mod metrics;
+pub(crate) mod pipeline;
+pub(crate) mod v2;

@@ -20,7 +20,7 @@ mod job;
 pub mod queue;
 mod runner;
 
-pub use job::{Batch, Job, Prediction};
+pub use job::{Batch, Job};
 pub use runner::Workers;
 
 use std::sync::atomic::{AtomicBool, Ordering};

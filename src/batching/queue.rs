@@ -61,10 +61,6 @@ impl<T: Pending> Queue<T> {
         self.entries.len()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
-    }
-
     pub fn push(&mut self, entry: T) {
         self.entries.push_back(entry);
     }
@@ -172,7 +168,7 @@ mod tests {
         tokio::time::advance(Duration::from_millis(2)).await;
         let t5 = tokio::time::Instant::now().into_std();
         assert_eq!(ids(q.poll(t5).0), [1, 2]);
-        assert!(q.is_empty());
+        assert_eq!(q.len(), 0);
     }
 
     #[tokio::test(start_paused = true)]

@@ -187,7 +187,7 @@ mod tests {
             raw_input_contents: vec![image.to_raw().into()],
             ..Default::default()
         };
-        let parsed = request(message).unwrap();
+        let parsed = request(message).expect("ok");
         assert_eq!(parsed.inputs[0].data, image);
         assert_eq!(parsed.version, None);
     }

@@ -3,7 +3,6 @@
 
 use serde::Serialize;
 
-use super::variants::{Variant, VARIANTS};
 
 /// One block: a 3x3 conv (with, in training form, a 1x1 branch and maybe an identity branch).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -139,55 +138,5 @@ impl Architecture {
                 }
             })
             .collect()
-    }
-
-    /// The named variant with this body (any number of classes), if there is one.
-    pub fn variant(&self) -> Option<&'static Variant> {
-        VARIANTS
-            .iter()
-            .find(|v| v.architecture(self.num_classes).stages == self.stages)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::super::variants;
-
-    /// `params_deploy` (M) and `macs_224` (G) from the reference doc's table.
-    const TABLE: [(&str, f64, f64, f64); 14] = [
-        ("A0", 8.31, 9.11, 1.36),
-        ("A1", 12.79, 14.09, 2.36),
-        ("A2", 25.50, 28.21, 5.12),
-        ("B0", 14.34, 15.82, 3.06),
-        ("B1", 51.83, 57.42, 11.82),
-        ("B1g2", 41.36, 45.78, 8.81),
-        ("B1g4", 36.13, 39.97, 7.31),
-        ("B2", 80.32, 89.02, 18.38),
-        ("B2g2", 63.96, 70.85, 13.68),
-        ("B2g4", 55.78, 61.76, 11.33),
-        ("B3", 110.96, 123.09, 26.21),
-        ("B3g2", 87.40, 96.91, 19.45),
-        ("B3g4", 75.63, 83.83, 16.06),
-        ("D2se", 120.39, 133.33, 32.83),
-    ];
-
-    #[test]
-    fn counts_match_the_reference_table() {
-        for (name, deploy_m, train_m, macs_g) in TABLE {
-            let arch = variants::find(name).expect(name).architecture(1000);
-            let round = |x: usize, unit: f64| (x as f64 / unit * 100.0).round() / 100.0;
-            assert_eq!(
-                round(arch.params_deploy(), 1e6),
-                deploy_m,
-                "{name} deploy params"
-            );
-            assert_eq!(
-                round(arch.params_train(), 1e6),
-                train_m,
-                "{name} train params"
-            );
-            assert_eq!(round(arch.macs(224), 1e9), macs_g, "{name} MACs");
-            assert_eq!(arch.variant().map(|v| v.name), Some(name));
-        }
     }
 }

@@ -33,7 +33,7 @@ impl Inspection {
         layout: Layout,
     ) -> Self {
         Self {
-            variant: arch.variant().map(|v| v.name),
+            variant: super::variants::of(arch).map(|v| v.name),
             dialect,
             form,
             num_classes: arch.num_classes,

@@ -255,7 +255,7 @@ fn describe(
     source: String,
     demo: bool,
 ) -> ModelInfo {
-    let variant = model.arch.variant();
+    let variant = super::variants::of(&model.arch);
     ModelInfo {
         variant: variant.map(|v| v.name.to_owned()),
         num_classes: model.arch.num_classes,

@@ -240,7 +240,7 @@ impl Reader {
             return Err(self.wrong_shape(&main, vec![0, in_channels, 3, 3], &kernel));
         };
         if in_per_group == 0
-            || in_channels % in_per_group != 0
+            || !in_channels.is_multiple_of(in_per_group)
             || out % (in_channels / in_per_group) != 0
         {
             return Err(self.wrong_shape(&main, vec![out, in_channels, 3, 3], &kernel));

@@ -7,15 +7,8 @@ use std::io::Cursor;
 use image::metadata::Orientation;
 use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, Limits};
 
+use super::rgb::RgbImage;
 use super::PreprocessError;
-
-/// Interleaved 8-bit RGB pixels.
-#[derive(Debug)]
-pub struct RgbImage {
-    pub width: usize,
-    pub height: usize,
-    pub pixels: Vec<u8>,
-}
 
 /// Formats the service accepts (the `image` crate can decode more; these are the ones offered).
 pub const ACCEPTED: [ImageFormat; 6] = [

@@ -9,7 +9,7 @@
 use image::metadata::Orientation;
 use mozjpeg::{ColorSpace, Decompress, Marker};
 
-use super::decode::RgbImage;
+use super::rgb::RgbImage;
 use super::PreprocessError;
 
 /// Decodes a JPEG to RGB, with its EXIF orientation (applied by the caller).

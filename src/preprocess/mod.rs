@@ -11,8 +11,10 @@ mod jpeg;
 pub mod normalize;
 pub mod pool;
 pub mod resize;
+mod rgb;
 
-pub use decode::{decode_rgb, RgbImage};
+pub use decode::decode_rgb;
+pub use rgb::RgbImage;
 
 /// Why an image could not be used. Each maps to one HTTP status in the HTTP layer.
 #[derive(Clone, Debug, thiserror::Error)]

@@ -8,7 +8,7 @@
 //! are computed: each output pixel depends on its own taps alone, so the result equals
 //! resizing everything and cropping afterwards.
 
-use super::decode::RgbImage;
+use super::rgb::RgbImage;
 
 /// Fractional bits of Pillow's fixed-point weights (`PRECISION_BITS = 32 - 8 - 2`).
 const PRECISION_BITS: u32 = 22;

@@ -338,9 +338,9 @@ mod tests {
     #[test]
     fn models_are_found_by_name_and_version() {
         let c = catalog();
-        assert_eq!(c.find("repvgg", None).unwrap(), ModelKind::Image);
+        assert_eq!(c.find("repvgg", None).expect("ok"), ModelKind::Image);
         assert_eq!(
-            c.find("repvgg-tensor", Some("1")).unwrap(),
+            c.find("repvgg-tensor", Some("1")).expect("ok"),
             ModelKind::Tensor
         );
         assert!(matches!(
@@ -368,7 +368,7 @@ mod tests {
     #[test]
     fn inputs_are_checked_and_split_per_image() {
         let expected = catalog().input(ModelKind::Tensor);
-        let images = model_inputs(&expected, tensor(vec![2, 3, 4, 4], 96), 48).unwrap();
+        let images = model_inputs(&expected, tensor(vec![2, 3, 4, 4], 96), 48).expect("ok");
         assert_eq!(images.len(), 2);
         let wrong_shape = model_inputs(&expected, tensor(vec![2, 3, 5, 4], 120), 48);
         assert!(matches!(wrong_shape, Err(V2Error::Invalid(m)) if m.contains("shape")));
@@ -384,12 +384,12 @@ mod tests {
 
     #[test]
     fn outputs_default_to_logits_and_cap_classification() {
-        assert_eq!(check_outputs(&[], 10).unwrap(), [None]);
+        assert_eq!(check_outputs(&[], 10).expect("ok"), [None]);
         let top = RequestedOutput {
             name: OUTPUT.into(),
             classification: Some(50),
         };
-        assert_eq!(check_outputs(&[top], 10).unwrap(), [Some(10)]);
+        assert_eq!(check_outputs(&[top], 10).expect("ok"), [Some(10)]);
         let unknown = RequestedOutput {
             name: "probs".into(),
             classification: None,

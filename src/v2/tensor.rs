@@ -36,7 +36,7 @@ impl TensorData {
     pub fn from_raw(tensor: &str, datatype: &str, raw: Bytes) -> Result<Self, V2Error> {
         match datatype {
             FP32 => {
-                if raw.len() % 4 != 0 {
+                if !raw.len().is_multiple_of(4) {
                     return Err(V2Error::Invalid(format!(
                         "input '{tensor}': {} bytes of FP32 data is not a whole number of elements",
                         raw.len()
@@ -109,7 +109,7 @@ mod tests {
         ] {
             let raw = Bytes::from(data.to_raw());
             assert_eq!(
-                TensorData::from_raw("x", data.datatype(), raw).unwrap(),
+                TensorData::from_raw("x", data.datatype(), raw).expect("ok"),
                 data
             );
         }

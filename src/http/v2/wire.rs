@@ -316,7 +316,7 @@ mod tests {
     use super::*;
 
     fn binary_body(json: &Value, raw: &[u8]) -> (Bytes, usize) {
-        let mut body = serde_json::to_vec(json).unwrap();
+        let mut body = serde_json::to_vec(json).expect("ok");
         let length = body.len();
         body.extend_from_slice(raw);
         (body.into(), length)
@@ -336,7 +336,7 @@ mod tests {
             "parameters": {"binary_data_output": true}
         });
         let (body, length) = binary_body(&json, &raw);
-        let parsed = parse(body, Some(length), "repvgg".into(), None).unwrap();
+        let parsed = parse(body, Some(length), "repvgg".into(), None).expect("ok");
         assert_eq!(parsed.request.inputs[0].data, image);
         assert_eq!(parsed.request.id.as_deref(), Some("7"));
         assert_eq!(parsed.binary_outputs, [true]);
@@ -349,7 +349,7 @@ mod tests {
                         "parameters": {"binary_data_size": 100}}]
         });
         let (body, length) = binary_body(&json, &[0; 10]);
-        let err = parse(body, Some(length), "repvgg".into(), None).unwrap_err();
+        let err = parse(body, Some(length), "repvgg".into(), None).expect_err("an error");
         assert!(
             err.to_string().contains("binary_data_size is 100 bytes"),
             "{err}"
@@ -360,12 +360,12 @@ mod tests {
     fn json_data_is_flattened_and_base64_decoded() {
         let nested = serde_json::json!([[1.0, 2.0], [3.5, -1.0]]);
         assert_eq!(
-            json_data("x", FP32, nested).unwrap(),
+            json_data("x", FP32, nested).expect("ok"),
             TensorData::Fp32(vec![1.0, 2.0, 3.5, -1.0])
         );
         let text = serde_json::json!(["aGk="]);
         assert_eq!(
-            json_data("x", BYTES, text).unwrap(),
+            json_data("x", BYTES, text).expect("ok"),
             TensorData::Bytes(vec![Bytes::from_static(b"hi")])
         );
         assert!(json_data("x", BYTES, serde_json::json!(["not base64!"])).is_err());
@@ -380,12 +380,12 @@ mod tests {
                         {"name": "logits"}]
         });
         let parsed = parse(
-            serde_json::to_vec(&json).unwrap().into(),
+            serde_json::to_vec(&json).expect("ok").into(),
             None,
             "m".into(),
             None,
         )
-        .unwrap();
+        .expect("ok");
         assert_eq!(parsed.binary_outputs, [false, true]);
         assert_eq!(parsed.request.outputs[0].classification, Some(3));
     }

@@ -354,7 +354,7 @@ impl<'a> Machine<'a> {
     }
 
     fn pairs(&self, at: usize, items: Vec<Value>) -> Result<Vec<(Value, Value)>, PickleError> {
-        if items.len() % 2 != 0 {
+        if !items.len().is_multiple_of(2) {
             return Err(self.error(at, "dict items of odd length"));
         }
         let mut items = items.into_iter();
