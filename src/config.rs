@@ -32,7 +32,8 @@ pub enum LogFormat {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Serve POST /classify (fuses a training checkpoint at start-up; demo weights without one).
+    /// Serve POST /classify and the v2 protocol (REST and gRPC); fuses a training checkpoint at
+    /// start-up (demo weights without one).
     Serve(Box<ServeArgs>),
     /// Write the (fused, or with --unfused the three-branch) network of a checkpoint as ONNX.
     Export {
@@ -94,9 +95,30 @@ pub enum Command {
     },
 }
 
-/// `repvgg-serve serve` flags. Every flag has a `REPVGG_*` environment variable.
+/// `repvgg-serve serve` flags, by topic (each group is a section of `--help`). Every flag has a
+/// `REPVGG_*` environment variable.
 #[derive(Debug, Args)]
 pub struct ServeArgs {
+    #[command(flatten)]
+    pub listen: ListenArgs,
+    #[command(flatten)]
+    pub model: ModelArgs,
+    #[command(flatten)]
+    pub batching: BatchingArgs,
+    #[command(flatten)]
+    pub threads: ThreadArgs,
+    #[command(flatten)]
+    pub request_limits: RequestLimits,
+    #[command(flatten)]
+    pub preprocess: PreprocessArgs,
+    #[command(flatten)]
+    pub shutdown: ShutdownArgs,
+}
+
+/// Where the service listens.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Listening")]
+pub struct ListenArgs {
     /// Address to listen on. Use 127.0.0.1 to keep the service local.
     #[arg(long, env = "REPVGG_HOST", default_value = "0.0.0.0")]
     pub host: String,
@@ -107,11 +129,12 @@ pub struct ServeArgs {
     /// `tritonclient.grpc` speaks it), on the same host; 0 turns it off.
     #[arg(long, env = "REPVGG_GRPC_PORT", default_value_t = 8081)]
     pub grpc_port: u16,
-    /// Name of the model in the v2 protocol (REST `/v2/models/{name}` and gRPC): `{name}` takes
-    /// encoded images, `{name}-tensor` normalised tensors.
-    #[arg(long, env = "REPVGG_MODEL_NAME", default_value = "repvgg")]
-    pub model_name: String,
+}
 
+/// What is served, and how it is computed.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Model")]
+pub struct ModelArgs {
     /// Training or deploy checkpoint (.pth or .safetensors, official or timm names) to serve.
     #[arg(long, env = "REPVGG_CHECKPOINT", conflicts_with = "model")]
     pub checkpoint: Option<PathBuf>,
@@ -121,6 +144,10 @@ pub struct ServeArgs {
     /// Variant of the random demo model used when neither --checkpoint nor --model is given.
     #[arg(long, env = "REPVGG_DEMO_VARIANT", default_value = "A0")]
     pub demo_variant: String,
+    /// Name of the model in the v2 protocol (REST `/v2/models/{name}` and gRPC): `{name}` takes
+    /// encoded images, `{name}-tensor` normalised tensors.
+    #[arg(long, env = "REPVGG_MODEL_NAME", default_value = "repvgg")]
+    pub model_name: String,
     /// Where fused models are cached, keyed by checkpoint sha256, so restarts skip fusion.
     /// Put it on a volume in containers.
     #[arg(long, env = "REPVGG_CACHE_DIR", default_value = ".cache/repvgg-serve")]
@@ -141,10 +168,15 @@ pub struct ServeArgs {
     /// libonnxruntime.so.1.31.1; with --precision bf16, .ort-openvino/libonnxruntime.so.1.24.1).
     #[arg(long, env = "REPVGG_ORT_DYLIB")]
     pub ort_dylib: Option<PathBuf>,
+}
 
+/// The batching queue and admission.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Batching")]
+pub struct BatchingArgs {
     /// Largest batch sent to ONNX Runtime. Larger batches raise throughput a little on CPU and
     /// add latency; the warm-up runs at this size.
-    #[arg(long, env = "REPVGG_MAX_BATCH_SIZE", default_value_t = 8)]
+    #[arg(long, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=256), env = "REPVGG_MAX_BATCH_SIZE", default_value_t = 8)]
     pub max_batch_size: usize,
     /// How long the first queued image waits for others before a partial batch leaves (ms).
     /// 0 = take whatever is queued when a session is free (best at low load).
@@ -153,12 +185,17 @@ pub struct ServeArgs {
     /// Images admitted at once (being preprocessed, queued or inferred); beyond it an image is
     /// refused with 503 on arrival, before it is decoded. Size it as throughput x the latency
     /// you accept.
-    #[arg(long, env = "REPVGG_QUEUE_CAPACITY", default_value_t = 64)]
+    #[arg(long, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1_000_000), env = "REPVGG_QUEUE_CAPACITY", default_value_t = 64)]
     pub queue_capacity: usize,
     /// Deadline per request (ms): an image still queued after it is answered 504, never computed.
-    #[arg(long, env = "REPVGG_REQUEST_TIMEOUT_MS", default_value_t = 10_000)]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=3_600_000), env = "REPVGG_REQUEST_TIMEOUT_MS", default_value_t = 10_000)]
     pub request_timeout_ms: u64,
+}
 
+/// Sessions and threads.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Threads")]
+pub struct ThreadArgs {
     /// ONNX Runtime sessions, each on its own thread (default: 2, or 1 on one core). Two
     /// sessions with half the threads each measured 1.27 x the throughput of one session with
     /// all threads on 2 cores, and a p99 at 33 req/s of 78-87 ms instead of 950 ms: a parallel
@@ -167,51 +204,62 @@ pub struct ServeArgs {
     /// With --precision bf16 the default is 1 session with every core: OpenVINO's own
     /// threading measured 136 vs 73 requests/s at saturation and p50 9.0 vs 15.9 ms alone
     /// against two single-threaded sessions (A0, 2-core Zen 4).
-    #[arg(long, env = "REPVGG_SESSIONS")]
+    #[arg(long, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=256), env = "REPVGG_SESSIONS")]
     pub sessions: Option<usize>,
     /// Intra-op threads per session (default: cores / sessions, at least 1).
-    #[arg(long, env = "REPVGG_INTRA_THREADS")]
+    #[arg(long, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1024), env = "REPVGG_INTRA_THREADS")]
     pub intra_threads: Option<usize>,
     /// Let idle ONNX Runtime threads spin (slightly lower latency, burns CPU the preprocessing
     /// workers could use).
     #[arg(long, env = "REPVGG_ORT_SPINNING", default_value_t = false)]
     pub ort_spinning: bool,
     /// Preprocessing (decode + resize) worker threads (default: all cores).
-    #[arg(long, env = "REPVGG_PREPROCESS_WORKERS")]
+    #[arg(long, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1024), env = "REPVGG_PREPROCESS_WORKERS")]
     pub preprocess_workers: Option<usize>,
+}
 
+/// What one request and one connection may take.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Request limits")]
+pub struct RequestLimits {
     /// Largest request body in bytes (413 above it).
-    #[arg(long, env = "REPVGG_MAX_BODY_BYTES", default_value_t = 32 * 1024 * 1024)]
+    #[arg(long, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=4_294_967_296), env = "REPVGG_MAX_BODY_BYTES", default_value_t = 32 * 1024 * 1024)]
     pub max_body_bytes: usize,
     /// Time (ms) the whole request body may take to arrive, counted from the request's
     /// arrival; a client trickling its body past it gets 408 and the connection is closed.
-    #[arg(long, env = "REPVGG_BODY_TIMEOUT_MS", default_value_t = 10_000)]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=3_600_000), env = "REPVGG_BODY_TIMEOUT_MS", default_value_t = 10_000)]
     pub body_timeout_ms: u64,
     /// Most open HTTP connections; one more is answered 503 (`too_many_connections`,
     /// `Connection: close`) and closed. Each idle connection costs about 10 KiB; keep the
     /// process's open-file limit above this.
-    #[arg(long, env = "REPVGG_MAX_CONNECTIONS", default_value_t = 4096)]
+    #[arg(long, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1_000_000), env = "REPVGG_MAX_CONNECTIONS", default_value_t = 4096)]
     pub max_connections: usize,
     /// Time (ms) a connection may wait for the next request's headers to arrive in full: it
     /// closes idle keep-alive connections and clients that send headers slowly. Keep it above
     /// the idle timeout of a load balancer in front (AWS ALB: 60 s), or the balancer may reuse
     /// a connection this server is closing.
-    #[arg(long, env = "REPVGG_IDLE_TIMEOUT_MS", default_value_t = 75_000)]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=86_400_000), env = "REPVGG_IDLE_TIMEOUT_MS", default_value_t = 75_000)]
     pub idle_timeout_ms: u64,
     /// Memory (bytes) images being decoded may take together: each image's peak decoding
     /// memory is computed from its header and reserved first; an image that does not fit beside
     /// the others gets 503, one larger than the whole budget 422. Default: 768 MiB, or half the
     /// container's memory limit (cgroup) when that is less.
-    #[arg(long, env = "REPVGG_MAX_DECODE_BYTES")]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1_099_511_627_776), env = "REPVGG_MAX_DECODE_BYTES")]
     pub max_decode_bytes: Option<u64>,
     /// Largest image in pixels, read from the header before decoding (422 above it).
-    #[arg(long, env = "REPVGG_MAX_PIXELS", default_value_t = 50_000_000)]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1_000_000_000), env = "REPVGG_MAX_PIXELS", default_value_t = 50_000_000)]
     pub max_pixels: u64,
+}
+
+/// How images become model input.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Preprocessing")]
+pub struct PreprocessArgs {
     /// Shorter side after resize (default: the variant's, 256; 320 for D2se).
-    #[arg(long, env = "REPVGG_RESIZE")]
+    #[arg(long, value_parser = clap::value_parser!(u32).range(16..=4096), env = "REPVGG_RESIZE")]
     pub resize: Option<u32>,
     /// Centre crop size (default: the variant's, 224; 320 for D2se).
-    #[arg(long, env = "REPVGG_CROP")]
+    #[arg(long, value_parser = clap::value_parser!(u32).range(16..=4096), env = "REPVGG_CROP")]
     pub crop: Option<u32>,
     /// Decode large JPEGs reduced (1/2, 1/4 or 1/8, libjpeg's scaled IDCT) while the shorter
     /// side stays at least the resize size. Turn on when clients send camera photos and CPU is
@@ -220,7 +268,12 @@ pub struct ServeArgs {
     /// per channel value; tests/preprocess_parity.rs).
     #[arg(long, env = "REPVGG_JPEG_DCT_SCALING", default_value_t = false)]
     pub jpeg_dct_scaling: bool,
+}
 
+/// Draining on SIGTERM/SIGINT.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Shutdown")]
+pub struct ShutdownArgs {
     /// After SIGTERM/SIGINT, keep accepting connections this long while /readyz answers 503
     /// (lame duck), so load balancers stop routing here first (ms). Kubernetes' preStop pause
     /// does the same from outside; set one of the two.
@@ -280,125 +333,104 @@ pub struct PreprocessLimits {
 }
 
 impl ServeArgs {
-    /// Checks every value; the message names the flag.
+    /// Checks what clap's parsers cannot (one flag against another, files, the CPU); the
+    /// message names the flag.
     pub fn validate(self) -> Result<ServeConfig, String> {
+        let Self {
+            listen,
+            model,
+            batching,
+            threads,
+            request_limits: limits,
+            preprocess,
+            shutdown,
+        } = self;
         let cores = std::thread::available_parallelism().map_or(1, usize::from);
-        let positive = |name: &str, v: usize| {
-            if v == 0 {
-                Err(format!("--{name} must be at least 1"))
-            } else {
-                Ok(v)
-            }
-        };
-        let ip: std::net::IpAddr = self
+        let ip: std::net::IpAddr = listen
             .host
             .parse()
-            .map_err(|_| format!("--host `{}` is not an IP address", self.host))?;
-        let source = match (self.checkpoint, self.model) {
+            .map_err(|_| format!("--host `{}` is not an IP address", listen.host))?;
+        if listen.grpc_port != 0 && listen.grpc_port == listen.port {
+            return Err(format!(
+                "--grpc-port {} is also --port: give gRPC its own port (0 turns it off)",
+                listen.grpc_port
+            ));
+        }
+        let source = match (model.checkpoint, model.model) {
             (Some(path), None) => ModelSource::Checkpoint(existing(path, "--checkpoint")?),
             (None, Some(path)) => ModelSource::Onnx(existing(path, "--model")?),
             _ => {
-                if crate::model::variants::find(&self.demo_variant).is_none() {
+                if crate::model::variants::find(&model.demo_variant).is_none() {
                     return Err(format!(
                         "--demo-variant `{}` is not a RepVGG variant (known: {})",
-                        self.demo_variant,
+                        model.demo_variant,
                         crate::model::variants::names().join(", ")
                     ));
                 }
                 ModelSource::Demo {
-                    variant: self.demo_variant,
+                    variant: model.demo_variant,
                     seed: 0,
                 }
             }
         };
-        let labels = self.labels.map(|p| existing(p, "--labels")).transpose()?;
+        let labels = model.labels.map(|p| existing(p, "--labels")).transpose()?;
         let name_ok = |c: char| c.is_ascii_alphanumeric() || "_.-".contains(c);
-        if self.model_name.is_empty() || !self.model_name.chars().all(name_ok) {
+        if model.model_name.is_empty() || !model.model_name.chars().all(name_ok) {
             return Err(format!(
                 "--model-name `{}` must be letters, digits, '_', '.' or '-'",
-                self.model_name
+                model.model_name
             ));
         }
-        if self.grpc_port != 0 && self.grpc_port == self.port {
-            return Err(format!(
-                "--grpc-port {} is also --port: give gRPC its own port (0 turns it off)",
-                self.grpc_port
-            ));
-        }
-        for (name, v) in [("resize", self.resize), ("crop", self.crop)] {
-            if v.is_some_and(|v| !(16..=4096).contains(&v)) {
-                return Err(format!("--{name} must be between 16 and 4096"));
-            }
-        }
-        if let (Some(resize), Some(crop)) = (self.resize, self.crop) {
+        if let (Some(resize), Some(crop)) = (preprocess.resize, preprocess.crop) {
             if crop > resize {
                 return Err(format!("--crop {crop} is larger than --resize {resize}"));
             }
         }
-        let default_sessions = match self.precision {
+        let sessions = threads.sessions.unwrap_or(match model.precision {
             Precision::Fp32 => cores.min(2),
             Precision::Bf16 => 1,
-        };
-        let sessions = positive("sessions", self.sessions.unwrap_or(default_sessions))?;
-        if self.precision == Precision::Bf16 {
+        });
+        if model.precision == Precision::Bf16 {
             CpuBf16::detect().require_native()?;
         }
         Ok(ServeConfig {
-            addr: SocketAddr::new(ip, self.port),
-            grpc_addr: (self.grpc_port != 0).then(|| SocketAddr::new(ip, self.grpc_port)),
-            model_name: self.model_name,
+            addr: SocketAddr::new(ip, listen.port),
+            grpc_addr: (listen.grpc_port != 0).then(|| SocketAddr::new(ip, listen.grpc_port)),
+            model_name: model.model_name,
             source,
-            cache_dir: (!self.no_cache).then_some(self.cache_dir),
+            cache_dir: (!model.no_cache).then_some(model.cache_dir),
             labels,
-            ort_dylib: self.ort_dylib,
+            ort_dylib: model.ort_dylib,
             batching: BatchingConfig {
-                max_batch_size: positive("max-batch-size", self.max_batch_size)?,
-                max_queue_delay: Duration::from_millis(self.max_queue_delay_ms),
-                queue_capacity: positive("queue-capacity", self.queue_capacity)?,
-                request_timeout: Duration::from_millis(positive(
-                    "request-timeout-ms",
-                    self.request_timeout_ms as usize,
-                )? as u64),
+                max_batch_size: batching.max_batch_size,
+                max_queue_delay: Duration::from_millis(batching.max_queue_delay_ms),
+                queue_capacity: batching.queue_capacity,
+                request_timeout: Duration::from_millis(batching.request_timeout_ms),
             },
             inference: InferenceConfig {
-                precision: self.precision,
+                precision: model.precision,
                 sessions,
-                intra_threads: positive(
-                    "intra-threads",
-                    self.intra_threads.unwrap_or((cores / sessions).max(1)),
-                )?,
-                spinning: self.ort_spinning,
+                intra_threads: threads.intra_threads.unwrap_or((cores / sessions).max(1)),
+                spinning: threads.ort_spinning,
             },
             preprocess: PreprocessLimits {
-                workers: positive(
-                    "preprocess-workers",
-                    self.preprocess_workers.unwrap_or(cores),
-                )?,
-                max_body_bytes: positive("max-body-bytes", self.max_body_bytes)?,
-                max_decode_bytes: positive(
-                    "max-decode-bytes",
-                    self.max_decode_bytes
-                        .unwrap_or_else(crate::preprocess::budget::default_budget)
-                        as usize,
-                )? as u64,
-                body_timeout: Duration::from_millis(positive(
-                    "body-timeout-ms",
-                    self.body_timeout_ms as usize,
-                )? as u64),
-                max_pixels: positive("max-pixels", self.max_pixels as usize)? as u64,
-                resize: self.resize,
-                crop: self.crop,
-                jpeg_dct_scaling: self.jpeg_dct_scaling,
+                workers: threads.preprocess_workers.unwrap_or(cores),
+                max_body_bytes: limits.max_body_bytes,
+                max_decode_bytes: limits
+                    .max_decode_bytes
+                    .unwrap_or_else(crate::preprocess::budget::default_budget),
+                body_timeout: Duration::from_millis(limits.body_timeout_ms),
+                max_pixels: limits.max_pixels,
+                resize: preprocess.resize,
+                crop: preprocess.crop,
+                jpeg_dct_scaling: preprocess.jpeg_dct_scaling,
             },
             connections: crate::http::connections::ConnectionLimits {
-                max_connections: positive("max-connections", self.max_connections)?,
-                idle_timeout: Duration::from_millis(positive(
-                    "idle-timeout-ms",
-                    self.idle_timeout_ms as usize,
-                )? as u64),
+                max_connections: limits.max_connections,
+                idle_timeout: Duration::from_millis(limits.idle_timeout_ms),
             },
-            drain_delay: Duration::from_millis(self.drain_delay_ms),
-            shutdown_grace: Duration::from_secs(self.shutdown_grace_s),
+            drain_delay: Duration::from_millis(shutdown.drain_delay_ms),
+            shutdown_grace: Duration::from_secs(shutdown.shutdown_grace_s),
         })
     }
 }

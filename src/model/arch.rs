@@ -3,7 +3,6 @@
 
 use serde::Serialize;
 
-
 /// One block: a 3x3 conv (with, in training form, a 1x1 branch and maybe an identity branch).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct BlockSpec {
