@@ -52,7 +52,7 @@ pub enum ModelKind {
 }
 
 /// A tensor's name, datatype and shape (-1: any size).
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, utoipa::ToSchema)]
 pub struct TensorMetadata {
     pub name: &'static str,
     pub datatype: &'static str,
@@ -60,7 +60,7 @@ pub struct TensorMetadata {
 }
 
 /// What `GET /v2/models/{m}` and gRPC `ModelMetadata` answer.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, utoipa::ToSchema)]
 pub struct ModelMetadata {
     pub name: String,
     pub versions: Vec<String>,

@@ -16,7 +16,7 @@ use serde::Serialize;
 use super::body::read_body;
 use super::error::{ApiError, ErrorBody};
 use super::AppState;
-use crate::v2::{self, ModelKind, TensorMetadata};
+use crate::v2::{self, ModelKind, ModelMetadata};
 
 /// Every v2 route, with and without `/versions/{version}`.
 pub fn routes() -> Router<AppState> {
@@ -41,34 +41,6 @@ pub struct ServerMetadata {
     pub name: &'static str,
     pub version: &'static str,
     pub extensions: Vec<&'static str>,
-}
-
-/// `GET /v2/models/{model}`.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct ModelMetadataResponse {
-    pub name: String,
-    pub versions: Vec<String>,
-    pub platform: &'static str,
-    pub inputs: Vec<TensorMetadataJson>,
-    pub outputs: Vec<TensorMetadataJson>,
-}
-
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct TensorMetadataJson {
-    pub name: &'static str,
-    pub datatype: &'static str,
-    /// -1: any size.
-    pub shape: Vec<i64>,
-}
-
-impl From<TensorMetadata> for TensorMetadataJson {
-    fn from(t: TensorMetadata) -> Self {
-        Self {
-            name: t.name,
-            datatype: t.datatype,
-            shape: t.shape,
-        }
-    }
 }
 
 type ModelPath = Path<HashMap<String, String>>;
@@ -113,21 +85,14 @@ pub async fn ready(State(state): State<AppState>) -> Result<(), ApiError> {
     get,
     path = "/v2/models/{model}",
     params(("model" = String, Path, description = "`repvgg` (or --model-name) or `repvgg-tensor`")),
-    responses((status = 200, body = ModelMetadataResponse), (status = 404, body = ErrorBody)),
+    responses((status = 200, body = ModelMetadata), (status = 404, body = ErrorBody)),
     tag = "v2"
 )]
 pub async fn model_metadata(
     State(state): State<AppState>,
     Path(path): ModelPath,
-) -> Result<Json<ModelMetadataResponse>, ApiError> {
-    let meta = state.catalog.metadata(find(&state, &path)?);
-    Ok(Json(ModelMetadataResponse {
-        name: meta.name,
-        versions: meta.versions,
-        platform: meta.platform,
-        inputs: meta.inputs.into_iter().map(Into::into).collect(),
-        outputs: meta.outputs.into_iter().map(Into::into).collect(),
-    }))
+) -> Result<Json<ModelMetadata>, ApiError> {
+    Ok(Json(state.catalog.metadata(find(&state, &path)?)))
 }
 
 /// 200 when the model can serve (also at `/v2/models/{model}/versions/{version}/ready`).

@@ -100,16 +100,7 @@ pub fn parse(
     let mut binary = body.slice(header_length..);
     let mut inputs = Vec::with_capacity(json.inputs.len());
     for input in json.inputs {
-        let size = param(&input.parameters, "binary_data_size")
-            .map(|v| {
-                v.as_u64().ok_or_else(|| {
-                    V2Error::Invalid(format!(
-                        "input '{}': binary_data_size must be a byte count",
-                        input.name
-                    ))
-                })
-            })
-            .transpose()?;
+        let size = count_param(&input.parameters, "binary_data_size", "input", &input.name)?;
         let data = match (size, input.data) {
             (Some(size), None) => {
                 let size = usize::try_from(size).unwrap_or(usize::MAX);
@@ -169,16 +160,7 @@ pub fn parse(
     let outputs = requested
         .into_iter()
         .map(|o| {
-            let classification = param(&o.parameters, "classification")
-                .map(|k| {
-                    k.as_u64().ok_or_else(|| {
-                        V2Error::Invalid(format!(
-                            "output '{}': classification must be a class count",
-                            o.name
-                        ))
-                    })
-                })
-                .transpose()?;
+            let classification = count_param(&o.parameters, "classification", "output", &o.name)?;
             Ok(RequestedOutput {
                 name: o.name,
                 classification,
@@ -195,6 +177,24 @@ pub fn parse(
         },
         binary_outputs,
     })
+}
+
+/// A parameter that must be a non-negative integer, when present.
+fn count_param(
+    parameters: &Option<Map<String, Value>>,
+    name: &str,
+    kind: &str,
+    tensor: &str,
+) -> Result<Option<u64>, V2Error> {
+    param(parameters, name)
+        .map(|v| {
+            v.as_u64().ok_or_else(|| {
+                V2Error::Invalid(format!(
+                    "{kind} '{tensor}': {name} must be a non-negative integer"
+                ))
+            })
+        })
+        .transpose()
 }
 
 fn param<'a>(parameters: &'a Option<Map<String, Value>>, name: &str) -> Option<&'a Value> {
