@@ -18,6 +18,7 @@ pub struct QueueFull;
 #[derive(Clone, Debug)]
 pub struct Admissions {
     places: Arc<Semaphore>,
+    capacity: usize,
 }
 
 /// One admitted image's place; dropping it frees the place.
@@ -30,7 +31,13 @@ impl Admissions {
     pub fn new(capacity: usize) -> Self {
         Self {
             places: Arc::new(Semaphore::new(capacity)),
+            capacity,
         }
+    }
+
+    /// Places in all.
+    pub fn capacity(&self) -> usize {
+        self.capacity
     }
 
     /// Admits one more image, or refuses it at once when every place is taken.

@@ -44,6 +44,12 @@ pub struct Answer {
 pub enum PipelineError {
     #[error("the queue is full; retry shortly")]
     QueueFull,
+    /// A request answered as a whole that could never be admitted.
+    #[error(
+        "the request holds {count} images and the service admits at most {capacity} at once \
+         (--queue-capacity); send at most {capacity} per request"
+    )]
+    LargerThanQueue { count: usize, capacity: usize },
     #[error("the request deadline passed before the image was classified")]
     DeadlineExceeded,
     #[error("the service is shutting down")]
@@ -60,7 +66,9 @@ impl PipelineError {
         match self {
             Self::DeadlineExceeded => Outcome::Expired,
             Self::Inference(_) => Outcome::Failed,
-            Self::QueueFull | Self::Stopped | Self::Image(_) => Outcome::Rejected,
+            Self::QueueFull | Self::LargerThanQueue { .. } | Self::Stopped | Self::Image(_) => {
+                Outcome::Rejected
+            }
         }
     }
 }
@@ -143,13 +151,22 @@ impl Pipeline {
         arrived: Instant,
         deadline: Instant,
     ) -> Result<Vec<Answer>, PipelineError> {
-        let admissions = match self.batcher.admit_all(inputs.len()) {
+        let capacity = self.batcher.capacity();
+        let admitted = if inputs.len() > capacity {
+            Err(PipelineError::LargerThanQueue {
+                count: inputs.len(),
+                capacity,
+            })
+        } else {
+            self.batcher.admit_all(inputs.len()).map_err(Into::into)
+        };
+        let admissions = match admitted {
             Ok(admissions) => admissions,
-            Err(full) => {
+            Err(refused) => {
                 for _ in &inputs {
                     self.metrics.image_outcome(Outcome::Rejected);
                 }
-                return Err(full.into());
+                return Err(refused);
             }
         };
         try_join_all(

@@ -13,8 +13,8 @@ use common::process::ServerProcess;
 use common::server::{metric_value, TestServer};
 use common::*;
 
-/// Images one request may hold in these servers: small, so that a request one image larger is
-/// refused with 503 "queue full" without any timing.
+/// Images the checked server admits at once: a request of five is refused with a 400 that says
+/// so.
 const QUEUE_CAPACITY: &str = "4";
 
 fn python() -> PathBuf {
@@ -52,8 +52,23 @@ async fn checks(protocol: &'static str) {
     let tiny = tiny();
     let server =
         TestServer::start(&["--checkpoint", &tiny, "--queue-capacity", QUEUE_CAPACITY]).await;
+    // A server whose queue fills deterministically: two places, and a lone image waits 3 s
+    // for company, so while one is queued a request of two gets 503 "queue full".
+    let busy = TestServer::start(&[
+        "--checkpoint",
+        &tiny,
+        "--queue-capacity",
+        "2",
+        "--max-queue-delay-ms",
+        "3000",
+        "--max-batch-size",
+        "8",
+    ])
+    .await;
     let http = server.addr.to_string();
     let grpc = server.grpc_addr.to_string();
+    let busy_http = busy.addr.to_string();
+    let busy_grpc = busy.grpc_addr.to_string();
     let report = tokio::task::spawn_blocking(move || {
         client_checks(&[
             "checks",
@@ -65,6 +80,10 @@ async fn checks(protocol: &'static str) {
             &grpc,
             "--queue-capacity",
             QUEUE_CAPACITY,
+            "--busy-http",
+            &busy_http,
+            "--busy-grpc",
+            &busy_grpc,
         ])
     })
     .await
@@ -88,6 +107,7 @@ async fn checks(protocol: &'static str) {
         "{series} in\n{metrics}"
     );
     server.stop().await;
+    busy.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -101,6 +101,11 @@ impl Batcher {
         self.shared.admissions.admit()
     }
 
+    /// Images the service admits at once (`--queue-capacity`).
+    pub fn capacity(&self) -> usize {
+        self.shared.admissions.capacity()
+    }
+
     /// Admits `count` images together, or none.
     pub fn admit_all(&self, count: usize) -> Result<Vec<Admission>, QueueFull> {
         self.shared.admissions.admit_all(count)

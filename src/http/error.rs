@@ -152,6 +152,7 @@ impl From<PipelineError> for ApiError {
     fn from(e: PipelineError) -> Self {
         match e {
             PipelineError::QueueFull => Self::QueueFull,
+            PipelineError::LargerThanQueue { .. } => Self::BadRequest(e.to_string()),
             PipelineError::DeadlineExceeded => Self::DeadlineExceeded,
             PipelineError::Stopped => Self::NotReady,
             PipelineError::Image(e) => e.into(),

@@ -3,6 +3,7 @@ plain HTTP client, against a running repvgg-serve. Driven by tests/v2_protocol.r
 the server; every check compares with the same server's own `/classify`.
 
     client_checks.py checks --protocol http|grpc --http HOST:PORT --grpc HOST:PORT
+                            --busy-http HOST:PORT --busy-grpc HOST:PORT
                             --fixtures DIR --queue-capacity N
     client_checks.py sigterm --http HOST:PORT --grpc HOST:PORT --fixtures DIR --pid PID
 
@@ -258,13 +259,14 @@ def run_checks(args):
             p.error_status(400, "INVALID_ARGUMENT"),
             "cannot decode image",
         )
-        # More images than the queue has places: refused at once, the others untouched.
+        # More images than the service ever admits at once: a clear 400, never admitted.
         many = images_array(checks, [JPEGS[0]] * (args.queue_capacity + 1))
         expect_error(
             lambda: p.client.infer(MODEL, [p.input("image", many.shape, "BYTES", many)]),
-            p.error_status(503, "UNAVAILABLE"),
-            "queue is full",
+            p.error_status(400, "INVALID_ARGUMENT"),
+            f"admits at most {args.queue_capacity} at once",
         )
+        queue_full(checks, p, args)
         # ...and the server serves normally afterwards.
         result = p.client.infer(MODEL, [image_input()])
         close(result.as_numpy("logits"), checks.reference_logits([JPEGS[0]]), 1e-4, "after errors")
@@ -283,6 +285,39 @@ def run_checks(args):
         checks.run("http: plain client, binary_data_size past the body", lambda: plain_truncated(checks))
     checks.run(f"{p.name}: errors as InferenceServerException", errors)
     return checks.failed
+
+
+def queue_full(checks, p, args):
+    """The busy server (--queue-capacity 2, batches held 3 s): one queued image leaves one place,
+    so a request of two is refused at once with 503, and the queued one is still answered."""
+    if p.name == "http":  # two connections: the held request must not block the second
+        busy = httpclient.InferenceServerClient(url=args.busy_http, concurrency=2)
+    else:
+        busy = grpcclient.InferenceServerClient(url=args.busy_grpc)
+    one = images_array(checks, [JPEGS[0]])
+    two = images_array(checks, [JPEGS[0], PNGS[0]])
+    held = {}
+    done = threading.Event()
+    if p.name == "http":
+        pending = busy.async_infer(MODEL, [p.input("image", one.shape, "BYTES", one)])
+    else:
+        def callback(result, error):
+            held["answer"] = (result, error)
+            done.set()
+        busy.async_infer(MODEL, [p.input("image", one.shape, "BYTES", one)], callback=callback)
+    time.sleep(0.5)
+    expect_error(
+        lambda: busy.infer(MODEL, [p.input("image", two.shape, "BYTES", two)]),
+        p.error_status(503, "UNAVAILABLE"),
+        "queue is full",
+    )
+    if p.name == "http":
+        result = pending.get_result()
+    else:
+        assert done.wait(30), "the held request was not answered"
+        result, error = held["answer"]
+        assert error is None, error
+    close(result.as_numpy("logits"), checks.reference_logits([JPEGS[0]]), 1e-4, "held request")
 
 
 def post(checks, path, body, headers):
@@ -398,6 +433,8 @@ def main():
     parser.add_argument("--grpc", required=True)
     parser.add_argument("--fixtures", required=True)
     parser.add_argument("--queue-capacity", type=int, default=64)
+    parser.add_argument("--busy-http", help="a server with --queue-capacity 2 that holds batches")
+    parser.add_argument("--busy-grpc")
     parser.add_argument("--pid", type=int)
     args = parser.parse_args()
     failed = run_checks(args) if args.mode == "checks" else run_sigterm(args)
