@@ -213,6 +213,10 @@ Each service is swept from 20 % to 150 % of its own saturation rate, {ours_sweep
 
 ![repvgg-serve vs Python baseline](bench/sweep.svg)
 
+The chart (`loadtest chart`, drawn with `plotters`) puts each step at the rate it offered (x,
+requests/s) with its p50 (solid, dots) and p99 (dashed, triangles) on a log scale; what each
+step achieved is in the tables.
+
 repvgg-serve:
 
 | offered req/s | achieved | p50 ms | p90 | p99 | max | not 200 |

@@ -1,8 +1,9 @@
 //! Throughput-latency curve: open-loop steps of rising arrival rate, up to and past
 //! saturation, written as JSON and as an SVG chart.
 
-use std::fmt::Write;
 use std::sync::Arc;
+
+use plotters::prelude::*;
 
 use crate::run::{run, Mode, RunConfig};
 use crate::{Bodies, Report};
@@ -26,82 +27,103 @@ pub async fn sweep(
     Ok(reports)
 }
 
-/// Achieved throughput vs p50 / p99 latency, one line per series (several runs side by side).
-/// Latency is on a log scale (decades marked), so a curve that goes from milliseconds at low
-/// load to seconds past saturation stays readable next to one that does not.
+/// p50 and p99 latency against the offered rate, one colour per series (several runs side by
+/// side), drawn with `plotters`: the x axis is the arrival rate each step offered (ticks in
+/// requests/s), so past saturation the curve keeps going right and up instead of folding back
+/// (achieved throughput stops growing there; it is in the JSON). Latency is on a log scale, so
+/// milliseconds at low load and seconds past saturation stay readable side by side.
 pub fn svg(title: &str, series: &[(&str, &[Report])]) -> String {
-    let (w, h, left, bottom, top) = (720.0, 420.0, 70.0, 50.0, 30.0);
     let reports = || series.iter().flat_map(|(_, r)| r.iter());
-    let max_x = reports()
-        .map(|r| r.offered.max(r.throughput_rps))
-        .fold(1.0, f64::max);
+    let max_x = reports().map(|r| r.offered).fold(1.0, f64::max) * 1.05;
     let latencies = || reports().flat_map(|r| [r.latency_ms.p50, r.latency_ms.p99]);
-    let lo = latencies()
-        .fold(f64::MAX, f64::min)
-        .max(0.1)
-        .log10()
-        .floor();
-    let hi = latencies().fold(1.0, f64::max).log10().ceil().max(lo + 1.0);
-    let x = |v: f64| left + v / max_x * (w - left - 20.0);
-    let y = |ms: f64| {
-        let v = ms.max(0.1).log10().clamp(lo, hi);
-        h - bottom - (v - lo) / (hi - lo) * (h - bottom - top)
-    };
-    let mut out = String::new();
-    let _ = write!(
-        out,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12"><rect width="100%" height="100%" fill="white"/><text x="{}" y="18" text-anchor="middle" font-size="14">{title}</text><line x1="{left}" y1="{}" x2="{}" y2="{}" stroke="black"/><line x1="{left}" y1="{top}" x2="{left}" y2="{}" stroke="black"/><text x="{}" y="{}" text-anchor="middle">achieved throughput (requests/s, max {max_x:.0})</text><text x="15" y="{}" transform="rotate(-90 15 {})" text-anchor="middle">latency (ms, log scale)</text>"#,
-        w / 2.0,
-        h - bottom,
-        w - 20.0,
-        h - bottom,
-        h - bottom,
-        w / 2.0,
-        h - 15.0,
-        h / 2.0,
-        h / 2.0
+    let lo = 10f64.powf(
+        latencies()
+            .fold(f64::MAX, f64::min)
+            .max(0.1)
+            .log10()
+            .floor(),
     );
-    for decade in lo as i32..=hi as i32 {
-        let ms = 10f64.powi(decade);
-        let _ = write!(
-            out,
-            r##"<line x1="{left}" y1="{0:.1}" x2="{1}" y2="{0:.1}" stroke="#ddd"/><text x="{2}" y="{3:.1}" text-anchor="end">{ms}</text>"##,
-            y(ms),
-            w - 20.0,
-            left - 5.0,
-            y(ms) + 4.0
-        );
+    let hi = 10f64
+        .powf(latencies().fold(1.0, f64::max).log10().ceil())
+        .max(lo * 10.0);
+    let mut out = String::new();
+    {
+        let root = SVGBackend::with_string(&mut out, (760, 440)).into_drawing_area();
+        // Drawing into a String cannot fail; a plotters error here is a bug in this function.
+        draw(&root, title, series, max_x, lo..hi).expect("drawing the chart");
+        root.present().expect("writing the SVG");
     }
-    let colors = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd"];
-    for (k, (name, reports)) in series.iter().enumerate() {
-        let color = colors[k % colors.len()];
-        for (quantile, dash) in [("p50", ""), ("p99", "6,3")] {
-            let points: Vec<String> = reports
-                .iter()
-                .map(|r| {
-                    let v = if quantile == "p50" {
-                        r.latency_ms.p50
-                    } else {
-                        r.latency_ms.p99
-                    };
-                    format!("{:.1},{:.1}", x(r.throughput_rps), y(v))
-                })
-                .collect();
-            let _ = write!(
-                out,
-                r#"<polyline fill="none" stroke="{color}" stroke-width="2" stroke-dasharray="{dash}" points="{}"/>"#,
-                points.join(" ")
-            );
-        }
-        let _ = write!(
-            out,
-            r#"<text x="{}" y="{}" fill="{color}">{name} (solid p50, dashed p99)</text>"#,
-            left + 10.0,
-            45.0 + 16.0 * k as f64
-        );
-    }
-    out.push_str("</svg>\n");
+    out.push('\n');
     out
+}
+
+const COLORS: [RGBColor; 4] = [
+    RGBColor(31, 119, 180),
+    RGBColor(214, 39, 40),
+    RGBColor(44, 160, 44),
+    RGBColor(148, 103, 189),
+];
+
+fn draw(
+    root: &DrawingArea<SVGBackend<'_>, plotters::coord::Shift>,
+    title: &str,
+    series: &[(&str, &[Report])],
+    max_x: f64,
+    latency: std::ops::Range<f64>,
+) -> Result<(), Box<dyn std::error::Error>> {
+    root.fill(&WHITE)?;
+    let mut chart = ChartBuilder::on(root)
+        .caption(title, ("sans-serif", 16))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(60)
+        .build_cartesian_2d(0.0..max_x, latency.log_scale())?;
+    chart
+        .configure_mesh()
+        .x_desc("offered rate (requests/s, open loop)")
+        .y_desc("latency (ms, log scale)")
+        .x_labels(12)
+        .x_label_formatter(&|v| format!("{v:.0}"))
+        .y_label_formatter(&|v| format!("{v}"))
+        .draw()?;
+    for (k, (name, reports)) in series.iter().enumerate() {
+        let color = COLORS[k % COLORS.len()];
+        let mut steps: Vec<&Report> = reports.iter().collect();
+        steps.sort_by(|a, b| a.offered.total_cmp(&b.offered));
+        let p50: Vec<(f64, f64)> = steps
+            .iter()
+            .map(|r| (r.offered, r.latency_ms.p50))
+            .collect();
+        let p99: Vec<(f64, f64)> = steps
+            .iter()
+            .map(|r| (r.offered, r.latency_ms.p99))
+            .collect();
+        chart
+            .draw_series(LineSeries::new(p50.clone(), color.stroke_width(2)))?
+            .label(format!("{name} p50"))
+            .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], color.stroke_width(2)));
+        chart.draw_series(p50.iter().map(|&p| Circle::new(p, 3, color.filled())))?;
+        chart
+            .draw_series(DashedLineSeries::new(
+                p99.clone(),
+                6,
+                4,
+                color.stroke_width(1),
+            ))?
+            .label(format!("{name} p99 (dashed)"))
+            .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], color.stroke_width(1)));
+        chart.draw_series(
+            p99.iter()
+                .map(|&p| TriangleMarker::new(p, 4, color.filled())),
+        )?;
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -119,27 +141,32 @@ mod tests {
     }
 
     #[test]
-    fn chart_draws_every_series_inside_the_canvas_on_a_log_axis() {
+    fn chart_has_rate_ticks_and_log_latency_and_every_series() {
         let ours = vec![step(10.0, 30, 40), step(40.0, 60, 90)];
         let theirs = vec![step(10.0, 50, 70), step(20.0, 2000, 9000)];
         // What `loadtest chart` reads back from a sweep's JSON.
         let json = serde_json::to_string(&theirs).expect("serialise");
         let theirs: Vec<Report> = serde_json::from_str(&json).expect("round trip");
         let svg = svg("t", &[("ours", &ours), ("theirs", &theirs)]);
-        assert!(svg.contains("ours (solid p50") && svg.contains("theirs (solid p50"));
-        // Decades from 10 ms to 10 s are marked.
-        for label in [">10<", ">100<", ">1000<", ">10000<"] {
-            assert!(svg.contains(label), "missing gridline {label}");
+        assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
+        let texts: Vec<&str> = svg
+            .split("<text")
+            .skip(1)
+            .filter_map(|t| Some(t.split_once('>')?.1.split_once("</text>")?.0.trim()))
+            .collect();
+        for label in [
+            "ours p50",
+            "ours p99 (dashed)",
+            "theirs p50",
+            "offered rate (requests/s, open loop)",
+        ] {
+            assert!(texts.contains(&label), "missing {label} in {texts:?}");
         }
-        for polyline in svg.split("points=\"").skip(1) {
-            for point in polyline.split('"').next().expect("points").split(' ') {
-                let (x, y) = point.split_once(',').expect("x,y");
-                let (x, y): (f64, f64) = (x.parse().expect("x"), y.parse().expect("y"));
-                assert!(
-                    (0.0..=720.0).contains(&x) && (0.0..=420.0).contains(&y),
-                    "{point}"
-                );
-            }
+        // Rate ticks on the x axis (0 to 42 req/s) and latency decades on the y axis.
+        for tick in ["0", "10", "20", "40", "100", "1000", "10000"] {
+            assert!(texts.contains(&tick), "missing tick {tick} in {texts:?}");
         }
+        // One marker per step and quantile: 4 steps x (p50 circle + p99 triangle).
+        assert_eq!(svg.matches("<circle").count(), 4, "p50 markers");
     }
 }
