@@ -125,6 +125,12 @@ sweep() {
     --output "$OUT/$1.json" --svg "$OUT/$1.svg"
 }
 
+# one_at_a_time NAME URL: closed loop, one connection (each request alone in the service)
+one_at_a_time() {
+  $LT run --url "$2" --images "$SMALL" --concurrency 1 --duration "$SECONDS_PER_RUN" --quiet \
+    --output "$OUT/$1.json" >&2
+}
+
 open_loop() { # NAME URL RATE SECONDS [IMAGE]
   $LT run --url "$2" --images "${5:-$SMALL}" --rate "$3" --duration "$4" --quiet \
     --output "$OUT/$1.json" >&2
@@ -141,6 +147,7 @@ saturation ours-v2-saturation-small "http://127.0.0.1:$OURS_PORT/v2/models/repvg
   "$SMALL" v2-binary >/dev/null
 saturation ours-saturation-phone "$OURS" "$PHONE" >/dev/null
 open_loop ours-rate1 "$OURS" 1 "$SECONDS_PER_RUN"
+one_at_a_time ours-one-at-a-time "$OURS"
 open_loop ours-rate80 "$OURS" "$(python3 -c "print(round(0.8*$OURS_SAT,1))")" $((SECONDS_PER_RUN + 5))
 sweep ours-sweep "$OURS" "$OURS_SAT"
 OVERLOAD=$(python3 -c "print(round(3*$OURS_SAT,1))")
@@ -155,6 +162,7 @@ stop_service
 log "Python baseline (FastAPI + Pillow + onnxruntime)"
 start_python
 PY_SAT=$(saturation python-saturation-small "$PY" "$SMALL")
+one_at_a_time python-one-at-a-time "$PY"
 saturation python-saturation-phone "$PY" "$PHONE" >/dev/null
 sweep python-sweep "$PY" "$PY_SAT"
 open_loop python-overload "$PY" "$OVERLOAD" "$OVERLOAD_SECONDS"

@@ -60,6 +60,8 @@ sessions, per_session = layout["sessions"], layout["threads"]
 ceiling = max(fb8, ob8)
 ours_small = load("ours-saturation-small")
 ours_v2 = load("ours-v2-saturation-small")
+ours_one = load("ours-one-at-a-time")
+py_one = load("python-one-at-a-time")
 v2_ratio = ours_v2["throughput_rps"] / ours_small["throughput_rps"]
 ours_phone = load("ours-saturation-phone")
 ours_dct_phone = load("ours-dct-saturation-phone")
@@ -161,6 +163,7 @@ measured minutes apart in the same run), not absolute numbers across runs.
 |---|---|---|
 | small photo: our saturation >= 0.90 x raw ORT batch 8 (best layout) | {ours_small['throughput_rps']:.1f} / {ceiling:.1f} = **{small_ratio:.3f}** | {verdict(small_ratio >= 0.90)} |
 | small photo: v2 binary (`/v2/models/repvgg/infer`) >= 0.95 x `/classify` | {ours_v2['throughput_rps']:.1f} / {ours_small['throughput_rps']:.1f} = **{v2_ratio:.3f}** | {verdict(v2_ratio >= 0.95)} |
+| light load (one request at a time, closed loop): our p50 <= Python's p50 | {ours_one['latency_ms']['p50']:.1f} ms vs {py_one['latency_ms']['p50']:.1f} ms | {verdict(ours_one['latency_ms']['p50'] <= py_one['latency_ms']['p50'])} |
 | phone photo: our throughput >= 2 x Python baseline (default: exact Pillow pixels) | {ours_phone['throughput_rps']:.1f} / {py_phone['throughput_rps']:.1f} = **{phone_ratio:.2f} x** | {verdict(phone_ratio >= 2.0)} |
 | phone photo, with `--jpeg-dct-scaling` | {ours_dct_phone['throughput_rps']:.1f} / {py_phone['throughput_rps']:.1f} = **{phone_dct_ratio:.2f} x** | {verdict(phone_dct_ratio >= 2.0)} |
 | 80 % of saturation ({rate80['offered']:.1f} req/s, open loop): p99 <= 2 x p50 | p50 {p80['p50']:.1f} ms, p99 {p80['p99']:.1f} ms: **{tail_ratio:.2f} x** | {verdict(tail_ratio <= 2.0)} |

@@ -213,6 +213,12 @@ pub struct ThreadArgs {
     /// workers could use).
     #[arg(long, env = "REPVGG_ORT_SPINNING", default_value_t = false)]
     pub ort_spinning: bool,
+    /// fp32 with several sessions: one more session with all their threads, which takes a
+    /// batch when it finds every other session idle and nothing else queued, so a lone image
+    /// runs on every core while a busy server keeps the throughput layout (weights are shared:
+    /// it adds only its activations). `false` keeps just the narrow sessions.
+    #[arg(long, env = "REPVGG_WIDE_SESSION", default_value_t = true, action = clap::ArgAction::Set)]
+    pub wide_session: bool,
     /// Preprocessing (decode + resize) worker threads (default: all cores).
     #[arg(long, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1024), env = "REPVGG_PREPROCESS_WORKERS")]
     pub preprocess_workers: Option<usize>,
@@ -317,6 +323,7 @@ pub struct InferenceConfig {
     pub sessions: usize,
     pub intra_threads: usize,
     pub spinning: bool,
+    pub wide_session: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -412,6 +419,7 @@ impl ServeArgs {
                 sessions,
                 intra_threads: threads.intra_threads.unwrap_or((cores / sessions).max(1)),
                 spinning: threads.ort_spinning,
+                wide_session: threads.wide_session,
             },
             preprocess: PreprocessLimits {
                 workers: threads.preprocess_workers.unwrap_or(cores),

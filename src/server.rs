@@ -10,7 +10,7 @@ use tokio::net::TcpListener;
 
 use crate::batching::queue::QueueConfig;
 use crate::batching::Batcher;
-use crate::batching::{Batch, Workers};
+use crate::batching::{Batch, Lanes, Workers};
 use crate::config::ServeConfig;
 use crate::http::connections::{self, Drained};
 use crate::http::{self, AppState, BatchingDetails, InputDetails, Limits, Readiness, ServedModel};
@@ -33,8 +33,8 @@ pub struct App {
     config: ServeConfig,
     workers: Workers,
     driver: tokio::task::JoinHandle<()>,
-    /// The inference threads' channel, kept to fail the batches a dead thread leaves in it.
-    batches: crossbeam_channel::Receiver<Batch>,
+    /// The inference threads' channels, kept to fail the batches a dead thread leaves in them.
+    batches: Vec<crossbeam_channel::Receiver<Batch>>,
 }
 
 impl App {
@@ -48,6 +48,7 @@ impl App {
             info,
             from_cache,
             engines,
+            wide,
             agreement,
         } = tokio::task::spawn_blocking(move || load(&prep_config))
             .await
@@ -86,14 +87,20 @@ impl App {
             size: preprocess.crop as usize,
         };
         let supervisor = Supervisor::default();
-        let (batches_tx, batches_rx) = crossbeam_channel::unbounded();
-        let workers = Workers::spawn(
-            engines,
-            batches_rx.clone(),
-            shape,
-            metrics.clone(),
-            &supervisor,
-        );
+        let (narrow_tx, narrow_rx) = crossbeam_channel::unbounded();
+        let mut paired: Vec<_> = engines
+            .into_iter()
+            .map(|e| (e, narrow_rx.clone()))
+            .collect();
+        let mut batches = vec![narrow_rx];
+        let wide_session = wide.is_some();
+        let wide_tx = wide.map(|engine| {
+            let (tx, rx) = crossbeam_channel::unbounded();
+            paired.push((engine, rx.clone()));
+            batches.push(rx);
+            tx
+        });
+        let workers = Workers::spawn(paired, shape, metrics.clone(), &supervisor);
         let b = &config.batching;
         let (batcher, driver) = Batcher::start(
             QueueConfig {
@@ -102,7 +109,10 @@ impl App {
                 capacity: b.queue_capacity,
             },
             config.inference.sessions,
-            batches_tx,
+            Lanes {
+                narrow: narrow_tx,
+                wide: wide_tx,
+            },
             metrics.clone(),
             supervisor.clone(),
         );
@@ -128,6 +138,7 @@ impl App {
                 request_timeout_ms: b.request_timeout.as_millis() as u64,
                 sessions: config.inference.sessions,
                 intra_threads: config.inference.intra_threads,
+                wide_session,
                 preprocess_workers: config.preprocess.workers,
             },
             precision,
@@ -167,7 +178,7 @@ impl App {
             config,
             workers,
             driver,
-            batches: batches_rx,
+            batches,
         })
     }
 
@@ -277,14 +288,14 @@ impl App {
 /// orchestrator restarts it.
 async fn fail(
     state: &AppState,
-    batches: &crossbeam_channel::Receiver<Batch>,
+    batches: &[crossbeam_channel::Receiver<Batch>],
     servers: tokio::task::JoinHandle<impl Sized>,
     cause: &str,
 ) -> anyhow::Result<()> {
     state.readiness.set(false);
     state.pipeline.fail_queued(cause);
     state.pipeline.close();
-    while let Ok(batch) = batches.try_recv() {
+    for batch in batches.iter().flat_map(|b| b.try_iter()) {
         for job in batch.jobs {
             let _ = job
                 .reply
@@ -316,7 +327,7 @@ fn load(config: &ServeConfig) -> anyhow::Result<Loaded> {
     let crop = config.preprocess.crop.unwrap_or(prepared.info.crop) as usize;
     let sessions = config.inference.sessions;
     let library = config.ort_dylib.as_deref();
-    let (engines, agreement) = match config.inference.precision {
+    let (engines, wide, agreement) = match config.inference.precision {
         Precision::Fp32 => {
             let shared = SharedModel::load(&prepared, library)?;
             tracing::info!(
@@ -329,7 +340,19 @@ fn load(config: &ServeConfig) -> anyhow::Result<Loaded> {
             // pool) before traffic. Larger batches cost no more on their first run than later
             // (measured: docs/footprint.md), so they are not run here.
             let engines = build_sessions(sessions, || shared.session(&engine_config), &[1], crop)?;
-            (engines, None)
+            // The wide session: every session's threads in one, for a lone image (see
+            // `batching::Lanes`). It shares the weights; it adds its activations only.
+            let wide = if config.inference.wide_session && sessions > 1 {
+                let wide_config = EngineConfig {
+                    intra_threads: config.inference.intra_threads * sessions,
+                    ..engine_config
+                };
+                let mut wide = build_sessions(1, || shared.session(&wide_config), &[1], crop)?;
+                wide.pop()
+            } else {
+                None
+            };
+            (engines, wide, None)
         }
         Precision::Bf16 => {
             let model = OpenVinoModel::load(&prepared, library)?;
@@ -342,7 +365,8 @@ fn load(config: &ServeConfig) -> anyhow::Result<Loaded> {
                 crop,
                 config.inference.intra_threads,
             )?;
-            (engines, Some(agreement))
+            // bf16 runs one session with every core by default (measured best); no wide lane.
+            (engines, None, Some(agreement))
         }
     };
     let model::PreparedModel {
@@ -352,6 +376,7 @@ fn load(config: &ServeConfig) -> anyhow::Result<Loaded> {
         info,
         from_cache,
         engines,
+        wide,
         agreement,
     })
 }
@@ -424,6 +449,8 @@ struct Loaded {
     info: model::ModelInfo,
     from_cache: bool,
     engines: Vec<Engine>,
+    /// fp32 with several sessions: one more session with all their threads, for lone images.
+    wide: Option<Engine>,
     /// bf16 only: how its logits compare with fp32 on the check batch.
     agreement: Option<Agreement>,
 }

@@ -23,6 +23,16 @@ mod runner;
 pub use job::{Batch, Job};
 pub use runner::Workers;
 
+/// Where the driver sends batches. Each narrow session takes one permit (its share of the
+/// cores); the wide session, when there is one, runs with every core and takes every permit,
+/// and gets a batch only when it finds all the narrow sessions idle and nothing else queued:
+/// a lone image runs on all the cores, a busy server keeps the throughput layout.
+#[derive(Debug)]
+pub struct Lanes {
+    pub narrow: crossbeam_channel::Sender<Batch>,
+    pub wide: Option<crossbeam_channel::Sender<Batch>>,
+}
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -72,7 +82,7 @@ impl Batcher {
     pub fn start(
         config: QueueConfig,
         sessions: usize,
-        batches: crossbeam_channel::Sender<Batch>,
+        lanes: Lanes,
         metrics: Arc<Metrics>,
         supervisor: Supervisor,
     ) -> (Self, tokio::task::JoinHandle<()>) {
@@ -89,7 +99,7 @@ impl Batcher {
         let driver = tokio::spawn({
             let shared = shared.clone();
             async move {
-                drive(shared, permits, batches, &watch).await;
+                drive(shared, permits, sessions, lanes, &watch).await;
             }
         });
         (Self { shared }, driver)
@@ -150,7 +160,8 @@ impl Batcher {
 async fn drive(
     shared: Arc<Shared>,
     permits: Arc<Semaphore>,
-    batches: crossbeam_channel::Sender<Batch>,
+    sessions: usize,
+    lanes: Lanes,
     watch: &crate::supervise::Watch,
 ) {
     loop {
@@ -183,14 +194,108 @@ async fn drive(
                 Poll::Idle => shared.wake.notified().await,
             }
         };
+        let mut permit = permit;
+        let mut lane = &lanes.narrow;
+        if let Some(wide) = &lanes.wide {
+            let nothing_else_queued =
+                shared.queue.lock().unwrap_or_else(|p| p.into_inner()).len() == 0;
+            let others = u32::try_from(sessions - 1).unwrap_or(u32::MAX);
+            if nothing_else_queued {
+                if let Ok(rest) = permits.clone().try_acquire_many_owned(others) {
+                    permit.merge(rest);
+                    lane = wide;
+                }
+            }
+        }
         let batch = Batch {
             jobs,
             cut_at: Instant::now(),
             permit,
         };
-        if batches.send(batch).is_err() {
+        if lane.send(batch).is_err() {
             watch.ended("every inference thread is gone");
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::inference::ModelInput;
+
+    fn job(batcher: &Batcher) -> (Job, tokio::sync::oneshot::Receiver<JobAnswer>) {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let now = Instant::now();
+        let job = Job {
+            input: ModelInput::Crop(vec![0; 3]),
+            reply,
+            span: tracing::Span::none(),
+            enqueued: now,
+            deadline: now + Duration::from_secs(10),
+            admission: batcher.admit().expect("a place"),
+        };
+        (job, answer)
+    }
+
+    type JobAnswer = Result<job::Prediction, InferenceError>;
+
+    /// The next batch on `rx`, letting the driver task run meanwhile.
+    async fn next(rx: &crossbeam_channel::Receiver<Batch>) -> Batch {
+        for _ in 0..5000 {
+            if let Ok(batch) = rx.try_recv() {
+                return batch;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        panic!("no batch arrived");
+    }
+
+    /// One batch per job, two narrow sessions and a wide one. On the current-thread runtime the
+    /// driver runs only while the test awaits, so jobs submitted back to back are queued
+    /// together.
+    #[tokio::test]
+    async fn a_lone_batch_takes_the_wide_lane_and_a_busy_server_the_narrow_ones() {
+        let (narrow, narrow_rx) = crossbeam_channel::unbounded();
+        let (wide, wide_rx) = crossbeam_channel::unbounded();
+        let config = QueueConfig {
+            max_batch: 1,
+            max_delay: Duration::ZERO,
+            capacity: 16,
+        };
+        let lanes = Lanes {
+            narrow,
+            wide: Some(wide),
+        };
+        let (batcher, _driver) = Batcher::start(
+            config,
+            2,
+            lanes,
+            Arc::new(Metrics::new()),
+            Supervisor::default(),
+        );
+
+        // Idle and nothing else queued: every permit, the wide session.
+        let (lone, _a) = job(&batcher);
+        batcher.submit(lone);
+        let batch = next(&wide_rx).await;
+        assert_eq!(batch.permit.num_permits(), 2);
+        assert!(narrow_rx.is_empty());
+        drop(batch); // its run is over: the permits are back
+
+        // Two at once: the first leaves others queued, the second finds a session busy.
+        let (first, _b) = job(&batcher);
+        let (second, _c) = job(&batcher);
+        batcher.submit(first);
+        batcher.submit(second);
+        let one = next(&narrow_rx).await;
+        let two = next(&narrow_rx).await;
+        assert_eq!((one.permit.num_permits(), two.permit.num_permits()), (1, 1));
+        assert!(
+            wide_rx.is_empty(),
+            "a busy server keeps the narrow sessions"
+        );
     }
 }

@@ -21,10 +21,9 @@ pub struct Workers {
 }
 
 impl Workers {
-    /// Starts one thread per engine, all reading from `batches`.
+    /// Starts one thread per engine, each reading batches from the channel paired with it.
     pub fn spawn(
-        engines: Vec<Engine>,
-        batches: crossbeam_channel::Receiver<Batch>,
+        engines: Vec<(Engine, crossbeam_channel::Receiver<Batch>)>,
         shape: InputShape,
         metrics: Arc<Metrics>,
         supervisor: &Supervisor,
@@ -32,8 +31,7 @@ impl Workers {
         let handles = engines
             .into_iter()
             .enumerate()
-            .map(|(i, engine)| {
-                let batches = batches.clone();
+            .map(|(i, (engine, batches))| {
                 let metrics = metrics.clone();
                 let supervisor = supervisor.clone();
                 std::thread::Builder::new()

@@ -156,6 +156,8 @@ pub struct BatchingDetails {
     pub request_timeout_ms: u64,
     pub sessions: usize,
     pub intra_threads: usize,
+    /// A session with every core that takes lone images (`--wide-session`, fp32).
+    pub wide_session: bool,
     pub preprocess_workers: usize,
 }
 
