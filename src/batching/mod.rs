@@ -168,12 +168,12 @@ async fn drive(
         let Ok(permit) = permits.clone().acquire_owned().await else {
             return;
         };
-        let jobs = loop {
-            let (poll, removed) = {
+        let (jobs, left_queued) = loop {
+            let (poll, removed, left) = {
                 let mut queue = shared.queue.lock().unwrap_or_else(|p| p.into_inner());
-                let result = queue.poll(Instant::now());
+                let (poll, removed) = queue.poll(Instant::now());
                 shared.metrics.set_queue_depth(queue.len());
-                result
+                (poll, removed, queue.len())
             };
             if removed != Default::default() {
                 tracing::debug!(
@@ -183,7 +183,7 @@ async fn drive(
             }
             shared.supervisor.fault_point(FaultPoint::Driver);
             match poll {
-                Poll::Ready(jobs) => break jobs,
+                Poll::Ready(jobs) => break (jobs, left),
                 Poll::WaitUntil(at) => {
                     tokio::select! {
                         () = shared.wake.notified() => {}
@@ -197,10 +197,8 @@ async fn drive(
         let mut permit = permit;
         let mut lane = &lanes.narrow;
         if let Some(wide) = &lanes.wide {
-            let nothing_else_queued =
-                shared.queue.lock().unwrap_or_else(|p| p.into_inner()).len() == 0;
             let others = u32::try_from(sessions - 1).unwrap_or(u32::MAX);
-            if nothing_else_queued {
+            if left_queued == 0 {
                 if let Ok(rest) = permits.clone().try_acquire_many_owned(others) {
                     permit.merge(rest);
                     lane = wide;

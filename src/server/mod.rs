@@ -1,6 +1,8 @@
 //! Start-up and shutdown: model -> sessions (warmed up) -> inference threads -> batcher ->
 //! preprocessing pool -> HTTP; and the reverse, in order, on SIGTERM/SIGINT.
 
+mod load;
+
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
@@ -14,17 +16,14 @@ use crate::batching::{Batch, Lanes, Workers};
 use crate::config::ServeConfig;
 use crate::http::connections::{self, Drained};
 use crate::http::{self, AppState, BatchingDetails, InputDetails, Limits, Readiness, ServedModel};
-use crate::inference::{
-    openvino, Agreement, Engine, EngineConfig, InferenceError, InputShape, OpenVinoModel,
-    Precision, SharedModel,
-};
+use crate::inference::{InferenceError, InputShape};
 use crate::metrics::Metrics;
-use crate::model;
 use crate::pipeline::Pipeline;
 use crate::preprocess::budget::DecodeBudget;
 use crate::preprocess::pool::PreprocessPool;
 use crate::preprocess::PreprocessConfig;
 use crate::supervise::Supervisor;
+use load::{load, Loaded};
 
 /// A loaded, warmed-up service, not yet listening.
 #[derive(Debug)]
@@ -309,151 +308,6 @@ async fn fail(
 
 /// How long answers to failed requests get to reach their clients before the process exits.
 const FAILURE_FLUSH: std::time::Duration = std::time::Duration::from_millis(300);
-
-/// Prepares the model and one warmed-up engine per session (blocking work).
-///
-/// fp32: the graph is optimised once (or found in the cache), its weights read once and shared
-/// by every session; a batch-1 run warms each session. bf16: OpenVINO compiles the fused graph
-/// in each session (blobs cached); each session runs every batch size the batcher can cut, so
-/// that no request pays for a first run of its shape; then a fixed batch runs through bf16 and
-/// through the fp32 CPU provider and the agreement is checked.
-fn load(config: &ServeConfig) -> anyhow::Result<Loaded> {
-    let started = Instant::now();
-    let prepared = model::prepare(&config.source, config.cache_dir.as_deref())?;
-    let engine_config = EngineConfig {
-        intra_threads: config.inference.intra_threads,
-        spinning: config.inference.spinning,
-    };
-    let crop = config.preprocess.crop.unwrap_or(prepared.info.crop) as usize;
-    let sessions = config.inference.sessions;
-    let library = config.ort_dylib.as_deref();
-    let (engines, wide, agreement) = match config.inference.precision {
-        Precision::Fp32 => {
-            let shared = SharedModel::load(&prepared, library)?;
-            tracing::info!(
-                elapsed_ms = started.elapsed().as_millis() as u64,
-                weights_mib = shared.weights_bytes() / (1 << 20),
-                optimised_from_cache = shared.from_cache(),
-                "weights loaded once for every session"
-            );
-            // One batch-1 run pays ONNX Runtime's first-run costs (kernel set-up, the thread
-            // pool) before traffic. Larger batches cost no more on their first run than later
-            // (measured: docs/footprint.md), so they are not run here.
-            let engines = build_sessions(sessions, || shared.session(&engine_config), &[1], crop)?;
-            // The wide session: every session's threads in one, for a lone image (see
-            // `batching::Lanes`). It shares the weights; it adds its activations only.
-            let wide = if config.inference.wide_session && sessions > 1 {
-                let wide_config = EngineConfig {
-                    intra_threads: config.inference.intra_threads * sessions,
-                    ..engine_config
-                };
-                let mut wide = build_sessions(1, || shared.session(&wide_config), &[1], crop)?;
-                wide.pop()
-            } else {
-                None
-            };
-            (engines, wide, None)
-        }
-        Precision::Bf16 => {
-            let model = OpenVinoModel::load(&prepared, library)?;
-            let sizes = openvino::warm_sizes(config.batching.max_batch_size);
-            let mut engines =
-                build_sessions(sessions, || model.session(&engine_config), &sizes, crop)?;
-            let agreement = check_bf16(
-                &model,
-                &mut engines[0],
-                crop,
-                config.inference.intra_threads,
-            )?;
-            // bf16 runs one session with every core by default (measured best); no wide lane.
-            (engines, None, Some(agreement))
-        }
-    };
-    let model::PreparedModel {
-        info, from_cache, ..
-    } = prepared;
-    Ok(Loaded {
-        info,
-        from_cache,
-        engines,
-        wide,
-        agreement,
-    })
-}
-
-/// Builds `count` sessions in parallel with `make`, each warmed up with one run of every batch
-/// size in `warm_sizes`.
-fn build_sessions(
-    count: usize,
-    make: impl Fn() -> Result<Engine, InferenceError> + Sync,
-    warm_sizes: &[usize],
-    crop: usize,
-) -> anyhow::Result<Vec<Engine>> {
-    let make = &make;
-    std::thread::scope(|scope| {
-        let builders: Vec<_> = (0..count)
-            .map(|_| {
-                scope.spawn(move || -> anyhow::Result<Engine> {
-                    let mut engine = make()?;
-                    let warm = Instant::now();
-                    engine.warm_up(warm_sizes, crop)?;
-                    tracing::info!(
-                        elapsed_ms = warm.elapsed().as_millis() as u64,
-                        batch_sizes = warm_sizes.len(),
-                        "session warmed up"
-                    );
-                    Ok(engine)
-                })
-            })
-            .collect();
-        builders
-            .into_iter()
-            .map(|b| {
-                b.join()
-                    .map_err(|_| anyhow::anyhow!("building a session panicked"))?
-            })
-            .collect()
-    })
-}
-
-/// Runs the fixed check batch through a bf16 engine and through the fp32 CPU provider of the
-/// same runtime; refuses to start when the agreement shows a broken engine.
-fn check_bf16(
-    model: &OpenVinoModel,
-    bf16: &mut Engine,
-    crop: usize,
-    threads: usize,
-) -> anyhow::Result<Agreement> {
-    let batch = openvino::check_batch(crop);
-    let images = openvino::CHECK_IMAGES;
-    let candidate = bf16.run(&batch, images, crop, crop)?;
-    let reference = model.reference(threads)?.run(&batch, images, crop, crop)?;
-    let agreement = Agreement::measure(&reference, &candidate, bf16.num_classes());
-    tracing::info!(
-        images = agreement.images,
-        max_abs_delta = agreement.max_abs_delta,
-        mean_abs_delta = agreement.mean_abs_delta,
-        relative_error = agreement.relative_error,
-        top1_agreement = agreement.top1_agreement,
-        top5_agreement = agreement.top5_agreement,
-        "bf16 against fp32 on the start-up check batch"
-    );
-    agreement
-        .check()
-        .map_err(|reason| anyhow::anyhow!("refusing to serve bf16: {reason}"))?;
-    Ok(agreement)
-}
-
-/// What [`load`] hands to the serving side; nothing of the checkpoint or the graph bytes.
-struct Loaded {
-    info: model::ModelInfo,
-    from_cache: bool,
-    engines: Vec<Engine>,
-    /// fp32 with several sessions: one more session with all their threads, for lone images.
-    wide: Option<Engine>,
-    /// bf16 only: how its logits compare with fp32 on the check batch.
-    agreement: Option<Agreement>,
-}
 
 /// Resolves on SIGINT or SIGTERM.
 pub async fn shutdown_signal() {

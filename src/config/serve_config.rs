@@ -1,0 +1,171 @@
+//! `ServeArgs` -> the validated `ServeConfig` the server starts from: checks across flags,
+//! files that must exist, the CPU for bf16, and the defaults that depend on the machine.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::ServeArgs;
+use crate::inference::precision::{CpuBf16, Precision};
+use crate::model::ModelSource;
+
+/// Validated serve settings.
+#[derive(Clone, Debug)]
+pub struct ServeConfig {
+    pub addr: SocketAddr,
+    /// gRPC listener; `None` when `--grpc-port 0`.
+    pub grpc_addr: Option<SocketAddr>,
+    pub model_name: String,
+    pub source: ModelSource,
+    pub cache_dir: Option<PathBuf>,
+    pub labels: Option<PathBuf>,
+    pub ort_dylib: Option<PathBuf>,
+    pub batching: BatchingConfig,
+    pub inference: InferenceConfig,
+    pub preprocess: PreprocessLimits,
+    pub connections: crate::http::connections::ConnectionLimits,
+    pub drain_delay: Duration,
+    pub shutdown_grace: Duration,
+}
+
+#[derive(Clone, Debug)]
+pub struct BatchingConfig {
+    pub max_batch_size: usize,
+    pub max_queue_delay: Duration,
+    pub queue_capacity: usize,
+    pub request_timeout: Duration,
+}
+
+#[derive(Clone, Debug)]
+pub struct InferenceConfig {
+    pub precision: Precision,
+    pub sessions: usize,
+    pub intra_threads: usize,
+    pub spinning: bool,
+    pub wide_session: bool,
+}
+
+#[derive(Clone, Debug)]
+pub struct PreprocessLimits {
+    pub workers: usize,
+    pub max_decode_bytes: u64,
+    pub max_body_bytes: usize,
+    pub body_timeout: Duration,
+    pub max_pixels: u64,
+    /// Overrides of the model's resize / crop.
+    pub resize: Option<u32>,
+    pub crop: Option<u32>,
+    pub jpeg_dct_scaling: bool,
+}
+
+impl ServeArgs {
+    /// Checks what clap's parsers cannot (one flag against another, files, the CPU); the
+    /// message names the flag.
+    pub fn validate(self) -> Result<ServeConfig, String> {
+        let Self {
+            listen,
+            model,
+            batching,
+            threads,
+            request_limits: limits,
+            preprocess,
+            shutdown,
+        } = self;
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        let ip: std::net::IpAddr = listen
+            .host
+            .parse()
+            .map_err(|_| format!("--host `{}` is not an IP address", listen.host))?;
+        if listen.grpc_port != 0 && listen.grpc_port == listen.port {
+            return Err(format!(
+                "--grpc-port {} is also --port: give gRPC its own port (0 turns it off)",
+                listen.grpc_port
+            ));
+        }
+        let source = match (model.checkpoint, model.model) {
+            (Some(path), None) => ModelSource::Checkpoint(existing(path, "--checkpoint")?),
+            (None, Some(path)) => ModelSource::Onnx(existing(path, "--model")?),
+            _ => {
+                if crate::model::variants::find(&model.demo_variant).is_none() {
+                    return Err(format!(
+                        "--demo-variant `{}` is not a RepVGG variant (known: {})",
+                        model.demo_variant,
+                        crate::model::variants::names().join(", ")
+                    ));
+                }
+                ModelSource::Demo {
+                    variant: model.demo_variant,
+                    seed: 0,
+                }
+            }
+        };
+        let labels = model.labels.map(|p| existing(p, "--labels")).transpose()?;
+        let name_ok = |c: char| c.is_ascii_alphanumeric() || "_.-".contains(c);
+        if model.model_name.is_empty() || !model.model_name.chars().all(name_ok) {
+            return Err(format!(
+                "--model-name `{}` must be letters, digits, '_', '.' or '-'",
+                model.model_name
+            ));
+        }
+        if let (Some(resize), Some(crop)) = (preprocess.resize, preprocess.crop) {
+            if crop > resize {
+                return Err(format!("--crop {crop} is larger than --resize {resize}"));
+            }
+        }
+        let sessions = threads.sessions.unwrap_or(match model.precision {
+            Precision::Fp32 => cores.min(2),
+            Precision::Bf16 => 1,
+        });
+        if model.precision == Precision::Bf16 {
+            CpuBf16::detect().require_native()?;
+        }
+        Ok(ServeConfig {
+            addr: SocketAddr::new(ip, listen.port),
+            grpc_addr: (listen.grpc_port != 0).then(|| SocketAddr::new(ip, listen.grpc_port)),
+            model_name: model.model_name,
+            source,
+            cache_dir: (!model.no_cache).then_some(model.cache_dir),
+            labels,
+            ort_dylib: model.ort_dylib,
+            batching: BatchingConfig {
+                max_batch_size: batching.max_batch_size,
+                max_queue_delay: Duration::from_millis(batching.max_queue_delay_ms),
+                queue_capacity: batching.queue_capacity,
+                request_timeout: Duration::from_millis(batching.request_timeout_ms),
+            },
+            inference: InferenceConfig {
+                precision: model.precision,
+                sessions,
+                intra_threads: threads.intra_threads.unwrap_or((cores / sessions).max(1)),
+                spinning: threads.ort_spinning,
+                wide_session: threads.wide_session,
+            },
+            preprocess: PreprocessLimits {
+                workers: threads.preprocess_workers.unwrap_or(cores),
+                max_body_bytes: limits.max_body_bytes,
+                max_decode_bytes: limits
+                    .max_decode_bytes
+                    .unwrap_or_else(crate::preprocess::budget::default_budget),
+                body_timeout: Duration::from_millis(limits.body_timeout_ms),
+                max_pixels: limits.max_pixels,
+                resize: preprocess.resize,
+                crop: preprocess.crop,
+                jpeg_dct_scaling: preprocess.jpeg_dct_scaling,
+            },
+            connections: crate::http::connections::ConnectionLimits {
+                max_connections: limits.max_connections,
+                idle_timeout: Duration::from_millis(limits.idle_timeout_ms),
+            },
+            drain_delay: Duration::from_millis(shutdown.drain_delay_ms),
+            shutdown_grace: Duration::from_secs(shutdown.shutdown_grace_s),
+        })
+    }
+}
+
+fn existing(path: PathBuf, flag: &str) -> Result<PathBuf, String> {
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(format!("{flag} {}: no such file", path.display()))
+    }
+}
