@@ -152,31 +152,42 @@ fn no_batch_size_is_first_run_after_warm_up() {
         spinning: false,
     };
     let crop = prepared.info.crop as usize;
-    let sizes = openvino::warm_sizes(8);
-    let mut warmed = model.session(&config).expect("bf16 session");
-    warmed.warm_up(&sizes, crop).expect("warm-up");
-    let mut cold = model.session(&config).expect("bf16 session");
-    for size in sizes {
-        let input = vec![0.5; size * 3 * crop * crop];
-        let time = |engine: &mut repvgg_serve::inference::Engine| {
-            let started = Instant::now();
-            engine.run(&input, size, crop, crop).expect("run");
-            started.elapsed()
-        };
-        let cold_first = time(&mut cold);
-        let first = time(&mut warmed);
-        let mut later: Vec<Duration> = (0..5).map(|_| time(&mut warmed)).collect();
-        later.sort();
-        let typical = later[2];
-        eprintln!(
-            "batch {size}: first after warm-up {first:?}, median later {typical:?}, \
-             first without warm-up {cold_first:?}"
-        );
-        assert!(
-            first <= typical.mul_f64(1.5) + Duration::from_millis(10),
-            "batch {size}: first run {first:?} after warm-up, later {typical:?}"
-        );
+    // A compile a request would pay shows on every try; a noisy neighbour on a shared 2-core
+    // machine does not. So each batch size gets up to three tries, each with a freshly warmed
+    // session, and must pass one of them.
+    let mut unproven = openvino::warm_sizes(8);
+    for attempt in 1..=3 {
+        let mut warmed = model.session(&config).expect("bf16 session");
+        warmed
+            .warm_up(&openvino::warm_sizes(8), crop)
+            .expect("warm-up");
+        let mut cold = model.session(&config).expect("bf16 session");
+        unproven.retain(|&size| {
+            let input = vec![0.5; size * 3 * crop * crop];
+            let time = |engine: &mut repvgg_serve::inference::Engine| {
+                let started = Instant::now();
+                engine.run(&input, size, crop, crop).expect("run");
+                started.elapsed()
+            };
+            let cold_first = time(&mut cold);
+            let first = time(&mut warmed);
+            let mut later: Vec<Duration> = (0..5).map(|_| time(&mut warmed)).collect();
+            later.sort();
+            let typical = later[2];
+            eprintln!(
+                "try {attempt}, batch {size}: first after warm-up {first:?}, median later \
+                 {typical:?}, first without warm-up {cold_first:?}"
+            );
+            first > typical.mul_f64(1.5) + Duration::from_millis(10)
+        });
+        if unproven.is_empty() {
+            return;
+        }
     }
+    panic!(
+        "batch sizes {unproven:?}: the first run after warm-up was more than 1.5 x + 10 ms \
+         slower than later runs in all three tries"
+    );
 }
 
 #[test]
