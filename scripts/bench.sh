@@ -11,7 +11,13 @@
 #      1 request/s and at 80 % of saturation, overload at 3 x saturation
 #   3. the Python baseline (loadtest/baselines/fastapi_pillow_ort, deps in .venv-bench):
 #      saturation on both photos, the sweep, the same overload rate
-#   4. time to a ready session (examples/time_to_ready), criterion micro-benchmarks (benches/)
+#   4. bf16, on a CPU with native bf16 (`amx_bf16` or `avx512_bf16`; elsewhere skipped and said
+#      so in the report): raw ONNX Runtime + OpenVINO bf16 at batch 1, 8 with every core; our
+#      server with --precision bf16 (saturation on both photos, with and without DCT scaling,
+#      one request at a time); bf16 against fp32 (`repvgg-serve compare`) on every fixture
+#      checkpoint and image
+#   5. checkpoint -> /readyz for A0 and B3, fp32 and bf16, cold and from the cache; time to a
+#      ready session (examples/time_to_ready); criterion micro-benchmarks (benches/)
 #
 # Results: target/bench/*.json, charts docs/bench/*.svg, report docs/benchmarks.md.
 # Knobs (environment): SECONDS_PER_RUN (15), STEP_SECONDS (8), OVERLOAD_SECONDS (30),
@@ -172,7 +178,79 @@ $LT chart --title "A0, chelsea_q90.jpg, open loop: repvgg-serve vs FastAPI + Pil
   --series "repvgg-serve=$OUT/ours-sweep.json" --series "python baseline=$OUT/python-sweep.json" \
   --output docs/bench/sweep.svg
 
+# --- bf16 -----------------------------------------------------------------------------------
+# CPU model and its native bf16 flags, for the report (which says so when there are none).
+python3 - >"$OUT/cpu.json" <<'PY'
+import json, re
+info = open("/proc/cpuinfo").read()
+model = re.search(r"^model name\s*:\s*(.*)$", info, re.M)
+flags = set(re.search(r"^flags\s*:\s*(.*)$", info, re.M).group(1).split())
+print(json.dumps({"model": model.group(1) if model else "unknown",
+                  "bf16_flags": sorted(flags & {"amx_bf16", "avx512_bf16"})}))
+PY
+rm -f "$OUT"/*bf16*.json "$OUT"/agreement-*.json
+if grep -q 'amx_bf16\|avx512_bf16' /proc/cpuinfo; then
+  scripts/setup-ort-openvino.sh
+  log "raw ONNX Runtime + OpenVINO bf16 (fused; batch 1, 8; 1 x $THREADS threads)"
+  for batch in 1 8; do
+    target/release/examples/ort_throughput "$OUT/a0.onnx" "$batch" "$SECONDS_PER_RUN" "$THREADS" 1 \
+      bf16 >"$OUT/raw-bf16-b$batch.json"
+  done
+  log "our server with --precision bf16"
+  start_ours --precision bf16
+  saturation ours-bf16-saturation-small "$OURS" "$SMALL" >/dev/null
+  saturation ours-bf16-saturation-phone "$OURS" "$PHONE" >/dev/null
+  one_at_a_time ours-bf16-one-at-a-time "$OURS"
+  stop_service
+  start_ours --precision bf16 --jpeg-dct-scaling
+  saturation ours-bf16-dct-saturation-phone "$OURS" "$PHONE" >/dev/null
+  stop_service
+  log "bf16 against fp32 on every fixture checkpoint (repvgg-serve compare)"
+  for checkpoint in tests/fixtures/checkpoints/*.pth tests/fixtures/checkpoints/*.safetensors \
+    ../shared/fixtures/checkpoints/a0_official_train.pth; do
+    [ -f "$checkpoint" ] || continue
+    $BIN compare --checkpoint "$checkpoint" --images tests/fixtures/images --json \
+      --cache-dir "$OUT/compare-cache" 2>/dev/null >"$OUT/agreement-$(basename "$checkpoint").json"
+  done
+else
+  log "no native bf16 on this CPU (neither amx_bf16 nor avx512_bf16): bf16 rows skipped"
+fi
+
 # --- start-up and micro-benchmarks ---------------------------------------------------------
+# ready_seconds NAME CACHE_DIR SERVE_ARGS...: seconds from launching `serve` to /readyz 200.
+ready_seconds() {
+  local name=$1 cache=$2 started
+  shift 2
+  started=$(date +%s.%N)
+  $BIN serve --host 127.0.0.1 --port "$OURS_PORT" --grpc-port 0 --cache-dir "$cache" "$@" \
+    2>"$OUT/$name.log" &
+  SERVICE_PID=$!
+  until curl -sf "http://127.0.0.1:$OURS_PORT/readyz" >/dev/null; do
+    kill -0 "$SERVICE_PID" 2>/dev/null || { log "$name: the server exited (see $OUT/$name.log)"; exit 1; }
+    sleep 0.05
+  done
+  python3 -c "print(round($(date +%s.%N) - $started, 3))"
+  stop_service
+}
+
+log "checkpoint -> ready (A0, B3; fp32 and bf16; cold and cached)"
+$BIN init --variant B3 --output "$OUT/b3.safetensors" --seed 1 2>/dev/null
+PRECISIONS=fp32
+grep -q 'amx_bf16\|avx512_bf16' /proc/cpuinfo && PRECISIONS="fp32 bf16"
+: >"$OUT/serve-ready.jsonl"
+for variant in a0 b3; do
+  for precision in $PRECISIONS; do
+    cache="$OUT/ready-cache-$variant-$precision"
+    rm -rf "$cache"
+    args=(--checkpoint "$OUT/$variant.safetensors" --precision "$precision")
+    cold=$(ready_seconds "ready-$variant-$precision-cold" "$cache" "${args[@]}")
+    cached=$(ready_seconds "ready-$variant-$precision-cached" "$cache" "${args[@]}")
+    echo "{\"variant\": \"$variant\", \"precision\": \"$precision\", \"cold_s\": $cold, \"cached_s\": $cached}" \
+      >>"$OUT/serve-ready.jsonl"
+    rm -rf "$cache"
+  done
+done
+
 log "time to ready"
 target/release/examples/time_to_ready "$OUT/a0.safetensors" >"$OUT/time-to-ready.json"
 if [ "${SKIP_CRITERION:-0}" != 1 ]; then

@@ -30,17 +30,6 @@ def share(report, *statuses):
     return sum(report["statuses"].get(s, 0) for s in statuses) / max(report["sent"], 1)
 
 
-def cpu_model():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
 def git_commit():
     try:
         return subprocess.check_output(["git", "rev-parse", "--short", "HEAD"], text=True).strip()
@@ -131,6 +120,128 @@ def criterion_rows():
     return "\n".join(rows) if rows else "| (criterion not run: SKIP_CRITERION=1) | | | |"
 
 
+def exists(name):
+    return os.path.exists(os.path.join(out_dir, f"{name}.json"))
+
+
+cpu = load("cpu")
+amx = "amx_bf16" in cpu["bf16_flags"]
+with open(os.path.join(out_dir, "serve-ready.jsonl")) as f:
+    serve_ready = [json.loads(line) for line in f if line.strip()]
+
+
+def serve_ready_rows():
+    return "\n".join(
+        f"| {r['variant'].upper()} | {r['precision']} | {r['cold_s']:.1f} s | {r['cached_s']:.1f} s |"
+        for r in serve_ready
+    )
+
+
+def bf16_section():
+    """The bf16 rows, or a sentence saying why there are none."""
+    if not exists("raw-bf16-b8"):
+        return (
+            f"This CPU ({cpu['model']}) has neither `amx_bf16` nor `avx512_bf16`: "
+            "`--precision bf16` is refused here, so this run has fp32 rows only."
+        )
+    rb1, rb8 = raw("bf16", 1), raw("bf16", 8)
+    small = load("ours-bf16-saturation-small")
+    phone = load("ours-bf16-saturation-phone")
+    dct = load("ours-bf16-dct-saturation-phone")
+    one = load("ours-bf16-one-at-a-time")
+    vs_py = small["throughput_rps"] / py_small["throughput_rps"]
+    vs_raw = small["throughput_rps"] / rb8
+    phone_py = phone["throughput_rps"] / py_phone["throughput_rps"]
+    dct_py = dct["throughput_rps"] / py_phone["throughput_rps"]
+    p50 = one["latency_ms"]["p50"]
+
+    def amx_verdict(ok):
+        # The issue sets these targets for AMX CPUs; elsewhere they are measured, not judged.
+        return verdict(ok) if amx else "AMX target; this CPU has no `amx_bf16`"
+
+    flags = ", ".join(f"`{f}`" for f in cpu["bf16_flags"])
+    return f"""Measured on {cpu['model']} with {flags}{'' if amx else ' (no AMX: bf16 runs on AVX-512 BF16, the AMX targets below are reported, not judged)'}.
+ONNX Runtime 1.24.1 + OpenVINO execution provider (`onnxruntime-openvino` wheel), OpenVINO's
+`INFERENCE_PRECISION_HINT=bf16`; repvgg-serve with `--precision bf16` and its bf16 defaults (1
+session x {threads} threads). Same A0 model, photos, load generator and Python baseline (fp32, as
+Python users run it) as above.
+
+| target | measured | |
+|---|---|---|
+| small photo: bf16 saturation >= 4 x Python baseline | {small['throughput_rps']:.1f} / {py_small['throughput_rps']:.1f} = **{vs_py:.2f} x** | {amx_verdict(vs_py >= 4.0)} |
+| small photo: bf16 saturation >= 0.5 x raw ORT + OpenVINO bf16, batch 8, same threads | {small['throughput_rps']:.1f} / {rb8:.1f} = **{vs_raw:.2f} x** | {amx_verdict(vs_raw >= 0.5)} |
+| phone photo, exact pixels: >= 2.5 x Python | {phone['throughput_rps']:.1f} / {py_phone['throughput_rps']:.1f} = **{phone_py:.2f} x** | {amx_verdict(phone_py >= 2.5)} |
+| phone photo, `--jpeg-dct-scaling`: >= 5 x Python | {dct['throughput_rps']:.1f} / {py_phone['throughput_rps']:.1f} = **{dct_py:.2f} x** | {amx_verdict(dct_py >= 5.0)} |
+| light load (one request at a time): bf16 p50 <= 10 ms, small photo | {p50:.1f} ms (p99 {one['latency_ms']['p99']:.1f} ms) | {verdict(p50 <= 10.0)} |
+
+| engine (A0, fused, 1 session x {threads} threads, no HTTP) | batch 1 | batch 8 |
+|---|---|---|
+| ONNX Runtime 1.31.1 CPU provider, fp32 | {ob1:.1f} images/s | {ob8:.1f} images/s |
+| ONNX Runtime 1.24.1 + OpenVINO, bf16 | {rb1:.1f} images/s | {rb8:.1f} images/s |
+| **bf16 / fp32** | **{rb1 / ob1:.2f} x** | **{rb8 / ob8:.2f} x** |
+
+| service (saturation, closed loop, 16 connections) | small photo | phone photo | phone photo, DCT-scaled |
+|---|---|---|---|
+| repvgg-serve bf16 | {small['throughput_rps']:.1f} req/s ({lat(small)}) | {phone['throughput_rps']:.1f} req/s ({lat(phone)}) | {dct['throughput_rps']:.1f} req/s ({lat(dct)}) |
+| repvgg-serve fp32 | {ours_small['throughput_rps']:.1f} req/s | {ours_phone['throughput_rps']:.1f} req/s | {ours_dct_phone['throughput_rps']:.1f} req/s |
+| Python baseline (fp32) | {py_small['throughput_rps']:.1f} req/s | {py_phone['throughput_rps']:.1f} req/s | - |
+
+### Agreement: bf16 against fp32 (`repvgg-serve compare`)
+
+Every fixture checkpoint, every fixture image (`tests/fixtures/images`), the service's own
+preprocessing; fp32 is ONNX Runtime's CPU provider, bf16 the engine above. The tiny fixtures
+are random-weight networks with 10 classes; `a0_official_train.pth` is the 1000-class A0.
+
+{agreement_section()}
+"""
+
+
+def agreement_section():
+    reports = []
+    for path in sorted(glob.glob(os.path.join(out_dir, "agreement-*.json"))):
+        with open(path) as f:
+            reports.append(json.load(f))
+    if not reports:
+        return "(no agreement results)"
+    names = [os.path.basename(r["checkpoint"]) for r in reports]
+    rows = [
+        "| checkpoint | images | top-1 agreement | top-5 agreement | max abs delta logit | mean abs delta | relative error | top-1 changed on (fp32 margin) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, r in zip(names, reports):
+        t = r["summary"]
+        changed = [
+            f"{i['image']} ({i['fp32_margin']:.3f})"
+            for i in r["images"]
+            if i["fp32_top1"] != i["bf16_top1"]
+        ]
+        rows.append(
+            f"| {name} | {t['images']} | {t['top1_agreement']:.1%} | {t['top5_agreement']:.1%} | "
+            f"{t['max_abs_delta']:.4f} | {t['mean_abs_delta']:.4f} | {t['relative_error']:.4f} | "
+            f"{', '.join(changed) or 'none'} |"
+        )
+    images = [i["image"] for i in reports[0]["images"]]
+    rows += [
+        "",
+        "Per image: max |delta logit| (fp32 margin between the two best classes); **changed** "
+        "marks a different top-1.",
+        "",
+        "| image | " + " | ".join(names) + " |",
+        "|---|" + "---|" * len(names),
+    ]
+    for image in images:
+        cells = []
+        for r in reports:
+            i = next((i for i in r["images"] if i["image"] == image), None)
+            if i is None:
+                cells.append("-")
+                continue
+            mark = " **changed**" if i["fp32_top1"] != i["bf16_top1"] else ""
+            cells.append(f"{i['max_abs_delta']:.3f} ({i['fp32_margin']:.3f}){mark}")
+        rows.append(f"| {image} | " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
 cold = next(r for r in ready if not r["from_cache"])
 cached = next(r for r in ready if r["from_cache"])
 now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
@@ -142,7 +253,8 @@ Written by `make bench` (`scripts/bench.sh`, then `scripts/bench_report.py`) on 
 `target/bench/*.json`. The machine is shared and noisy: compare the **ratios** (both sides
 measured minutes apart in the same run), not absolute numbers across runs.
 
-- Machine: {os.cpu_count()} cores ({cpu_model()}), {platform.system()} {platform.release()}.
+- Machine: {os.cpu_count()} cores ({cpu['model']}), {platform.system()} {platform.release()};
+  native bf16 flags: {', '.join(f'`{f}`' for f in cpu['bf16_flags']) or 'none'}.
   The load generator (`loadtest`) runs on the same cores as the service under test, for both
   services alike.
 - Model: RepVGG-A0, random weights (`repvgg-serve init --variant A0 --seed 1`), 1000 classes,
@@ -243,9 +355,23 @@ with `Retry-After`); expired = 504 (deadline passed in the queue); failed = the 
 {overload_row("repvgg-serve", ours_over)}
 {overload_row("Python baseline", py_over)}
 
-## Time to a ready session (`examples/time_to_ready.rs`)
+## bf16 (`--precision bf16`)
 
-A0 checkpoint (random, safetensors) -> fused ONNX -> ONNX Runtime session -> first inference:
+{bf16_section()}
+
+## Time to ready
+
+From launching `repvgg-serve serve --checkpoint X [--precision P]` to `/readyz` answering 200
+(load, fusion, ONNX Runtime or OpenVINO compile, warm-up of every batch size, for bf16 the
+agreement check), random-weight checkpoints from `repvgg-serve init`; cold = empty
+`--cache-dir`, cached = the second start with the same cache (fused model, optimised graph,
+OpenVINO blobs):
+
+| variant | precision | cold | cached |
+|---|---|---|---|
+{serve_ready_rows()}
+
+Library only (`examples/time_to_ready.rs`): A0 checkpoint (random, safetensors) -> fused ONNX -> ONNX Runtime session -> first inference:
 **{cold['ready_s']:.2f} s** cold (load + fusion + export {cold['prepare_s']:.2f} s), **{cached['ready_s']:.2f} s**
 from the fused-model cache.
 
