@@ -57,7 +57,8 @@ ours_dct_phone = load("ours-dct-saturation-phone")
 py_small = load("python-saturation-small")
 py_phone = load("python-saturation-phone")
 rate1 = load("ours-rate1")
-rate80 = load("ours-rate80")
+rate80_runs = [load(f"ours-rate80-{run}") for run in (1, 2, 3)]
+rate80 = rate80_runs[0]
 ours_over = load("ours-overload")
 py_over = load("python-overload")
 ours_sweep = load("ours-sweep")
@@ -68,8 +69,22 @@ with open(os.path.join(out_dir, "time-to-ready.json")) as f:
 small_ratio = ours_small["throughput_rps"] / ceiling
 phone_ratio = ours_phone["throughput_rps"] / py_phone["throughput_rps"]
 phone_dct_ratio = ours_dct_phone["throughput_rps"] / py_phone["throughput_rps"]
-p80 = rate80["latency_ms"]
-tail_ratio = p80["p99"] / p80["p50"]
+tail_ratios = [r["latency_ms"]["p99"] / r["latency_ms"]["p50"] for r in rate80_runs]
+tail_met = sum(ratio <= 2.0 for ratio in tail_ratios)
+tail_verdict = (
+    verdict(True)
+    if tail_met == len(tail_ratios)
+    else f"{verdict(False)} (met in {tail_met} of {len(tail_ratios)} runs)"
+)
+
+
+def rate80_rows():
+    return "\n".join(
+        f"| 80 % of saturation ({r['offered']:.1f} req/s), run {run} | {r['latency_ms']['p50']:.1f} ms | "
+        f"{r['latency_ms']['p90']:.1f} | {r['latency_ms']['p99']:.1f} | {r['latency_ms']['p999']:.1f} | "
+        f"{r['latency_ms']['max']:.1f} |"
+        for run, r in enumerate(rate80_runs, 1)
+    )
 deadline_ms = 10_000.0  # repvgg-serve's default --request-timeout-ms
 bare_ms = 1000.0 * sessions / fb1
 
@@ -278,7 +293,7 @@ measured minutes apart in the same run), not absolute numbers across runs.
 | light load (one request at a time, closed loop): our p50 <= Python's p50 | {ours_one['latency_ms']['p50']:.1f} ms vs {py_one['latency_ms']['p50']:.1f} ms | {verdict(ours_one['latency_ms']['p50'] <= py_one['latency_ms']['p50'])} |
 | phone photo: our throughput >= 2 x Python baseline (default: exact Pillow pixels) | {ours_phone['throughput_rps']:.1f} / {py_phone['throughput_rps']:.1f} = **{phone_ratio:.2f} x** | {verdict(phone_ratio >= 2.0)} |
 | phone photo, with `--jpeg-dct-scaling` | {ours_dct_phone['throughput_rps']:.1f} / {py_phone['throughput_rps']:.1f} = **{phone_dct_ratio:.2f} x** | {verdict(phone_dct_ratio >= 2.0)} |
-| 80 % of saturation ({rate80['offered']:.1f} req/s, open loop): p99 <= 2 x p50 | p50 {p80['p50']:.1f} ms, p99 {p80['p99']:.1f} ms: **{tail_ratio:.2f} x** | {verdict(tail_ratio <= 2.0)} |
+| 80 % of saturation ({rate80['offered']:.1f} req/s, open loop, {len(rate80_runs)} runs of {rate80['duration_s']:.0f} s): p99 <= 2 x p50 | p99 / p50 = {', '.join(f'**{x:.2f}**' for x in tail_ratios)} | {tail_verdict} |
 | overload (3 x saturation, {ours_over['duration_s']:.0f} s): answered requests within the deadline ({deadline_ms / 1000:.0f} s) | max {ours_over['latency_ms']['max']:.0f} ms | {verdict(ours_over['latency_ms']['max'] <= deadline_ms)} |
 
 Ratios: our server / raw ONNX Runtime (batch 8, best layout) **{small_ratio:.3f}**; our server / Python
@@ -317,7 +332,7 @@ Python {py_small['sent'] - py_small['ok']} + {py_phone['sent'] - py_phone['ok']}
 | load | p50 | p90 | p99 | p99.9 | max |
 |---|---|---|---|---|---|
 | 1 req/s | {rate1['latency_ms']['p50']:.1f} ms | {rate1['latency_ms']['p90']:.1f} | {rate1['latency_ms']['p99']:.1f} | {rate1['latency_ms']['p999']:.1f} | {rate1['latency_ms']['max']:.1f} |
-| 80 % of saturation ({rate80['offered']:.1f} req/s) | {p80['p50']:.1f} ms | {p80['p90']:.1f} | {p80['p99']:.1f} | {p80['p999']:.1f} | {p80['max']:.1f} |
+{rate80_rows()}
 
 Bare batch-1 inference ({per_session} thread(s)) takes {bare_ms:.1f} ms here, so HTTP + preprocessing + queueing add
 {rate1['latency_ms']['p50'] - bare_ms:.1f} ms at p50 under light load.

@@ -83,6 +83,11 @@ pub(super) fn load(config: &ServeConfig) -> anyhow::Result<Loaded> {
 
 /// Builds `count` sessions in parallel with `make`, each warmed up with one run of every batch
 /// size in `warm_sizes`.
+///
+/// Each is built on a thread named `engine-N`: the threads the engines start for themselves
+/// (ONNX Runtime's intra-op pool, OpenVINO's TBB workers, created on the first run) inherit
+/// the name of the thread that creates them, so `top -H` and profiles show engine work as
+/// `engine-N` instead of under the async runtime's thread name.
 fn build_sessions(
     count: usize,
     make: impl Fn() -> Result<Engine, InferenceError> + Sync,
@@ -91,21 +96,23 @@ fn build_sessions(
 ) -> anyhow::Result<Vec<Engine>> {
     let make = &make;
     std::thread::scope(|scope| {
-        let builders: Vec<_> = (0..count)
-            .map(|_| {
-                scope.spawn(move || -> anyhow::Result<Engine> {
-                    let mut engine = make()?;
-                    let warm = Instant::now();
-                    engine.warm_up(warm_sizes, crop)?;
-                    tracing::info!(
-                        elapsed_ms = warm.elapsed().as_millis() as u64,
-                        batch_sizes = warm_sizes.len(),
-                        "session warmed up"
-                    );
-                    Ok(engine)
-                })
+        let builders = (0..count)
+            .map(|n| {
+                std::thread::Builder::new()
+                    .name(format!("engine-{n}"))
+                    .spawn_scoped(scope, move || -> anyhow::Result<Engine> {
+                        let mut engine = make()?;
+                        let warm = Instant::now();
+                        engine.warm_up(warm_sizes, crop)?;
+                        tracing::info!(
+                            elapsed_ms = warm.elapsed().as_millis() as u64,
+                            batch_sizes = warm_sizes.len(),
+                            "session warmed up"
+                        );
+                        Ok(engine)
+                    })
             })
-            .collect();
+            .collect::<Result<Vec<_>, _>>()?;
         builders
             .into_iter()
             .map(|b| {
