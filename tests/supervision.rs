@@ -1,6 +1,7 @@
 //! Supervision: when a part of the pipeline dies (a panic injected into the batching driver
-//! or an inference thread), readiness drops, every waiting request gets 500 within 1 s, and
-//! the server ends with an error (the binary then exits non-zero).
+//! or an inference thread), readiness drops, every request still waiting gets 500 within 1 s
+//! (a healthy session may finish the batch it holds), and the server ends with an error (the
+//! binary then exits non-zero).
 
 mod common;
 
@@ -39,9 +40,16 @@ async fn fault_fails_waiting_requests_and_the_server(point: FaultPoint) {
             .send()
     }))
     .await;
+    // The queued images are shared between the idle sessions when the delay ends: the batch
+    // the dying thread took fails; a healthy session may finish its share first (200).
+    let mut failed = 0;
     for answer in answers {
         let answer = answer.expect("answered");
+        if answer.status() == 200 && point == FaultPoint::Inference {
+            continue;
+        }
         assert_eq!(answer.status(), 500, "{point:?}");
+        failed += 1;
         let body: serde_json::Value = answer.json().await.expect("JSON");
         assert_eq!(body["error_type"], "inference_failed", "{body}");
         // Jobs of the batch the dying thread held, or every other waiting job.
@@ -52,6 +60,7 @@ async fn fault_fails_waiting_requests_and_the_server(point: FaultPoint) {
             "{body}"
         );
     }
+    assert!(failed >= 1, "{point:?}: no request failed");
     let took = sent.elapsed();
     assert!(
         took <= Duration::from_secs(1),

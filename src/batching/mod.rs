@@ -9,7 +9,9 @@
 //!
 //! Permits: one per session. While every session is busy the next batch forms in the queue,
 //! and it leaves the moment a session frees up, with everything that queued meanwhile (up to
-//! the maximum batch size). Cutting it earlier, as soon as one job is there, would commit a
+//! the maximum batch size), shared with any other session that is idle too (two images for
+//! two idle sessions: one each, side by side, not a batch of two on one core while the other
+//! waits). Cutting it earlier, as soon as one job is there, would commit a
 //! batch of one under moderate load and leave the rest of the run's arrivals waiting a whole
 //! extra run (measured: p99 at 80 % load 9 x p50 that way, see docs/benchmarks.md).
 //! Admission ([`crate::admission`]): an image takes one of `capacity` places on arrival, before
@@ -171,7 +173,9 @@ async fn drive(
         let (jobs, left_queued) = loop {
             let (poll, removed, left) = {
                 let mut queue = shared.queue.lock().unwrap_or_else(|p| p.into_inner());
-                let (poll, removed) = queue.poll(Instant::now());
+                // This session and every other one idle now share what is queued.
+                let free = 1 + permits.available_permits();
+                let (poll, removed) = queue.poll(Instant::now(), free);
                 shared.metrics.set_queue_depth(queue.len());
                 (poll, removed, queue.len())
             };

@@ -2,7 +2,11 @@
 //! with their arrival time; `poll(now)` says whether a batch leaves now or when to look again.
 //!
 //! Rules: a full batch (`max_batch` entries) leaves at once; otherwise the oldest entry starts
-//! the timer and a partial batch leaves `max_delay` after it arrived. Entries whose client has
+//! the timer and a partial batch leaves `max_delay` after it arrived. What leaves is shared
+//! with the other idle sessions: with `free` sessions idle, a batch takes at most
+//! `ceil(queued / free)` entries, so two images queued for two idle sessions run side by side
+//! (one run each) instead of one after the other in one session's batch of two, while a
+//! backlog still leaves in full batches. Entries whose client has
 //! gone or whose deadline has passed are removed, never batched. There is no capacity check
 //! here: admission bounds how many entries can exist (`crate::admission`).
 
@@ -70,8 +74,9 @@ impl<T: Pending> Queue<T> {
         self.entries.drain(..).collect()
     }
 
-    /// Removes dead entries, then cuts a batch if one is due.
-    pub fn poll(&mut self, now: Instant) -> (Poll<T>, Removed) {
+    /// Removes dead entries, then cuts a batch if one is due, for one of `free` idle sessions
+    /// (at least 1: the one the batch is for).
+    pub fn poll(&mut self, now: Instant, free: usize) -> (Poll<T>, Removed) {
         let mut removed = Removed::default();
         self.entries.retain(|e| {
             if e.is_abandoned() {
@@ -89,7 +94,8 @@ impl<T: Pending> Queue<T> {
         };
         let due = oldest.enqueued() + self.config.max_delay;
         let poll = if self.entries.len() >= self.config.max_batch || due <= now {
-            let n = self.entries.len().min(self.config.max_batch);
+            let share = self.entries.len().div_ceil(free.max(1));
+            let n = share.min(self.config.max_batch);
             Poll::Ready(self.entries.drain(..n).collect())
         } else {
             Poll::WaitUntil(due)
@@ -158,16 +164,19 @@ mod tests {
     async fn first_entry_starts_the_timer() {
         let mut q = queue(4, 16);
         let t0 = tokio::time::Instant::now().into_std();
-        assert_eq!(q.poll(t0).0, Poll::Idle);
+        assert_eq!(q.poll(t0, 1).0, Poll::Idle);
         q.push(entry(1, t0));
         tokio::time::advance(Duration::from_millis(3)).await;
         let t3 = tokio::time::Instant::now().into_std();
         q.push(entry(2, t3));
         // Due 5 ms after the *first* entry, not the second.
-        assert_eq!(q.poll(t3).0, Poll::WaitUntil(t0 + Duration::from_millis(5)));
+        assert_eq!(
+            q.poll(t3, 1).0,
+            Poll::WaitUntil(t0 + Duration::from_millis(5))
+        );
         tokio::time::advance(Duration::from_millis(2)).await;
         let t5 = tokio::time::Instant::now().into_std();
-        assert_eq!(ids(q.poll(t5).0), [1, 2]);
+        assert_eq!(ids(q.poll(t5, 1).0), [1, 2]);
         assert_eq!(q.len(), 0);
     }
 
@@ -178,10 +187,37 @@ mod tests {
         for id in 1..=4 {
             q.push(entry(id, t0));
         }
-        assert_eq!(ids(q.poll(t0).0), [1, 2, 3]);
-        assert_eq!(q.poll(t0).0, Poll::WaitUntil(t0 + Duration::from_millis(5)));
+        assert_eq!(ids(q.poll(t0, 1).0), [1, 2, 3]);
+        assert_eq!(
+            q.poll(t0, 1).0,
+            Poll::WaitUntil(t0 + Duration::from_millis(5))
+        );
         tokio::time::advance(Duration::from_millis(5)).await;
-        assert_eq!(ids(q.poll(tokio::time::Instant::now().into_std()).0), [4]);
+        assert_eq!(
+            ids(q.poll(tokio::time::Instant::now().into_std(), 1).0),
+            [4]
+        );
+    }
+
+    #[test]
+    fn idle_sessions_share_what_is_queued_and_a_backlog_leaves_in_full_batches() {
+        let mut q = queue(8, 64);
+        let t0 = Instant::now();
+        let due = t0 + Duration::from_millis(5);
+        for id in 1..=3 {
+            q.push(entry(id, t0));
+        }
+        // Three queued, two sessions idle: two for this one, one left for the other.
+        assert_eq!(ids(q.poll(due, 2).0), [1, 2]);
+        assert_eq!(ids(q.poll(due, 1).0), [3]);
+        for id in 4..=23 {
+            q.push(entry(id, t0));
+        }
+        // A backlog: every idle session still gets a full batch.
+        assert_eq!(ids(q.poll(due, 2).0), (4..=11).collect::<Vec<_>>());
+        assert_eq!(ids(q.poll(due, 1).0), (12..=19).collect::<Vec<_>>());
+        // `free` 0 is read as 1 (the session asking is idle).
+        assert_eq!(ids(q.poll(due, 0).0), [20, 21, 22, 23]);
     }
 
     #[test]
@@ -195,7 +231,7 @@ mod tests {
         for e in [gone, late, entry(3, t0)] {
             q.push(e);
         }
-        let (poll, removed) = q.poll(t0 + Duration::from_millis(6));
+        let (poll, removed) = q.poll(t0 + Duration::from_millis(6), 1);
         assert_eq!(ids(poll), [3]);
         assert_eq!(
             removed,
