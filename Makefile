@@ -42,7 +42,8 @@ soak:
 	scripts/soak.sh
 
 ## Every serving benchmark side by side (raw ONNX Runtime, our server, the Python baseline,
-## sweeps, overload, criterion); writes docs/benchmarks.md. About 15 minutes.
+## sweeps, overload, bf16 where the CPU has it, time to ready, criterion); writes
+## docs/benchmarks.md. About 20 minutes.
 bench: setup
 	scripts/bench.sh
 

@@ -204,8 +204,11 @@ Python users run it) as above.
 ### Agreement: bf16 against fp32 (`repvgg-serve compare`)
 
 Every fixture checkpoint, every fixture image (`tests/fixtures/images`), the service's own
-preprocessing; fp32 is ONNX Runtime's CPU provider, bf16 the engine above. The tiny fixtures
-are random-weight networks with 10 classes; `a0_official_train.pth` is the 1000-class A0.
+preprocessing; fp32 is ONNX Runtime's CPU provider, bf16 the engine above. None of the
+fixtures is a trained network (their BatchNorm parameters are randomised, their logits scaled to
+spread like a trained model's: `../shared/fixtures/README.md`); the tiny ones have 10 classes,
+`a0_official_train.pth` (from `../shared`) is the 1000-class A0. Run `repvgg-serve compare` on
+your own checkpoint and images to decide.
 
 {agreement_section()}
 """
