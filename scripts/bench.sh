@@ -123,13 +123,20 @@ saturation() {
   python3 -c "import json;print(json.load(open('$OUT/$1.json'))['throughput_rps'])"
 }
 
-# sweep NAME URL SATURATION: open-loop steps from 20 % to 150 % of the service's saturation
+# rates SATURATION FRACTIONS...: the open-loop rates, comma-separated
+rates() {
+  python3 -c "import sys; s=float(sys.argv[1]); print(','.join(str(round(float(f)*s,1)) for f in sys.argv[2:]))" "$@"
+}
+
+# sweep NAME URL RATES: open-loop steps at RATES
 sweep() {
-  local rates
-  rates=$(python3 -c "print(','.join(str(round(f*$3,1)) for f in (0.2,0.4,0.6,0.8,0.9,1.0,1.2,1.5)))")
-  $LT sweep --url "$2" --images "$SMALL" --rates "$rates" --duration "$STEP_SECONDS" \
+  $LT sweep --url "$2" --images "$SMALL" --rates "$3" --duration "$STEP_SECONDS" \
     --output "$OUT/$1.json" --svg "$OUT/$1.svg"
 }
+# Each service is swept from 20 % to 150 % of its own saturation; ours also at the baseline's
+# rates up to the baseline's saturation (the two compared step by step).
+OWN_STEPS="0.2 0.4 0.6 0.8 0.9 1.0 1.2 1.5"
+BASELINE_STEPS="0.2 0.4 0.6 0.8 0.9 1.0"
 
 # one_at_a_time NAME URL: closed loop, one connection (each request alone in the service)
 one_at_a_time() {
@@ -159,7 +166,7 @@ RATE80=$(python3 -c "print(round(0.8*$OURS_SAT,1))")
 for run in 1 2 3; do
   open_loop "ours-rate80-$run" "$OURS" "$RATE80" $((SECONDS_PER_RUN + 5))
 done
-sweep ours-sweep "$OURS" "$OURS_SAT"
+sweep ours-sweep "$OURS" "$(rates "$OURS_SAT" $OWN_STEPS)"
 OVERLOAD=$(python3 -c "print(round(3*$OURS_SAT,1))")
 open_loop ours-overload "$OURS" "$OVERLOAD" "$OVERLOAD_SECONDS"
 stop_service
@@ -174,12 +181,22 @@ start_python
 PY_SAT=$(saturation python-saturation-small "$PY" "$SMALL")
 one_at_a_time python-one-at-a-time "$PY"
 saturation python-saturation-phone "$PY" "$PHONE" >/dev/null
-sweep python-sweep "$PY" "$PY_SAT"
+sweep python-sweep "$PY" "$(rates "$PY_SAT" $OWN_STEPS)"
 open_loop python-overload "$PY" "$OVERLOAD" "$OVERLOAD_SECONDS"
 stop_service
 
+log "our server at the Python baseline's sweep rates"
+start_ours
+$LT run --url "$OURS" --images "$SMALL" --concurrency 16 --duration 3 --quiet >/dev/null
+sweep ours-sweep-python-rates "$OURS" "$(rates "$PY_SAT" $BASELINE_STEPS)"
+stop_service
+# One series for ours on the chart: every rate it was swept at.
+python3 -c "import json,sys; steps=[s for f in sys.argv[1:] for s in json.load(open(f))];
+json.dump(sorted(steps, key=lambda s: s['offered']), open('$OUT/ours-sweep-all.json','w'))" \
+  "$OUT/ours-sweep.json" "$OUT/ours-sweep-python-rates.json"
+
 $LT chart --title "A0, chelsea_q90.jpg, open loop: repvgg-serve vs FastAPI + Pillow + onnxruntime" \
-  --series "repvgg-serve=$OUT/ours-sweep.json" --series "python baseline=$OUT/python-sweep.json" \
+  --series "repvgg-serve=$OUT/ours-sweep-all.json" --series "python baseline=$OUT/python-sweep.json" \
   --output docs/bench/sweep.svg
 
 # --- bf16 -----------------------------------------------------------------------------------
