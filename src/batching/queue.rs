@@ -1,5 +1,6 @@
 //! The batching queue as a pure state machine (no tasks, no clocks of its own): entries go in
-//! with their arrival time; `poll(now)` says whether a batch leaves now or when to look again.
+//! with their arrival time; `poll(now, free)` says whether a batch leaves now (and how much of
+//! the queue it takes) or when to look again.
 //!
 //! Rules: a full batch (`max_batch` entries) leaves at once; otherwise the oldest entry starts
 //! the timer and a partial batch leaves `max_delay` after it arrived. What leaves is shared
