@@ -9,6 +9,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .build_client(false)
         .bytes(".inference")
+        .codec_path("crate::grpc::codec::BoundedCodec")
         .compile_protos(&["proto/grpc_service.proto"], &["proto"])?;
     Ok(())
 }

@@ -31,6 +31,7 @@ pub mod supervise;
 // The serving machinery behind it, crate-private.
 pub(crate) mod admission;
 pub(crate) mod batching;
+pub(crate) mod body_budget;
 pub(crate) mod grpc;
 mod labels;
 pub(crate) mod metrics;

@@ -3,13 +3,16 @@
 //!
 //! `/classify`, the v2 REST routes and the gRPC service are adapters around [`Pipeline`]: they
 //! parse their protocol into [`Input`]s, call it, and render what comes back. Deadlines,
-//! admission, cancellation (a dropped future frees its image's place and its queued job is
-//! skipped) and the per-image metrics are the same whichever door an image came in by.
+//! admission, cancellation and the per-image metrics are the same whichever door an image came
+//! in by. An image's admission place is held by its waiting future: when the wait ends (answer,
+//! 504, a pipeline failure, or the future dropped because the client left) the place is free
+//! at once, and the work nobody waits for is withdrawn: its preprocessing task gives up its
+//! bytes, its queued job leaves the queue.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::body::Bytes;
+use bytes::Bytes;
 use futures_util::future::{join_all, try_join_all};
 use tokio::sync::oneshot;
 
@@ -183,7 +186,8 @@ impl Pipeline {
         .await
     }
 
-    /// One admitted image through preprocessing (when encoded) and the batching queue.
+    /// One admitted image through preprocessing (when encoded) and the batching queue. The
+    /// admission place is held here, for exactly as long as somebody waits for the image.
     async fn run(
         &self,
         input: Input,
@@ -191,17 +195,14 @@ impl Pipeline {
         arrived: Instant,
         deadline: Instant,
     ) -> Result<Answer, PipelineError> {
-        let (input, admission, preprocess) = match input {
+        let _place = admission;
+        let (input, preprocess) = match input {
             Input::Encoded(bytes) => {
-                let preprocessed = self.pool.run(bytes, admission, deadline).await?;
+                let preprocessed = self.pool.run(bytes, deadline).await?;
                 self.metrics.preprocessed(preprocessed.elapsed);
-                (
-                    ModelInput::Crop(preprocessed.crop),
-                    preprocessed.admission,
-                    preprocessed.elapsed,
-                )
+                (ModelInput::Crop(preprocessed.crop), preprocessed.elapsed)
             }
-            Input::Tensor(values) => (ModelInput::Tensor(values), admission, Duration::ZERO),
+            Input::Tensor(values) => (ModelInput::Tensor(values), Duration::ZERO),
         };
         let (reply, answer) = oneshot::channel();
         let job = Job {
@@ -210,18 +211,29 @@ impl Pipeline {
             span: tracing::Span::current(),
             enqueued: Instant::now(),
             deadline,
-            admission,
         };
         if job.enqueued >= deadline {
             return Err(PipelineError::DeadlineExceeded);
         }
         self.batcher.submit(job);
-        let prediction = tokio::time::timeout_at(deadline.into(), answer)
-            .await
-            .map_err(|_| PipelineError::DeadlineExceeded)?
-            .map_err(|_| {
-                InferenceError::Failed("the inference thread died while running this image".into())
-            })??;
+        let mut waiting = Waiting {
+            answer,
+            batcher: &self.batcher,
+            answered: false,
+        };
+        // A pipeline failure (a dead part, a hung batch caught by the watchdog) answers every
+        // waiting image at once (500), not at its deadline.
+        let answered = tokio::select! {
+            answered = tokio::time::timeout_at(deadline.into(), &mut waiting.answer) => answered,
+            cause = self.batcher.failed() => {
+                return Err(InferenceError::Failed(cause).into());
+            }
+        };
+        let answered = answered.map_err(|_| PipelineError::DeadlineExceeded)?;
+        waiting.answered = true;
+        let prediction = answered.map_err(|_| {
+            InferenceError::Failed("the inference thread died while running this image".into())
+        })??;
         let timings = StageTimings {
             queue: prediction.queue,
             preprocess,
@@ -248,6 +260,24 @@ impl Pipeline {
     /// The preprocessing pool, for its shutdown once every handle is gone.
     pub fn into_pool(self) -> Arc<PreprocessPool> {
         self.pool
+    }
+}
+
+/// An image's wait for its batch. However the wait ends, the job is withdrawn: the answer
+/// channel closed (an inference thread skips the job) and the queue pruned of it, so a job
+/// nobody waits for neither holds memory in the queue nor takes a place in a batch.
+struct Waiting<'a> {
+    answer: oneshot::Receiver<Result<crate::batching::Prediction, InferenceError>>,
+    batcher: &'a Batcher,
+    answered: bool,
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        if !self.answered {
+            self.answer.close();
+            self.batcher.prune();
+        }
     }
 }
 

@@ -19,6 +19,9 @@ pub enum FaultPoint {
     Driver,
     /// An inference thread, before it next runs a batch.
     Inference,
+    /// An inference thread's next batch hangs (as an engine run that never returns would)
+    /// until the pipeline is declared failed; what the watchdog is for.
+    InferenceHang,
 }
 
 #[derive(Debug)]
@@ -26,6 +29,7 @@ struct Inner {
     failure: watch::Sender<Option<String>>,
     driver_fault: AtomicBool,
     inference_fault: AtomicBool,
+    hang_fault: AtomicBool,
 }
 
 /// Shared by the parts it watches and by the server; cloning is cheap.
@@ -41,6 +45,7 @@ impl Default for Supervisor {
                 failure: watch::Sender::new(None),
                 driver_fault: AtomicBool::new(false),
                 inference_fault: AtomicBool::new(false),
+                hang_fault: AtomicBool::new(false),
             }),
         }
     }
@@ -86,17 +91,26 @@ impl Supervisor {
         self.flag(point).store(true, Ordering::SeqCst);
     }
 
-    /// Panics when a fault was injected at `point` (one relaxed load otherwise).
+    /// Panics when a fault was injected at `point` (one relaxed load otherwise); for
+    /// [`FaultPoint::InferenceHang`], blocks until the pipeline has failed instead.
     pub(crate) fn fault_point(&self, point: FaultPoint) {
-        if self.flag(point).swap(false, Ordering::SeqCst) {
-            panic!("fault injected at {point:?}");
+        if !self.flag(point).swap(false, Ordering::SeqCst) {
+            return;
         }
+        if point == FaultPoint::InferenceHang {
+            while self.failure().is_none() {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            return;
+        }
+        panic!("fault injected at {point:?}");
     }
 
     fn flag(&self, point: FaultPoint) -> &AtomicBool {
         match point {
             FaultPoint::Driver => &self.inner.driver_fault,
             FaultPoint::Inference => &self.inner.inference_fault,
+            FaultPoint::InferenceHang => &self.inner.hang_fault,
         }
     }
 }

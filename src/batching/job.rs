@@ -5,7 +5,6 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{oneshot, OwnedSemaphorePermit};
 
-use crate::admission::Admission;
 use crate::inference::{InferenceError, ModelInput};
 
 /// One image waiting for inference: its input and where to send the answer.
@@ -17,8 +16,6 @@ pub struct Job {
     pub span: tracing::Span,
     pub enqueued: Instant,
     pub deadline: Instant,
-    /// The image's place in the service, freed when the job is answered or dropped.
-    pub admission: Admission,
 }
 
 impl Job {

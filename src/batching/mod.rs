@@ -15,15 +15,18 @@
 //! batch of one under moderate load and leave the rest of the run's arrivals waiting a whole
 //! extra run (measured: p99 at 80 % load 9 x p50 that way, see docs/benchmarks.md).
 //! Admission ([`crate::admission`]): an image takes one of `capacity` places on arrival, before
-//! preprocessing, and its job carries the place, so the queue never holds more than `capacity`
-//! jobs and never refuses one.
+//! preprocessing, and its waiter holds the place; a waiter that goes (client gone, deadline)
+//! takes its job out of the queue ([`Batcher::prune`]), so the queue never holds more than
+//! `capacity` live jobs and never refuses one.
 
 mod job;
 pub mod queue;
 mod runner;
+pub mod watchdog;
 
-pub use job::{Batch, Job};
+pub use job::{Batch, Job, Prediction};
 pub use runner::Workers;
+pub use watchdog::Watchdog;
 
 /// Where the driver sends batches. Each narrow session takes one permit (its share of the
 /// cores); the wide session, when there is one, runs with every core and takes every permit,
@@ -92,8 +95,8 @@ impl Batcher {
             queue: Mutex::new(Queue::new(config)),
             wake: Notify::new(),
             closed: AtomicBool::new(false),
-            metrics,
-            admissions: Admissions::new(config.capacity),
+            metrics: metrics.clone(),
+            admissions: Admissions::new(config.capacity, metrics.clone()),
             supervisor,
         });
         let permits = Arc::new(Semaphore::new(sessions));
@@ -123,7 +126,7 @@ impl Batcher {
         self.shared.admissions.admit_all(count)
     }
 
-    /// Queues a job (it carries its admission, so there is always room). After a pipeline
+    /// Queues a job (its waiter holds an admission place, so there is always room). After a pipeline
     /// failure the job is answered with the failure at once (500), never queued.
     pub fn submit(&self, job: Job) {
         if let Some(cause) = self.shared.supervisor.failure() {
@@ -135,6 +138,25 @@ impl Batcher {
         self.shared.metrics.set_queue_depth(queue.len());
         drop(queue);
         self.shared.wake.notify_one();
+    }
+
+    /// Takes out of the queue every job whose waiter has gone (called by a waiter that stops
+    /// waiting), so dead work holds neither memory nor a batch slot.
+    pub fn prune(&self) {
+        let mut queue = self.shared.queue.lock().unwrap_or_else(|p| p.into_inner());
+        if queue.remove_abandoned() > 0 {
+            self.shared.metrics.set_queue_depth(queue.len());
+        }
+    }
+
+    /// Resolves with the cause when the pipeline fails.
+    pub async fn failed(&self) -> String {
+        self.shared.supervisor.failed().await
+    }
+
+    /// Admission places taken now.
+    pub fn admitted(&self) -> usize {
+        self.shared.admissions.in_use()
     }
 
     /// No more jobs will come: the driver sends what is queued and stops.
@@ -228,7 +250,7 @@ mod tests {
     use super::*;
     use crate::inference::ModelInput;
 
-    fn job(batcher: &Batcher) -> (Job, tokio::sync::oneshot::Receiver<JobAnswer>) {
+    fn job() -> (Job, tokio::sync::oneshot::Receiver<JobAnswer>) {
         let (reply, answer) = tokio::sync::oneshot::channel();
         let now = Instant::now();
         let job = Job {
@@ -237,7 +259,6 @@ mod tests {
             span: tracing::Span::none(),
             enqueued: now,
             deadline: now + Duration::from_secs(10),
-            admission: batcher.admit().expect("a place"),
         };
         (job, answer)
     }
@@ -280,7 +301,7 @@ mod tests {
         );
 
         // Idle and nothing else queued: every permit, the wide session.
-        let (lone, _a) = job(&batcher);
+        let (lone, _a) = job();
         batcher.submit(lone);
         let batch = next(&wide_rx).await;
         assert_eq!(batch.permit.num_permits(), 2);
@@ -288,8 +309,8 @@ mod tests {
         drop(batch); // its run is over: the permits are back
 
         // Two at once: the first leaves others queued, the second finds a session busy.
-        let (first, _b) = job(&batcher);
-        let (second, _c) = job(&batcher);
+        let (first, _b) = job();
+        let (second, _c) = job();
         batcher.submit(first);
         batcher.submit(second);
         let one = next(&narrow_rx).await;

@@ -70,6 +70,13 @@ impl<T: Pending> Queue<T> {
         self.entries.push_back(entry);
     }
 
+    /// Removes the entries whose client has gone; how many.
+    pub fn remove_abandoned(&mut self) -> usize {
+        let before = self.entries.len();
+        self.entries.retain(|e| !e.is_abandoned());
+        before - self.entries.len()
+    }
+
     /// Takes every entry out (the pipeline failed: they are answered with the failure).
     pub fn drain_all(&mut self) -> Vec<T> {
         self.entries.drain(..).collect()

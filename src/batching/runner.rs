@@ -10,6 +10,7 @@ use std::thread::JoinHandle;
 use std::time::Instant;
 
 use super::job::{Batch, Prediction};
+use super::watchdog::Watchdog;
 use crate::inference::{batch_tensor, Engine, InputShape};
 use crate::metrics::Metrics;
 use crate::supervise::{FaultPoint, Supervisor};
@@ -27,6 +28,7 @@ impl Workers {
         shape: InputShape,
         metrics: Arc<Metrics>,
         supervisor: &Supervisor,
+        watchdog: &Arc<Watchdog>,
     ) -> Self {
         let handles = engines
             .into_iter()
@@ -34,11 +36,19 @@ impl Workers {
             .map(|(i, (engine, batches))| {
                 let metrics = metrics.clone();
                 let supervisor = supervisor.clone();
+                let watchdog = watchdog.clone();
                 std::thread::Builder::new()
                     .name(format!("inference-{i}"))
                     .spawn(move || {
                         let _watch = supervisor.watch(format!("inference thread {i}"));
-                        run(engine, batches, shape, &metrics, &supervisor);
+                        let thread = Thread {
+                            index: i,
+                            shape,
+                            metrics: &metrics,
+                            supervisor: &supervisor,
+                            watchdog: &watchdog,
+                        };
+                        thread.run(engine, batches);
                     })
                     .expect("spawning an inference thread")
             })
@@ -56,58 +66,72 @@ impl Workers {
     }
 }
 
-fn run(
-    mut engine: Engine,
-    batches: crossbeam_channel::Receiver<Batch>,
+/// What one inference thread works with.
+struct Thread<'a> {
+    index: usize,
     shape: InputShape,
-    metrics: &Metrics,
-    supervisor: &Supervisor,
-) {
-    for batch in batches {
-        let Batch {
-            jobs,
-            cut_at,
-            permit,
-        } = batch;
-        // Skip jobs whose client left while the batch waited.
-        let total = jobs.len();
-        let live: Vec<_> = jobs.into_iter().filter(|job| !job.is_abandoned()).collect();
-        let dropped = total - live.len();
-        if dropped > 0 {
-            tracing::debug!(
-                dropped,
-                "skipped jobs whose client left while the batch waited"
-            );
-        }
-        if live.is_empty() {
+    metrics: &'a Metrics,
+    supervisor: &'a Supervisor,
+    watchdog: &'a Watchdog,
+}
+
+impl Thread<'_> {
+    fn run(&self, mut engine: Engine, batches: crossbeam_channel::Receiver<Batch>) {
+        let Self {
+            shape,
+            metrics,
+            supervisor,
+            ..
+        } = *self;
+        for batch in batches {
+            let Batch {
+                jobs,
+                cut_at,
+                permit,
+            } = batch;
+            // Skip jobs whose client left while the batch waited.
+            let total = jobs.len();
+            let live: Vec<_> = jobs.into_iter().filter(|job| !job.is_abandoned()).collect();
+            let dropped = total - live.len();
+            if dropped > 0 {
+                tracing::debug!(
+                    dropped,
+                    "skipped jobs whose client left while the batch waited"
+                );
+            }
+            if live.is_empty() {
+                drop(permit);
+                continue;
+            }
+            let tensor = batch_tensor(live.iter().map(|job| &job.input), shape);
+            supervisor.fault_point(FaultPoint::Inference);
+            let started = Instant::now();
+            let running = self.watchdog.start(self.index);
+            supervisor.fault_point(FaultPoint::InferenceHang);
+            let result = engine.run(&tensor, live.len(), shape.size, shape.size);
+            drop(running);
+            let inference = started.elapsed();
             drop(permit);
-            continue;
-        }
-        let tensor = batch_tensor(live.iter().map(|job| &job.input), shape);
-        supervisor.fault_point(FaultPoint::Inference);
-        let started = Instant::now();
-        let result = engine.run(&tensor, live.len(), shape.size, shape.size);
-        let inference = started.elapsed();
-        drop(permit);
-        match &result {
-            Ok(_) => metrics.batch_done(live.len(), inference),
-            Err(e) => tracing::error!(error = %e, batch = live.len(), "inference failed"),
-        }
-        let classes = engine.num_classes();
-        let batch_size = live.len();
-        for (i, job) in live.into_iter().enumerate() {
-            let _entered = job.span.enter();
-            let answer = result
-                .as_ref()
-                .map_err(Clone::clone)
-                .map(|logits| Prediction {
-                    logits: logits[i * classes..(i + 1) * classes].to_vec(),
-                    queue: cut_at.saturating_duration_since(job.enqueued),
-                    inference,
-                    batch_size,
-                });
-            // The receiver may have gone meanwhile; nothing to do then.
-            let _ = job.reply.send(answer);
+            match &result {
+                Ok(_) => metrics.batch_done(live.len(), inference),
+                Err(e) => tracing::error!(error = %e, batch = live.len(), "inference failed"),
+            }
+            let classes = engine.num_classes();
+            let batch_size = live.len();
+            for (i, job) in live.into_iter().enumerate() {
+                let _entered = job.span.enter();
+                let answer = result
+                    .as_ref()
+                    .map_err(Clone::clone)
+                    .map(|logits| Prediction {
+                        logits: logits[i * classes..(i + 1) * classes].to_vec(),
+                        queue: cut_at.saturating_duration_since(job.enqueued),
+                        inference,
+                        batch_size,
+                    });
+                // The receiver may have gone meanwhile; nothing to do then.
+                let _ = job.reply.send(answer);
+            }
         }
     }
 }

@@ -10,10 +10,12 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::inference::precision::Precision;
 pub use serve_args::{
-    BatchingArgs, ListenArgs, ModelArgs, PreprocessArgs, RequestLimits, ServeArgs, ShutdownArgs,
-    ThreadArgs,
+    BatchingArgs, GrpcArgs, ListenArgs, ModelArgs, PreprocessArgs, RequestLimits, ServeArgs,
+    ShutdownArgs, ThreadArgs,
 };
-pub use serve_config::{BatchingConfig, InferenceConfig, PreprocessLimits, ServeConfig};
+pub use serve_config::{
+    BatchingConfig, GrpcConfig, InferenceConfig, PreprocessLimits, ServeConfig,
+};
 
 #[derive(Debug, Parser)]
 #[command(

@@ -22,6 +22,8 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub request_limits: RequestLimits,
     #[command(flatten)]
+    pub grpc: GrpcArgs,
+    #[command(flatten)]
     pub preprocess: PreprocessArgs,
     #[command(flatten)]
     pub shutdown: ShutdownArgs,
@@ -164,9 +166,44 @@ pub struct RequestLimits {
     /// container's memory limit (cgroup) when that is less.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1_099_511_627_776), env = "REPVGG_MAX_DECODE_BYTES")]
     pub max_decode_bytes: Option<u64>,
+    /// Request body bytes held in memory across every connection, HTTP and gRPC together
+    /// (counted as they arrive, held until the request is answered); a request whose body
+    /// does not fit beside the others gets 503 (`body_budget_full`, gRPC UNAVAILABLE). At least
+    /// --max-body-bytes.
+    #[arg(long, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1_099_511_627_776), env = "REPVGG_MAX_INFLIGHT_BODY_BYTES", default_value_t = 256 * 1024 * 1024)]
+    pub max_inflight_body_bytes: usize,
+    /// Images one `/classify` request may carry (multipart parts or JSON `images`); 400 above
+    /// it. v2 requests carry at most 64.
+    #[arg(long, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=100_000), env = "REPVGG_MAX_IMAGES_PER_REQUEST", default_value_t = 64)]
+    pub max_images_per_request: usize,
     /// Largest image in pixels, read from the header before decoding (422 above it).
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1_000_000_000), env = "REPVGG_MAX_PIXELS", default_value_t = 50_000_000)]
     pub max_pixels: u64,
+}
+
+/// HTTP/2 limits of the gRPC port (the connection cap, idle timeout and body timeout above
+/// apply to it too).
+#[derive(Debug, Args)]
+#[command(next_help_heading = "gRPC")]
+pub struct GrpcArgs {
+    /// Calls one gRPC connection may have open at once (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=10_000), env = "REPVGG_GRPC_MAX_CONCURRENT_STREAMS", default_value_t = 64)]
+    pub grpc_max_concurrent_streams: u32,
+    /// Interval (ms) of HTTP/2 keepalive pings on gRPC connections; a peer that does not answer
+    /// within --grpc-keepalive-timeout-ms is disconnected. 0 turns pings off.
+    #[arg(
+        long,
+        env = "REPVGG_GRPC_KEEPALIVE_INTERVAL_MS",
+        default_value_t = 60_000
+    )]
+    pub grpc_keepalive_interval_ms: u64,
+    /// Time (ms) a keepalive ping may wait for its answer.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=3_600_000), env = "REPVGG_GRPC_KEEPALIVE_TIMEOUT_MS", default_value_t = 20_000)]
+    pub grpc_keepalive_timeout_ms: u64,
+    /// Longest life (ms) of a gRPC connection; after it the client is told to reconnect
+    /// (GOAWAY), so load spreads over new replicas. 0: no limit.
+    #[arg(long, env = "REPVGG_GRPC_MAX_CONNECTION_AGE_MS", default_value_t = 0)]
+    pub grpc_max_connection_age_ms: u64,
 }
 
 /// How images become model input.

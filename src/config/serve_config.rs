@@ -24,6 +24,7 @@ pub struct ServeConfig {
     pub inference: InferenceConfig,
     pub preprocess: PreprocessLimits,
     pub connections: crate::http::connections::ConnectionLimits,
+    pub grpc: GrpcConfig,
     pub drain_delay: Duration,
     pub shutdown_grace: Duration,
 }
@@ -45,11 +46,24 @@ pub struct InferenceConfig {
     pub wide_session: bool,
 }
 
+/// HTTP/2 limits of the gRPC port.
+#[derive(Clone, Debug)]
+pub struct GrpcConfig {
+    pub max_concurrent_streams: u32,
+    pub keepalive_interval: Option<Duration>,
+    pub keepalive_timeout: Duration,
+    pub max_connection_age: Option<Duration>,
+}
+
 #[derive(Clone, Debug)]
 pub struct PreprocessLimits {
     pub workers: usize,
     pub max_decode_bytes: u64,
     pub max_body_bytes: usize,
+    /// Body bytes held in memory across every connection.
+    pub max_inflight_body_bytes: usize,
+    /// Images one `/classify` request may carry.
+    pub max_images_per_request: usize,
     pub body_timeout: Duration,
     pub max_pixels: u64,
     /// Overrides of the model's resize / crop.
@@ -68,9 +82,17 @@ impl ServeArgs {
             batching,
             threads,
             request_limits: limits,
+            grpc,
             preprocess,
             shutdown,
         } = self;
+        if limits.max_inflight_body_bytes < limits.max_body_bytes {
+            return Err(format!(
+                "--max-inflight-body-bytes {} is less than --max-body-bytes {}: one request of \
+                 the largest size could never be read",
+                limits.max_inflight_body_bytes, limits.max_body_bytes
+            ));
+        }
         let cores = std::thread::available_parallelism().map_or(1, usize::from);
         let ip: std::net::IpAddr = listen
             .host
@@ -143,6 +165,8 @@ impl ServeArgs {
             preprocess: PreprocessLimits {
                 workers: threads.preprocess_workers.unwrap_or(cores),
                 max_body_bytes: limits.max_body_bytes,
+                max_inflight_body_bytes: limits.max_inflight_body_bytes,
+                max_images_per_request: limits.max_images_per_request,
                 max_decode_bytes: limits
                     .max_decode_bytes
                     .unwrap_or_else(crate::preprocess::budget::default_budget),
@@ -155,6 +179,14 @@ impl ServeArgs {
             connections: crate::http::connections::ConnectionLimits {
                 max_connections: limits.max_connections,
                 idle_timeout: Duration::from_millis(limits.idle_timeout_ms),
+            },
+            grpc: GrpcConfig {
+                max_concurrent_streams: grpc.grpc_max_concurrent_streams,
+                keepalive_interval: (grpc.grpc_keepalive_interval_ms > 0)
+                    .then(|| Duration::from_millis(grpc.grpc_keepalive_interval_ms)),
+                keepalive_timeout: Duration::from_millis(grpc.grpc_keepalive_timeout_ms),
+                max_connection_age: (grpc.grpc_max_connection_age_ms > 0)
+                    .then(|| Duration::from_millis(grpc.grpc_max_connection_age_ms)),
             },
             drain_delay: Duration::from_millis(shutdown.drain_delay_ms),
             shutdown_grace: Duration::from_secs(shutdown.shutdown_grace_s),

@@ -4,6 +4,8 @@
 //! [`crate::pipeline`]), convert back. Requests are counted in the same series as HTTP's, with
 //! `protocol="grpc"`, the method path as `route` and the status code's name as `status`.
 
+pub(crate) mod codec;
+pub(crate) mod connections;
 mod convert;
 
 /// The code generated from `proto/grpc_service.proto` (build.rs).
@@ -13,7 +15,8 @@ mod proto {
 }
 
 use std::future::Future;
-use std::time::Instant;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
 use tonic::{Request, Response, Status};
@@ -30,23 +33,58 @@ struct Service {
     state: AppState,
 }
 
+/// The gRPC port's limits (see [`connections`]).
+#[derive(Clone, Debug)]
+pub(crate) struct GrpcLimits {
+    pub connections: connections::ConnectionLimits,
+    pub http2: crate::config::GrpcConfig,
+    pub budget: crate::body_budget::BodyBudget,
+    /// A request message must have arrived this long after its call started.
+    pub arrival_timeout: Duration,
+}
+
+/// Headroom in a message for names, shapes and parameters besides the tensor data.
+const MESSAGE_OVERHEAD: usize = 64 * 1024;
+
+/// The largest request message: what the HTTP door takes in one body (the images), or 64
+/// tensors of the model's input size, whichever is larger, plus [`MESSAGE_OVERHEAD`].
+pub(crate) fn max_message_bytes(max_body_bytes: usize, tensor_len: usize) -> usize {
+    let tensors = crate::v2::MAX_BATCH * tensor_len * std::mem::size_of::<f32>();
+    max_body_bytes.max(tensors) + MESSAGE_OVERHEAD
+}
+
 /// Serves on `listener` until `shutdown` resolves, then stops accepting and lets the calls in
-/// flight finish (the caller bounds that by the grace period).
-pub async fn serve(
+/// flight finish; the caller bounds that by the grace period, after which it cancels
+/// `limits.connections.cut` and every connection ends.
+pub(crate) async fn serve(
     listener: TcpListener,
     state: AppState,
+    limits: GrpcLimits,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
-    let limit = state.limits.max_body_bytes;
+    let max_message = max_message_bytes(state.limits.max_body_bytes, state.pipeline.tensor_len());
+    let metrics = state.metrics.clone();
     let service = GrpcInferenceServiceServer::new(Service { state })
-        .max_decoding_message_size(limit)
+        .max_decoding_message_size(max_message)
         .max_encoding_message_size(usize::MAX);
-    tonic::transport::Server::builder()
+    let http2 = &limits.http2;
+    let mut server = tonic::transport::Server::builder()
+        .max_concurrent_streams(http2.max_concurrent_streams)
+        .http2_keepalive_interval(http2.keepalive_interval)
+        .http2_keepalive_timeout(Some(http2.keepalive_timeout))
+        .http2_max_header_list_size(64 * 1024);
+    if let Some(age) = http2.max_connection_age {
+        server = server.max_connection_age(age);
+    }
+    let incoming =
+        connections::incoming(listener, limits.connections.clone(), Arc::clone(&metrics));
+    server
+        .layer(connections::CallLimits {
+            budget: limits.budget,
+            arrival_timeout: limits.arrival_timeout,
+        })
         .add_service(service)
-        .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::TcpListenerStream::new(listener),
-            shutdown,
-        )
+        .serve_with_incoming_shutdown(incoming, shutdown)
         .await
 }
 
@@ -59,9 +97,9 @@ impl Service {
     ) -> Result<Response<T>, Status> {
         let started = Instant::now();
         let metrics = &self.state.metrics;
-        metrics.inflight(1.0);
+        let inflight = metrics.inflight();
         let result = call.await;
-        metrics.inflight(-1.0);
+        drop(inflight);
         let code = match &result {
             Ok(_) => tonic::Code::Ok,
             Err(status) => status.code(),

@@ -5,9 +5,10 @@ use axum::body::{Body, Bytes};
 use axum::extract::{FromRequest, Multipart, Request};
 use axum::http::{header, HeaderMap};
 use base64::Engine as _;
-use serde::Deserialize;
+use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
 
 use super::error::ApiError;
+use crate::body_budget::BodyError;
 
 /// One image of a request, with the name the client gave it (multipart part name or file
 /// name), if any.
@@ -31,9 +32,10 @@ const RAW_TYPES: &[&str] = &[
     "application/octet-stream",
 ];
 
-/// JSON body: one base64 image or several.
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
+/// JSON body: one base64 image or several (the OpenAPI schema; read by [`ImagesSeed`], which
+/// counts the images while it reads them).
+#[derive(Debug, utoipa::ToSchema)]
+#[allow(dead_code)] // a schema: never built, only described
 pub struct JsonImages {
     /// One image, base64 (standard alphabet; a `data:` URL prefix is accepted).
     pub image: Option<String>,
@@ -65,21 +67,30 @@ pub async fn read_body(
     Ok((parts, bytes))
 }
 
+/// What one request may carry.
+#[derive(Clone, Copy, Debug)]
+pub struct BodyLimits {
+    /// Bytes (413 above).
+    pub max_bytes: usize,
+    /// Images (400 above): checked while the parts or the JSON list are read.
+    pub max_images: usize,
+}
+
 /// Reads the body (as [`read_body`]) and splits it into images.
 pub async fn read_images(
     request: Request,
-    limit: usize,
+    limits: BodyLimits,
     deadline: tokio::time::Instant,
     timeout: std::time::Duration,
 ) -> Result<Vec<ImageInput>, ApiError> {
-    let (parts, bytes) = read_body(request, limit, deadline, timeout).await?;
+    let (parts, bytes) = read_body(request, limits.max_bytes, deadline, timeout).await?;
     let content_type = media_type(&parts.headers);
     let images = match content_type.as_deref() {
         Some("multipart/form-data") => {
             let request = Request::from_parts(parts, Body::from(bytes));
-            multipart(request).await?
+            multipart(request, limits.max_images).await?
         }
-        Some("application/json") => json(&bytes)?,
+        Some("application/json") => json(&bytes, limits.max_images)?,
         None => vec![raw(bytes)?],
         Some(t) if RAW_TYPES.contains(&t) => vec![raw(bytes)?],
         Some(other) => return Err(ApiError::UnsupportedMediaType(other.to_owned())),
@@ -113,8 +124,10 @@ async fn collect_limited(mut body: Body, limit: usize) -> Result<Bytes, ApiError
             body.frame().await
         };
         let Some(frame) = frame else { break };
-        let frame = frame
-            .map_err(|e| ApiError::BadRequest(format!("cannot read the request body: {e}")))?;
+        let frame = frame.map_err(|e| match BodyError::find(&e) {
+            Some(BodyError::BudgetFull { limit }) => ApiError::BodyBudgetFull { limit: *limit },
+            _ => ApiError::BadRequest(format!("cannot read the request body: {e}")),
+        })?;
         if let Ok(data) = frame.into_data() {
             seen = seen.saturating_add(data.len());
             if seen <= limit {
@@ -143,7 +156,14 @@ fn raw(bytes: Bytes) -> Result<ImageInput, ApiError> {
     Ok(ImageInput { name: None, bytes })
 }
 
-async fn multipart(request: Request) -> Result<Vec<ImageInput>, ApiError> {
+fn too_many_images(max: usize) -> ApiError {
+    ApiError::BadRequest(format!(
+        "the request holds more than {max} images (--max-images-per-request); send at most \
+         {max} per request"
+    ))
+}
+
+async fn multipart(request: Request, max_images: usize) -> Result<Vec<ImageInput>, ApiError> {
     let malformed = |e: axum::extract::multipart::MultipartError| {
         ApiError::BadRequest(format!("malformed multipart body: {}", e.body_text()))
     };
@@ -152,6 +172,9 @@ async fn multipart(request: Request) -> Result<Vec<ImageInput>, ApiError> {
     })?;
     let mut images = Vec::new();
     while let Some(field) = form.next_field().await.map_err(malformed)? {
+        if images.len() == max_images {
+            return Err(too_many_images(max_images));
+        }
         let name = field
             .name()
             .map(str::to_owned)
@@ -168,18 +191,18 @@ async fn multipart(request: Request) -> Result<Vec<ImageInput>, ApiError> {
     Ok(images)
 }
 
-fn json(bytes: &[u8]) -> Result<Vec<ImageInput>, ApiError> {
-    let body: JsonImages = serde_json::from_slice(bytes)
-        .map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))?;
-    let encoded: Vec<String> = match (body.image, body.images) {
-        (Some(one), None) => vec![one],
-        (None, Some(many)) => many,
-        _ => {
-            return Err(ApiError::BadRequest(
-                "JSON body needs exactly one of \"image\" or \"images\"".into(),
-            ))
-        }
-    };
+fn json(bytes: &[u8], max_images: usize) -> Result<Vec<ImageInput>, ApiError> {
+    let mut reader = serde_json::Deserializer::from_slice(bytes);
+    let encoded = ImagesSeed { max_images }
+        .deserialize(&mut reader)
+        .and_then(|images| reader.end().map(|()| images))
+        .map_err(|e| {
+            if e.to_string().contains(TOO_MANY) {
+                too_many_images(max_images)
+            } else {
+                ApiError::BadRequest(format!("invalid JSON body: {e}"))
+            }
+        })?;
     encoded
         .iter()
         .enumerate()
@@ -200,4 +223,100 @@ fn json(bytes: &[u8]) -> Result<Vec<ImageInput>, ApiError> {
             })
         })
         .collect()
+}
+
+/// Marks the JSON error of a list over the image limit.
+const TOO_MANY: &str = "more images than the request limit";
+
+/// Reads `{"image": "..."}` or `{"images": ["...", ...]}` (nothing else), refusing the list as
+/// soon as it holds more than `max_images` entries, before the rest is read.
+struct ImagesSeed {
+    max_images: usize,
+}
+
+impl<'de> DeserializeSeed<'de> for ImagesSeed {
+    type Value = Vec<String>;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Vec<String>, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for ImagesSeed {
+    type Value = Vec<String>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str(r#"{"image": "<base64>"} or {"images": ["<base64>", ...]}"#)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Vec<String>, A::Error> {
+        let mut images = None;
+        while let Some(key) = map.next_key::<String>()? {
+            if images.is_some() {
+                return Err(de::Error::custom(
+                    "JSON body needs exactly one of \"image\" or \"images\"",
+                ));
+            }
+            images = Some(match key.as_str() {
+                "image" => vec![map.next_value::<String>()?],
+                "images" => map.next_value_seed(ImageList(self.max_images))?,
+                other => return Err(de::Error::unknown_field(other, &["image", "images"])),
+            });
+        }
+        images.ok_or_else(|| {
+            de::Error::custom("JSON body needs exactly one of \"image\" or \"images\"")
+        })
+    }
+}
+
+/// The `images` list, at most `.0` entries.
+struct ImageList(usize);
+
+impl<'de> DeserializeSeed<'de> for ImageList {
+    type Value = Vec<String>;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Vec<String>, D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de> Visitor<'de> for ImageList {
+    type Value = Vec<String>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a list of base64 images")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<String>, A::Error> {
+        let mut images = Vec::new();
+        while let Some(image) = seq.next_element::<String>()? {
+            if images.len() == self.0 {
+                return Err(de::Error::custom(TOO_MANY));
+            }
+            images.push(image);
+        }
+        Ok(images)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_images_are_counted_while_read() {
+        let one = json(br#"{"image": "aGk="}"#, 2).expect("one");
+        assert_eq!(one.len(), 1);
+        let two = json(br#"{"images": ["aGk=", "aGk="]}"#, 2).expect("two");
+        assert_eq!(two.len(), 2);
+        let three = json(br#"{"images": ["aGk=", "aGk=", "aGk="]}"#, 2).expect_err("over");
+        assert!(three.to_string().contains("more than 2 images"), "{three}");
+        for bad in [
+            &br#"{"image": "aGk=", "images": ["aGk="]}"#[..],
+            br#"{"picture": "aGk="}"#,
+            br#"{}"#,
+            br#"{"image": "aGk="} trailing"#,
+        ] {
+            let refused = json(bad, 2).expect_err("refused");
+            assert!(matches!(refused, ApiError::BadRequest(_)), "{refused}");
+        }
+    }
 }

@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 
-use super::body::{read_images, ImageInput};
+use super::body::{read_images, BodyLimits, ImageInput};
 use super::dto::{
     BatchClassifyResponse, Classification, ClassifyResponse, ImageResult, Prediction, TimingsMs,
 };
@@ -50,12 +50,12 @@ pub struct ClassifyParams {
     ),
     responses(
         (status = 200, description = "One image: predictions. Several: `results` in request order.", body = ClassifyResponse),
-        (status = 400, description = "Empty body, undecodable image, malformed multipart, bad base64 or JSON", body = ErrorBody),
+        (status = 400, description = "Empty body, undecodable image, malformed multipart, bad base64 or JSON, more images than --max-images-per-request", body = ErrorBody),
         (status = 408, description = "Body not received within the body timeout", body = ErrorBody),
         (status = 413, description = "Body over the size limit", body = ErrorBody),
         (status = 415, description = "Unsupported content type or image format", body = ErrorBody),
-        (status = 422, description = "Image over the pixel limit, or needing more memory to decode than the whole decode budget", body = ErrorBody),
-        (status = 503, description = "Queue full, or the decode budget taken by images being decoded (Retry-After)", body = ErrorBody),
+        (status = 422, description = "Image over the pixel limit, a JPEG with more than 100 scans, or needing more memory to decode than the whole decode budget", body = ErrorBody),
+        (status = 503, description = "Queue full, the decode budget taken by images being decoded, or the request-body memory budget full (Retry-After)", body = ErrorBody),
         (status = 504, description = "Deadline passed before classification", body = ErrorBody),
         (status = 500, description = "Inference failed", body = ErrorBody),
     ),
@@ -72,9 +72,13 @@ pub async fn classify(
     // Readiness is not checked here: during the lame-duck delay after SIGTERM `/readyz` says
     // 503 so that load balancers stop routing here, while requests they still route are served.
     let body_timeout = state.limits.body_timeout;
+    let limits = BodyLimits {
+        max_bytes: state.limits.max_body_bytes,
+        max_images: state.limits.max_images_per_request,
+    };
     let images = read_images(
         request,
-        state.limits.max_body_bytes,
+        limits,
         (arrived + body_timeout).into(),
         body_timeout,
     )

@@ -118,7 +118,8 @@ pub struct ModelDetails {
     pub demo: bool,
     pub fused: bool,
     pub checkpoint_sha256: Option<String>,
-    /// Checkpoint or ONNX path, or a description of the demo weights.
+    /// Checkpoint or ONNX file name (not its path on the host), or a description of the demo
+    /// weights.
     pub source: String,
     /// Checkpoint naming (official / timm), when loaded from a checkpoint.
     #[schema(value_type = Option<String>)]

@@ -34,11 +34,18 @@ pub enum ApiError {
     #[error("{0}")]
     TooManyPixels(String),
     #[error("{0}")]
+    TooManyScans(String),
+    #[error("{0}")]
     OverDecodeBudget(String),
     #[error("{0}")]
     DecodeBudgetBusy(String),
     #[error("the queue is full; retry shortly")]
     QueueFull,
+    #[error(
+        "request bodies held in memory are at the limit of {limit} bytes \
+         (--max-inflight-body-bytes); retry shortly"
+    )]
+    BodyBudgetFull { limit: usize },
     #[error("too many open connections (limit {limit}); retry shortly")]
     TooManyConnections { limit: usize },
     #[error("the model is not ready (starting up or shutting down)")]
@@ -70,8 +77,11 @@ impl ApiError {
             | Self::UnsupportedEncoding(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
-            Self::TooManyPixels(_) | Self::OverDecodeBudget(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::TooManyPixels(_) | Self::TooManyScans(_) | Self::OverDecodeBudget(_) => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
             Self::QueueFull
+            | Self::BodyBudgetFull { .. }
             | Self::NotReady
             | Self::DecodeBudgetBusy(_)
             | Self::TooManyConnections { .. } => StatusCode::SERVICE_UNAVAILABLE,
@@ -92,6 +102,8 @@ impl ApiError {
             Self::PayloadTooLarge { .. } => "payload_too_large",
             Self::BodyTimeout { .. } => "body_timeout",
             Self::TooManyPixels(_) => "too_many_pixels",
+            Self::TooManyScans(_) => "too_many_scans",
+            Self::BodyBudgetFull { .. } => "body_budget_full",
             Self::OverDecodeBudget(_) => "over_decode_budget",
             Self::DecodeBudgetBusy(_) => "decode_budget_busy",
             Self::QueueFull => "queue_full",
@@ -124,8 +136,10 @@ impl IntoResponse for ApiError {
         if matches!(
             self.status(),
             StatusCode::PAYLOAD_TOO_LARGE | StatusCode::REQUEST_TIMEOUT
-        ) || matches!(self, Self::TooManyConnections { .. })
-        {
+        ) || matches!(
+            self,
+            Self::TooManyConnections { .. } | Self::BodyBudgetFull { .. }
+        ) {
             // Part of the body may still be unread: the connection cannot be reused, and a
             // client that is not told so would send its next request into a closing socket.
             response
@@ -144,6 +158,8 @@ impl From<PreprocessError> for ApiError {
             PreprocessError::TooManyPixels { .. } => Self::TooManyPixels(e.to_string()),
             PreprocessError::OverDecodeBudget { .. } => Self::OverDecodeBudget(e.to_string()),
             PreprocessError::DecodeBudgetBusy { .. } => Self::DecodeBudgetBusy(e.to_string()),
+            PreprocessError::TooManyScans { .. } => Self::TooManyScans(e.to_string()),
+            PreprocessError::Stopped => Self::DeadlineExceeded,
         }
     }
 }

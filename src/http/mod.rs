@@ -43,6 +43,8 @@ pub struct AppState {
     pub limits: Limits,
     /// Where the pipeline's parts report their death (and tests inject faults).
     pub supervisor: crate::supervise::Supervisor,
+    /// Request body bytes in memory, across both doors.
+    pub(crate) body_budget: crate::body_budget::BodyBudget,
 }
 
 /// The model as the HTTP layer describes it.
@@ -67,7 +69,7 @@ impl ServedModel {
                 demo: info.demo,
                 fused: info.fused,
                 checkpoint_sha256: info.checkpoint_sha256.clone(),
-                source: info.source.clone(),
+                source: public_source(info),
                 dialect: info.dialect,
                 form: info.form,
                 input: self.input,
@@ -80,6 +82,18 @@ impl ServedModel {
     }
 }
 
+/// What clients are told of where the weights came from: the file's name, never its path on
+/// the host (which says how the host is laid out; the start-up log has it for operators), or
+/// the description of the demo weights.
+fn public_source(info: &ModelInfo) -> String {
+    if info.demo {
+        return info.source.clone();
+    }
+    std::path::Path::new(&info.source)
+        .file_name()
+        .map_or_else(String::new, |name| name.to_string_lossy().into_owned())
+}
+
 /// Request limits the handlers enforce.
 #[derive(Clone, Copy, Debug)]
 pub struct Limits {
@@ -87,6 +101,8 @@ pub struct Limits {
     pub max_body_bytes: usize,
     /// The whole body must have arrived this long after the request did (408 otherwise).
     pub body_timeout: Duration,
+    /// Images one `/classify` request may carry.
+    pub max_images_per_request: usize,
 }
 
 /// The readiness latch: set after warm-up, cleared when shutdown starts. Mirrors itself into
@@ -116,7 +132,22 @@ impl Readiness {
     }
 }
 
-/// All routes, with the body limit and the observability middleware.
+/// Counts the request's body against the body budget as it arrives, and holds what it took
+/// until the response is ready (see [`crate::body_budget`]).
+async fn budget_body(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let (parts, body) = request.into_parts();
+    let (body, hold) = state.body_budget.wrap(body, None);
+    let request = axum::extract::Request::from_parts(parts, axum::body::Body::new(body));
+    let response = next.run(request).await;
+    drop(hold);
+    response
+}
+
+/// All routes, with the body limits and the observability middleware.
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/classify", post(classify::classify))
@@ -128,6 +159,10 @@ pub fn router(state: AppState) -> Router {
         .route("/openapi.json", get(openapi::openapi_json))
         .merge(v2::routes())
         .fallback(|| async { ApiError::NotFound })
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            budget_body,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             observe::observe,

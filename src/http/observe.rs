@@ -45,9 +45,9 @@ pub async fn observe(State(state): State<AppState>, mut request: Request, next: 
     let method = request.method().clone();
     let span = tracing::info_span!("request", id = %id, %method, route = %route);
 
-    state.metrics.inflight(1.0);
+    let inflight = state.metrics.inflight();
     let mut response = next.run(request).instrument(span.clone()).await;
-    state.metrics.inflight(-1.0);
+    drop(inflight);
 
     let elapsed = started.elapsed();
     let status = response.status().as_u16();

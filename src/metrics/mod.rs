@@ -36,6 +36,12 @@ pub mod names {
     pub const CONNECTIONS: &str = "repvgg_http_connections";
     pub const CONNECTIONS_REJECTED: &str = "repvgg_http_connections_rejected_total";
     pub const MODEL_INFO: &str = "repvgg_model_info";
+    pub const GRPC_CONNECTIONS: &str = "repvgg_grpc_connections";
+    pub const GRPC_CONNECTIONS_REJECTED: &str = "repvgg_grpc_connections_rejected_total";
+    pub const ADMISSION_IN_USE: &str = "repvgg_admission_in_use";
+    pub const ADMISSION_CAPACITY: &str = "repvgg_admission_capacity";
+    pub const BODY_BYTES_IN_USE: &str = "repvgg_request_body_bytes_in_use";
+    pub const BODY_BUDGET_REJECTED: &str = "repvgg_request_body_budget_rejected_total";
 }
 
 /// Histogram buckets, per metric (seconds, or images for the batch size).
@@ -100,6 +106,16 @@ impl Protocol {
 static METADATA: Metadata<'static> =
     Metadata::new(module_path!(), Level::INFO, Some(module_path!()));
 
+/// A request counted in `repvgg_inflight_requests` while this lives.
+#[derive(Debug)]
+pub struct Inflight<'a>(&'a Metrics);
+
+impl Drop for Inflight<'_> {
+    fn drop(&mut self) {
+        self.0.inflight.decrement(1.0);
+    }
+}
+
 /// The service's metrics. Cheap to share (`Arc`), safe from any thread.
 pub struct Metrics {
     recorder: PrometheusRecorder,
@@ -114,6 +130,12 @@ pub struct Metrics {
     inflight: Gauge,
     connections: Gauge,
     connections_rejected: Counter,
+    grpc_connections: Gauge,
+    grpc_connections_rejected: Counter,
+    admission_in_use: Gauge,
+    admission_capacity: Gauge,
+    body_bytes: Gauge,
+    body_rejected: Counter,
     ready: Gauge,
     windows: stats::Windows,
 }
@@ -190,6 +212,32 @@ impl Metrics {
             None,
             "Connections answered 503 and closed because --max-connections were open",
         );
+        describe(GRPC_CONNECTIONS, None, "Open gRPC connections");
+        describe(
+            GRPC_CONNECTIONS_REJECTED,
+            None,
+            "gRPC connections closed at once because --max-connections were open",
+        );
+        describe(
+            ADMISSION_IN_USE,
+            None,
+            "Admission places taken: images being preprocessed, queued or inferred",
+        );
+        describe(
+            ADMISSION_CAPACITY,
+            None,
+            "Admission places in all (--queue-capacity)",
+        );
+        describe(
+            BODY_BYTES_IN_USE,
+            None,
+            "Request body bytes held in memory across every connection (HTTP and gRPC)",
+        );
+        describe(
+            BODY_BUDGET_REJECTED,
+            None,
+            "Requests refused because --max-inflight-body-bytes were held by other requests",
+        );
         describe(
             READY,
             None,
@@ -209,6 +257,13 @@ impl Metrics {
             inflight: recorder.register_gauge(&key(INFLIGHT_REQUESTS), &METADATA),
             connections: recorder.register_gauge(&key(CONNECTIONS), &METADATA),
             connections_rejected: recorder.register_counter(&key(CONNECTIONS_REJECTED), &METADATA),
+            grpc_connections: recorder.register_gauge(&key(GRPC_CONNECTIONS), &METADATA),
+            grpc_connections_rejected: recorder
+                .register_counter(&key(GRPC_CONNECTIONS_REJECTED), &METADATA),
+            admission_in_use: recorder.register_gauge(&key(ADMISSION_IN_USE), &METADATA),
+            admission_capacity: recorder.register_gauge(&key(ADMISSION_CAPACITY), &METADATA),
+            body_bytes: recorder.register_gauge(&key(BODY_BYTES_IN_USE), &METADATA),
+            body_rejected: recorder.register_counter(&key(BODY_BUDGET_REJECTED), &METADATA),
             ready: recorder.register_gauge(&key(READY), &METADATA),
             windows: stats::Windows::new(),
             process,
@@ -274,8 +329,12 @@ impl Metrics {
         self.windows.set_queue_depth(depth);
     }
 
-    pub fn inflight(&self, delta: f64) {
-        self.inflight.increment(delta);
+    /// One more request in flight until the guard is dropped: however the request ends
+    /// (answered, failed, or its future dropped because the client left or a gRPC deadline
+    /// passed), the gauge comes back down.
+    pub fn inflight(&self) -> Inflight<'_> {
+        self.inflight.increment(1.0);
+        Inflight(self)
     }
 
     /// A connection opened (+1) or closed (-1).
@@ -285,6 +344,33 @@ impl Metrics {
 
     pub fn connection_rejected(&self) {
         self.connections_rejected.increment(1);
+    }
+
+    /// A gRPC connection opened (+1) or closed (-1).
+    pub fn grpc_connections(&self, delta: f64) {
+        self.grpc_connections.increment(delta);
+    }
+
+    pub fn grpc_connection_rejected(&self) {
+        self.grpc_connections_rejected.increment(1);
+    }
+
+    /// Admission places taken (+n) or given back (-n); `capacity` set once at start.
+    pub fn admission(&self, delta: f64) {
+        self.admission_in_use.increment(delta);
+    }
+
+    pub fn set_admission_capacity(&self, capacity: usize) {
+        self.admission_capacity.set(capacity as f64);
+    }
+
+    /// Request body bytes reserved (+n) or released (-n).
+    pub fn body_bytes(&self, delta: f64) {
+        self.body_bytes.increment(delta);
+    }
+
+    pub fn body_budget_rejected(&self) {
+        self.body_rejected.increment(1);
     }
 
     pub fn set_ready(&self, ready: bool) {

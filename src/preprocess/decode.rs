@@ -28,9 +28,21 @@ pub fn decode_rgb(
     max_pixels: u64,
     dct_shorter_side: Option<usize>,
 ) -> Result<RgbImage, PreprocessError> {
+    decode_rgb_until(bytes, max_pixels, dct_shorter_side, &|| false)
+}
+
+/// [`decode_rgb`] that a JPEG decode abandons between bands of rows once `stop` says so (the
+/// other formats decode in one call to their decoder; the pixel limit and the decode budget
+/// bound them).
+pub(crate) fn decode_rgb_until(
+    bytes: &[u8],
+    max_pixels: u64,
+    dct_shorter_side: Option<usize>,
+    stop: &dyn Fn() -> bool,
+) -> Result<RgbImage, PreprocessError> {
     let (reader, format) = sniff(bytes)?;
     if format == ImageFormat::Jpeg {
-        let (rgb, orientation) = super::jpeg::decode(bytes, max_pixels, dct_shorter_side)?;
+        let (rgb, orientation) = super::jpeg::decode(bytes, max_pixels, dct_shorter_side, stop)?;
         return Ok(orient(rgb, orientation));
     }
     let mut decoder = reader

@@ -5,6 +5,14 @@
 //! libjpeg reports a truncated stream only as a warning and fills the rest with grey, as
 //! Pillow would refuse it ("image file is truncated"), a stream whose last scan is not
 //! followed by an end-of-image marker is refused here too.
+//!
+//! Two bounds on the CPU one file can take: a JPEG with more than [`MAX_SCANS`] scans is
+//! refused before decoding (a progressive decoder re-reads the whole coefficient buffer for
+//! every scan, so a small crafted file with thousands of scans holds a core for seconds;
+//! libjpeg-turbo's own tools cap scans for this reason), and rows are read in bands with the
+//! caller's `stop` checked between them, so a decode nobody waits for ends early.
+
+use std::panic::AssertUnwindSafe;
 
 use image::metadata::Orientation;
 use mozjpeg::{ColorSpace, Decompress, Marker};
@@ -23,7 +31,11 @@ pub fn decode(
     bytes: &[u8],
     max_pixels: u64,
     dct_shorter_side: Option<usize>,
+    stop: &dyn Fn() -> bool,
 ) -> Result<(RgbImage, Orientation), PreprocessError> {
+    if scans_over(bytes, MAX_SCANS) {
+        return Err(PreprocessError::TooManyScans { limit: MAX_SCANS });
+    }
     if !ends_after_last_scan(bytes) {
         return Err(PreprocessError::Undecodable(
             "JPEG is truncated (no end-of-image marker after the last scan)".into(),
@@ -31,21 +43,24 @@ pub fn decode(
     }
     // libjpeg's fatal errors unwind through the decoder; catch them here so a bad image is a
     // 400 for its request and nothing more.
-    std::panic::catch_unwind(|| decode_unchecked(bytes, max_pixels, dct_shorter_side))
-        .unwrap_or_else(|payload| {
-            let message = payload
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| payload.downcast_ref::<&str>().map(|s| (*s).to_owned()))
-                .unwrap_or_else(|| "libjpeg error".into());
-            Err(PreprocessError::Undecodable(message))
-        })
+    std::panic::catch_unwind(AssertUnwindSafe(|| {
+        decode_unchecked(bytes, max_pixels, dct_shorter_side, stop)
+    }))
+    .unwrap_or_else(|payload| {
+        let message = payload
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| payload.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+            .unwrap_or_else(|| "libjpeg error".into());
+        Err(PreprocessError::Undecodable(message))
+    })
 }
 
 fn decode_unchecked(
     bytes: &[u8],
     max_pixels: u64,
     dct_shorter_side: Option<usize>,
+    stop: &dyn Fn() -> bool,
 ) -> Result<(RgbImage, Orientation), PreprocessError> {
     let undecodable = |e: std::io::Error| PreprocessError::Undecodable(format!("JPEG: {e}"));
     let mut decompress = Decompress::with_markers(&[Marker::APP(1)])
@@ -75,7 +90,8 @@ fn decode_unchecked(
             .to_colorspace(ColorSpace::JCS_CMYK)
             .map_err(undecodable)?;
         let (w, h) = (started.width(), started.height());
-        let raw: Vec<[u8; 4]> = started.read_scanlines().map_err(undecodable)?;
+        let mut raw = vec![[0u8; 4]; w * h];
+        read_rows(&mut started, &mut raw, w, stop)?;
         started.finish().map_err(undecodable)?;
         (
             raw.iter().flat_map(|&p| adobe_cmyk_to_rgb(p)).collect(),
@@ -85,7 +101,8 @@ fn decode_unchecked(
     } else {
         let mut started = decompress.rgb().map_err(undecodable)?;
         let (w, h) = (started.width(), started.height());
-        let raw: Vec<u8> = started.read_scanlines().map_err(undecodable)?;
+        let mut raw = vec![0u8; w * h * 3];
+        read_rows(&mut started, &mut raw, w * 3, stop)?;
         started.finish().map_err(undecodable)?;
         (raw, w, h)
     };
@@ -102,6 +119,86 @@ fn decode_unchecked(
         },
         orientation,
     ))
+}
+
+/// Scans a JPEG may have. Encoders write 1 (baseline), 3 (non-interleaved), about 10
+/// (libjpeg's and mozjpeg's progressive scripts) and rarely a few dozen; 100 leaves room for
+/// any of them and refuses the thousands a crafted file uses.
+pub const MAX_SCANS: usize = 100;
+
+/// Rows decoded between two looks at `stop`.
+const ROWS_PER_BAND: usize = 32;
+
+/// Reads every row into `out` (`row_len` samples a row), a band at a time, giving up with
+/// [`PreprocessError::Stopped`] when `stop` says so.
+fn read_rows<T: bytemuck::Pod>(
+    started: &mut mozjpeg::decompress::DecompressStarted<&[u8]>,
+    out: &mut [T],
+    row_len: usize,
+    stop: &dyn Fn() -> bool,
+) -> Result<(), PreprocessError> {
+    if row_len == 0 {
+        return Err(PreprocessError::Undecodable("JPEG: empty rows".into()));
+    }
+    for band in out.chunks_mut(row_len * ROWS_PER_BAND) {
+        if stop() {
+            return Err(PreprocessError::Stopped);
+        }
+        started
+            .read_scanlines_into(band)
+            .map_err(|e| PreprocessError::Undecodable(format!("JPEG: {e}")))?;
+    }
+    Ok(())
+}
+
+/// Whether the JPEG has more than `limit` start-of-scan segments, found by walking its marker
+/// segments (entropy-coded data is skipped: in it, FF is followed by 00 or a restart marker,
+/// so markers cannot be faked there; APP segments are skipped by their length, so bytes in
+/// an EXIF thumbnail or ICC profile are not mistaken for markers).
+fn scans_over(bytes: &[u8], limit: usize) -> bool {
+    let mut scans = 0;
+    let mut at = 2; // after SOI
+    while at + 1 < bytes.len() {
+        if bytes[at] != 0xFF {
+            at += 1; // garbage between segments: libjpeg skips it too
+            continue;
+        }
+        let marker = bytes[at + 1];
+        match marker {
+            0xFF => {
+                at += 1; // fill byte
+                continue;
+            }
+            0x00 | 0x01 | 0xD0..=0xD8 => {
+                at += 2; // stand-alone markers
+                continue;
+            }
+            0xD9 => return false, // end of image
+            _ => {}
+        }
+        let Some(length) = bytes.get(at + 2..at + 4) else {
+            return false;
+        };
+        let next = at + 2 + usize::from(u16::from_be_bytes([length[0], length[1]]));
+        if marker != 0xDA {
+            at = next;
+            continue;
+        }
+        scans += 1;
+        if scans > limit {
+            return true;
+        }
+        // Entropy-coded data runs to the next marker that is not a stuffed 00 or a restart.
+        at = next;
+        while at + 1 < bytes.len()
+            && !(bytes[at] == 0xFF
+                && bytes[at + 1] != 0x00
+                && !(0xD0..=0xD7).contains(&bytes[at + 1]))
+        {
+            at += 1;
+        }
+    }
+    false
 }
 
 /// The scale numerator (of 8) for DCT-scaled decoding: the smallest of 1, 2, 4 whose output
@@ -155,6 +252,84 @@ mod tests {
         assert_eq!(adobe_cmyk_to_rgb([255, 255, 255, 255]), [255, 255, 255]);
         assert_eq!(adobe_cmyk_to_rgb([255, 255, 255, 0]), [0, 0, 0]);
         assert_eq!(adobe_cmyk_to_rgb([0, 255, 255, 255]), [0, 255, 255]);
+    }
+
+    /// A progressive fixture with one of its scans repeated until it has `scans` in all.
+    fn with_scans(scans: usize) -> Vec<u8> {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/images/camera_progressive.jpg");
+        let jpeg = std::fs::read(path).expect("fixture");
+        let last_sos = jpeg
+            .windows(2)
+            .rposition(|w| w == [0xFF, 0xDA])
+            .expect("a scan");
+        let eoi = jpeg.len() - 2;
+        let mut crafted = jpeg[..eoi].to_vec();
+        let own = count(&jpeg);
+        for _ in own..scans {
+            crafted.extend_from_slice(&jpeg[last_sos..eoi]);
+        }
+        crafted.extend_from_slice(&[0xFF, 0xD9]);
+        crafted
+    }
+
+    fn count(jpeg: &[u8]) -> usize {
+        (0..1000)
+            .find(|&n| !scans_over(jpeg, n))
+            .expect("under 1000")
+    }
+
+    #[test]
+    fn scans_are_counted_by_walking_segments() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/images/camera_progressive.jpg");
+        let progressive = std::fs::read(path).expect("fixture");
+        let own = count(&progressive);
+        assert!(
+            (2..=20).contains(&own),
+            "a progressive file has {own} scans"
+        );
+        assert_eq!(count(&with_scans(250)), 250);
+        // A marker-like FF DA inside an APP segment is not a scan.
+        let mut app = vec![0xFF, 0xD8, 0xFF, 0xE1, 0x00, 0x06, 0xFF, 0xDA, 0xFF, 0xDA];
+        app.extend_from_slice(&progressive[2..]);
+        assert_eq!(count(&app), own);
+    }
+
+    #[test]
+    fn a_jpeg_with_thousands_of_scans_is_refused_before_decoding() {
+        let crafted = with_scans(3000);
+        let refused = decode(&crafted, u64::MAX, None, &|| false);
+        assert!(
+            matches!(
+                refused,
+                Err(PreprocessError::TooManyScans { limit: MAX_SCANS })
+            ),
+            "{refused:?}"
+        );
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/images/camera_progressive.jpg");
+        let fine = std::fs::read(path).expect("fixture");
+        assert!(decode(&fine, u64::MAX, None, &|| false).is_ok());
+    }
+
+    #[test]
+    fn a_decode_stops_between_bands_when_told() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/images/hubble_deep_field.jpg");
+        let jpeg = std::fs::read(path).expect("fixture");
+        let looks = std::cell::Cell::new(0);
+        let stop_after_one_band = || {
+            looks.set(looks.get() + 1);
+            looks.get() > 1
+        };
+        let stopped = decode(&jpeg, u64::MAX, None, &stop_after_one_band);
+        assert!(
+            matches!(stopped, Err(PreprocessError::Stopped)),
+            "{stopped:?}"
+        );
+        assert_eq!(looks.get(), 2, "stopped at the second band");
+        assert!(decode(&jpeg, u64::MAX, None, &|| false).is_ok());
     }
 
     #[test]

@@ -39,6 +39,15 @@ pub enum PreprocessError {
         in_use: u64,
         budget: u64,
     },
+    #[error(
+        "the JPEG has more than {limit} scans (encoders write at most a few dozen); refused so \
+         that a crafted progressive file cannot hold a decoder for seconds"
+    )]
+    TooManyScans { limit: usize },
+    /// The decode was stopped because nobody waits for it any more (deadline passed or client
+    /// gone); never shown to a client.
+    #[error("decoding stopped: the request's deadline passed or its client left")]
+    Stopped,
 }
 
 /// Sizes and limits of the pipeline.
@@ -64,8 +73,18 @@ impl PreprocessConfig {
 
     /// The 8-bit RGB crop (before normalisation): what Pillow's reference crops show.
     pub fn crop_rgb(&self, bytes: &[u8]) -> Result<Vec<u8>, PreprocessError> {
+        self.crop_rgb_until(bytes, &|| false)
+    }
+
+    /// [`Self::crop_rgb`], giving up with [`PreprocessError::Stopped`] as soon as `stop` says
+    /// so (checked between bands of JPEG rows).
+    pub fn crop_rgb_until(
+        &self,
+        bytes: &[u8],
+        stop: &dyn Fn() -> bool,
+    ) -> Result<Vec<u8>, PreprocessError> {
         let dct_shorter_side = self.jpeg_dct_scaling.then_some(self.resize as usize);
-        let image = decode_rgb(bytes, self.max_pixels, dct_shorter_side)?;
+        let image = decode::decode_rgb_until(bytes, self.max_pixels, dct_shorter_side, stop)?;
         Ok(resize::resize_and_crop(
             &image,
             self.resize as usize,

@@ -1,27 +1,28 @@
 //! A bounded pool of preprocessing threads, off the async runtime. Handlers submit image bytes
-//! with their admission and await the crop until the request's deadline; work whose client has
-//! gone or whose deadline has passed is skipped. Each task carries its image's admission, so
-//! the task queue (sized to the admission capacity) always has room.
+//! and await the crop until the request's deadline (their admission place stays with them).
+//!
+//! Work nobody waits for costs nothing: when a waiter goes (client gone, deadline passed) it
+//! takes its bytes back out of the task ([`Task::bytes`] is shared with the waiter), so a task
+//! still queued holds a few dozen bytes, and a worker that reaches it skips it; a JPEG being
+//! decoded stops between row bands as soon as its waiter is gone or its deadline passes.
 
 use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use axum::body::Bytes;
+use bytes::Bytes;
 use tokio::sync::oneshot;
 
 use super::budget::DecodeBudget;
 use super::{PreprocessConfig, PreprocessError};
-use crate::admission::Admission;
 use crate::supervise::Supervisor;
 
-/// A preprocessed image: the 8-bit crop, normalised later into the batch tensor, and the
-/// image's admission, handed on to its batching job.
+/// A preprocessed image: the 8-bit crop, normalised later into the batch tensor.
 #[derive(Debug)]
 pub struct Preprocessed {
     pub crop: Vec<u8>,
     pub elapsed: Duration,
-    pub admission: Admission,
 }
 
 /// Why the pool did not produce a crop.
@@ -35,9 +36,11 @@ pub enum PoolError {
     Image(#[from] PreprocessError),
 }
 
+/// The image of a task, shared with its waiter, which empties it when it stops waiting.
+type Slot = Arc<Mutex<Option<Bytes>>>;
+
 struct Task {
-    bytes: Bytes,
-    admission: Admission,
+    bytes: Slot,
     deadline: Instant,
     reply: oneshot::Sender<Result<Preprocessed, PreprocessError>>,
     span: tracing::Span,
@@ -46,8 +49,8 @@ struct Task {
 /// Handle to the pool. Dropping every handle closes the task channel; the threads then exit.
 #[derive(Debug)]
 pub struct PreprocessPool {
-    /// Unbounded as a channel, bounded by admission: every task holds an admitted image's
-    /// place, so at most the admission capacity wait here, and sending never blocks.
+    /// Unbounded as a channel: live tasks are bounded by admission (each has a waiter holding
+    /// a place); a dead one holds no image, only its empty slot, until a worker skips it.
     tasks: crossbeam_channel::Sender<Task>,
     handles: Vec<JoinHandle<()>>,
 }
@@ -72,16 +75,20 @@ impl PreprocessPool {
                     .spawn(move || {
                         let _watch = watch;
                         for task in rx {
-                            if task.reply.is_closed() || Instant::now() >= task.deadline {
+                            let taken = task.bytes.lock().unwrap_or_else(|p| p.into_inner()).take();
+                            let Some(bytes) = taken else {
                                 continue; // the client left, or its deadline passed, meanwhile
+                            };
+                            let stop = || task.reply.is_closed() || Instant::now() >= task.deadline;
+                            if stop() {
+                                continue;
                             }
                             let _entered = task.span.enter();
                             let started = Instant::now();
                             let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
-                                let cost =
-                                    super::decode::decode_cost(&task.bytes, config.max_pixels)?;
+                                let cost = super::decode::decode_cost(&bytes, config.max_pixels)?;
                                 let _reservation = budget.reserve(cost)?;
-                                config.crop_rgb(&task.bytes)
+                                config.crop_rgb_until(&bytes, &stop)
                             }))
                             .unwrap_or_else(|_| {
                                 Err(PreprocessError::Undecodable("decoder panicked".into()))
@@ -89,7 +96,6 @@ impl PreprocessPool {
                             .map(|crop| Preprocessed {
                                 crop,
                                 elapsed: started.elapsed(),
-                                admission: task.admission,
                             });
                             let _ = task.reply.send(result);
                         }
@@ -101,20 +107,18 @@ impl PreprocessPool {
     }
 
     /// Preprocesses one admitted image on the pool, waiting at most until `deadline`.
-    pub async fn run(
-        &self,
-        bytes: Bytes,
-        admission: Admission,
-        deadline: Instant,
-    ) -> Result<Preprocessed, PoolError> {
+    pub async fn run(&self, bytes: Bytes, deadline: Instant) -> Result<Preprocessed, PoolError> {
         let (reply, answer) = oneshot::channel();
+        let slot: Slot = Arc::new(Mutex::new(Some(bytes)));
         let task = Task {
-            bytes,
-            admission,
+            bytes: slot.clone(),
             deadline,
             reply,
             span: tracing::Span::current(),
         };
+        // Whatever ends this wait (an answer, the deadline, the future dropped) empties the
+        // slot: a task still queued then holds no image.
+        let _release = ReleaseOnDrop(slot);
         self.tasks.send(task).map_err(|_| PoolError::Stopped)?;
         tokio::time::timeout_at(deadline.into(), answer)
             .await
@@ -127,7 +131,10 @@ impl PreprocessPool {
                     PoolError::Stopped
                 }
             })?
-            .map_err(PoolError::Image)
+            .map_err(|e| match e {
+                PreprocessError::Stopped => PoolError::DeadlineExceeded,
+                other => PoolError::Image(other),
+            })
     }
 
     /// Closes the queue and waits for the workers to finish what they hold.
@@ -136,5 +143,14 @@ impl PreprocessPool {
         for handle in self.handles {
             let _ = handle.join();
         }
+    }
+}
+
+/// Empties a task's image slot when its waiter stops waiting.
+struct ReleaseOnDrop(Slot);
+
+impl Drop for ReleaseOnDrop {
+    fn drop(&mut self) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).take();
     }
 }

@@ -1,7 +1,7 @@
 //! Start-up's blocking half: checkpoint -> fused graph -> warmed-up engines (and, for bf16,
 //! the agreement check), off the async runtime.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::config::ServeConfig;
 use crate::inference::{
@@ -27,7 +27,7 @@ pub(super) fn load(config: &ServeConfig) -> anyhow::Result<Loaded> {
     let crop = config.preprocess.crop.unwrap_or(prepared.info.crop) as usize;
     let sessions = config.inference.sessions;
     let library = config.ort_dylib.as_deref();
-    let (engines, wide, agreement) = match config.inference.precision {
+    let (engines, wide, agreement, warm_up_per_image) = match config.inference.precision {
         Precision::Fp32 => {
             let shared = SharedModel::load(&prepared, library)?;
             tracing::info!(
@@ -39,7 +39,8 @@ pub(super) fn load(config: &ServeConfig) -> anyhow::Result<Loaded> {
             // One batch-1 run pays ONNX Runtime's first-run costs (kernel set-up, the thread
             // pool) before traffic. Larger batches cost no more on their first run than later
             // (measured: docs/footprint.md), so they are not run here.
-            let engines = build_sessions(sessions, || shared.session(&engine_config), &[1], crop)?;
+            let (engines, warm) =
+                build_sessions(sessions, || shared.session(&engine_config), &[1], crop)?;
             // The wide session: every session's threads in one, for a lone image (see
             // `batching::Lanes`). It shares the weights; it adds its activations only.
             let wide = if config.inference.wide_session && sessions > 1 {
@@ -47,17 +48,17 @@ pub(super) fn load(config: &ServeConfig) -> anyhow::Result<Loaded> {
                     intra_threads: config.inference.intra_threads * sessions,
                     ..engine_config
                 };
-                let mut wide = build_sessions(1, || shared.session(&wide_config), &[1], crop)?;
+                let (mut wide, _) = build_sessions(1, || shared.session(&wide_config), &[1], crop)?;
                 wide.pop()
             } else {
                 None
             };
-            (engines, wide, None)
+            (engines, wide, None, warm)
         }
         Precision::Bf16 => {
             let model = OpenVinoModel::load(&prepared, library)?;
             let sizes = openvino::warm_sizes(config.batching.max_batch_size);
-            let mut engines =
+            let (mut engines, warm) =
                 build_sessions(sessions, || model.session(&engine_config), &sizes, crop)?;
             let agreement = check_bf16(
                 &model,
@@ -66,7 +67,7 @@ pub(super) fn load(config: &ServeConfig) -> anyhow::Result<Loaded> {
                 config.inference.intra_threads,
             )?;
             // bf16 runs one session with every core by default (measured best); no wide lane.
-            (engines, None, Some(agreement))
+            (engines, None, Some(agreement), warm)
         }
     };
     let model::PreparedModel {
@@ -78,11 +79,13 @@ pub(super) fn load(config: &ServeConfig) -> anyhow::Result<Loaded> {
         engines,
         wide,
         agreement,
+        warm_up_per_image,
     })
 }
 
 /// Builds `count` sessions in parallel with `make`, each warmed up with one run of every batch
-/// size in `warm_sizes`.
+/// size in `warm_sizes`; with them, the slowest session's warm-up time per image (the
+/// inference watchdog's yardstick).
 ///
 /// Each is built on a thread named `engine-N`: the threads the engines start for themselves
 /// (ONNX Runtime's intra-op pool, OpenVINO's TBB workers, created on the first run) inherit
@@ -93,33 +96,38 @@ fn build_sessions(
     make: impl Fn() -> Result<Engine, InferenceError> + Sync,
     warm_sizes: &[usize],
     crop: usize,
-) -> anyhow::Result<Vec<Engine>> {
+) -> anyhow::Result<(Vec<Engine>, Duration)> {
     let make = &make;
+    let images = warm_sizes.iter().sum::<usize>().max(1) as u32;
     std::thread::scope(|scope| {
         let builders = (0..count)
             .map(|n| {
                 std::thread::Builder::new()
                     .name(format!("engine-{n}"))
-                    .spawn_scoped(scope, move || -> anyhow::Result<Engine> {
+                    .spawn_scoped(scope, move || -> anyhow::Result<(Engine, Duration)> {
                         let mut engine = make()?;
                         let warm = Instant::now();
                         engine.warm_up(warm_sizes, crop)?;
+                        let elapsed = warm.elapsed();
                         tracing::info!(
-                            elapsed_ms = warm.elapsed().as_millis() as u64,
+                            elapsed_ms = elapsed.as_millis() as u64,
                             batch_sizes = warm_sizes.len(),
                             "session warmed up"
                         );
-                        Ok(engine)
+                        Ok((engine, elapsed / images))
                     })
             })
             .collect::<Result<Vec<_>, _>>()?;
-        builders
+        let built = builders
             .into_iter()
             .map(|b| {
                 b.join()
                     .map_err(|_| anyhow::anyhow!("building a session panicked"))?
             })
-            .collect()
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let slowest = built.iter().map(|(_, per_image)| *per_image).max();
+        let engines = built.into_iter().map(|(engine, _)| engine).collect();
+        Ok((engines, slowest.unwrap_or_default()))
     })
 }
 
@@ -160,4 +168,6 @@ pub(super) struct Loaded {
     pub(super) wide: Option<Engine>,
     /// bf16 only: how its logits compare with fp32 on the check batch.
     pub(super) agreement: Option<Agreement>,
+    /// The slowest session's warm-up time per image.
+    pub(super) warm_up_per_image: Duration,
 }

@@ -12,7 +12,8 @@ use tokio::net::TcpListener;
 
 use crate::batching::queue::QueueConfig;
 use crate::batching::Batcher;
-use crate::batching::{Batch, Lanes, Workers};
+use crate::batching::{Batch, Lanes, Watchdog, Workers};
+use crate::body_budget::BodyBudget;
 use crate::config::ServeConfig;
 use crate::http::connections::{self, Drained};
 use crate::http::{self, AppState, BatchingDetails, InputDetails, Limits, Readiness, ServedModel};
@@ -32,6 +33,7 @@ pub struct App {
     config: ServeConfig,
     workers: Workers,
     driver: tokio::task::JoinHandle<()>,
+    watchdog: tokio::task::JoinHandle<()>,
     /// The inference threads' channels, kept to fail the batches a dead thread leaves in them.
     batches: Vec<crossbeam_channel::Receiver<Batch>>,
 }
@@ -49,6 +51,7 @@ impl App {
             engines,
             wide,
             agreement,
+            warm_up_per_image,
         } = tokio::task::spawn_blocking(move || load(&prep_config))
             .await
             .context("model loading panicked")??;
@@ -99,7 +102,17 @@ impl App {
             batches.push(rx);
             tx
         });
-        let workers = Workers::spawn(paired, shape, metrics.clone(), &supervisor);
+        let watchdog = Arc::new(Watchdog::new(
+            paired.len(),
+            warm_up_per_image,
+            config.batching.max_batch_size,
+        ));
+        tracing::info!(
+            bound_ms = watchdog.bound().as_millis() as u64,
+            "inference watchdog: a batch running longer fails the process"
+        );
+        let workers = Workers::spawn(paired, shape, metrics.clone(), &supervisor, &watchdog);
+        let watchdog = tokio::spawn(watchdog.watch(supervisor.clone()));
         let b = &config.batching;
         let (batcher, driver) = Batcher::start(
             QueueConfig {
@@ -149,6 +162,7 @@ impl App {
             shape.size,
             Arc::new(model.labels.clone()),
         );
+        let metrics_for_budget = metrics.clone();
         let state = AppState {
             catalog,
             model: Arc::new(model),
@@ -159,8 +173,13 @@ impl App {
                 request_timeout: b.request_timeout,
                 max_body_bytes: config.preprocess.max_body_bytes,
                 body_timeout: config.preprocess.body_timeout,
+                max_images_per_request: config.preprocess.max_images_per_request,
             },
             supervisor,
+            body_budget: BodyBudget::new(
+                config.preprocess.max_inflight_body_bytes,
+                metrics_for_budget,
+            ),
         };
         state.readiness.set(true);
         tracing::info!(
@@ -177,6 +196,7 @@ impl App {
             config,
             workers,
             driver,
+            watchdog,
             batches,
         })
     }
@@ -196,6 +216,7 @@ impl App {
             config,
             workers,
             driver,
+            watchdog,
             batches,
         } = self;
         // One signal for both servers: set once the lame-duck delay is over.
@@ -227,21 +248,38 @@ impl App {
         let grpc = {
             let state = state.clone();
             let stopping = stopping.clone();
+            let cut = tokio_util::sync::CancellationToken::new();
+            let limits = crate::grpc::GrpcLimits {
+                connections: crate::grpc::connections::ConnectionLimits {
+                    max_connections: config.connections.max_connections,
+                    idle_timeout: config.connections.idle_timeout,
+                    cut: cut.clone(),
+                },
+                http2: config.grpc.clone(),
+                budget: state.body_budget.clone(),
+                arrival_timeout: config.preprocess.body_timeout,
+            };
             async move {
                 let Some(listener) = grpc else { return Ok(()) };
-                let serving = crate::grpc::serve(listener, state, stopped(stopping.clone()));
+                let serving =
+                    crate::grpc::serve(listener, state, limits, stopped(stopping.clone()));
                 tokio::pin!(serving);
                 // The grace period runs from the stop signal, as for HTTP.
-                let cut = async {
+                let grace_over = async {
                     stopped(stopping).await;
                     tokio::time::sleep(grace).await;
                 };
                 tokio::select! {
                     served = &mut serving => served.context("gRPC server"),
-                    () = cut => {
+                    () = grace_over => {
+                        // Every connection's socket fails now: hyper resets the streams and
+                        // drops the calls' futures (their images leave the queue).
+                        cut.cancel();
+                        let ended = tokio::time::timeout(CUT_WAIT, &mut serving).await.is_ok();
                         tracing::warn!(
                             grace_s = grace.as_secs(),
-                            "grace period over: remaining gRPC calls cancelled"
+                            ended,
+                            "grace period over: remaining gRPC connections closed, their calls cancelled"
                         );
                         Ok(())
                     }
@@ -268,6 +306,7 @@ impl App {
         }
         state.pipeline.close();
         let _ = driver.await;
+        watchdog.abort();
         let pool = state.pipeline.into_pool();
         tokio::task::spawn_blocking(move || {
             workers.join();
@@ -305,6 +344,9 @@ async fn fail(
     servers.abort();
     anyhow::bail!("the serving pipeline failed: {cause}")
 }
+
+/// How long the gRPC server gets to wind down once its connections are cut.
+const CUT_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// How long answers to failed requests get to reach their clients before the process exits.
 const FAILURE_FLUSH: std::time::Duration = std::time::Duration::from_millis(300);

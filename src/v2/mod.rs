@@ -21,6 +21,10 @@ use tensor::{BYTES, FP32};
 
 /// Images one inference request may carry.
 pub const MAX_BATCH: usize = 64;
+/// Inputs one request may name: every model takes exactly one.
+pub const MAX_INPUTS: usize = 1;
+/// Dimensions of an input's shape (the tensor model's has 4).
+pub const MAX_DIMS: usize = 8;
 /// The one model version.
 pub const VERSION: &str = "1";
 /// The only output of both models.
@@ -244,7 +248,11 @@ pub async fn infer(
     })
 }
 
-/// The outputs to build: `None` for logits, `Some(k)` for the k best classes.
+/// Outputs one request may ask for: the raw logits once and the classification once (each
+/// output copies every image's logits, so repeats would multiply the answer's size).
+pub const MAX_OUTPUTS: usize = 2;
+
+/// The outputs to build: `None` for logits, `Some(k)` for the k best classes. Each at most once.
 fn check_outputs(
     requested: &[RequestedOutput],
     classes: usize,
@@ -252,22 +260,42 @@ fn check_outputs(
     if requested.is_empty() {
         return Ok(vec![None]);
     }
+    if requested.len() > MAX_OUTPUTS {
+        return Err(V2Error::Invalid(format!(
+            "the request asks for {} outputs; at most {MAX_OUTPUTS}: '{OUTPUT}' once as logits \
+             and once with the classification parameter",
+            requested.len()
+        )));
+    }
+    if let Some(unknown) = requested.iter().find(|o| o.name != OUTPUT) {
+        return Err(V2Error::Invalid(format!(
+            "unknown output '{}' (the model's output is '{OUTPUT}')",
+            unknown.name
+        )));
+    }
+    let raw = requested
+        .iter()
+        .filter(|o| o.classification.is_none())
+        .count();
+    if raw > 1 || requested.len() - raw > 1 {
+        let how = if raw > 1 {
+            "as logits"
+        } else {
+            "with the classification parameter"
+        };
+        return Err(V2Error::Invalid(format!(
+            "output '{OUTPUT}' is asked for twice {how}; ask for it at most once as logits and \
+             once with the classification parameter"
+        )));
+    }
     requested
         .iter()
-        .map(|output| {
-            if output.name != OUTPUT {
-                return Err(V2Error::Invalid(format!(
-                    "unknown output '{}' (the model's output is '{OUTPUT}')",
-                    output.name
-                )));
-            }
-            match output.classification {
-                None => Ok(None),
-                Some(0) => Err(V2Error::Invalid(
-                    "classification must ask for at least one class".into(),
-                )),
-                Some(k) => Ok(Some((k as usize).min(classes))),
-            }
+        .map(|output| match output.classification {
+            None => Ok(None),
+            Some(0) => Err(V2Error::Invalid(
+                "classification must ask for at least one class".into(),
+            )),
+            Some(k) => Ok(Some((k as usize).min(classes))),
         })
         .collect()
 }
@@ -395,5 +423,25 @@ mod tests {
             classification: None,
         };
         assert!(check_outputs(&[unknown], 10).is_err());
+        let logits = RequestedOutput {
+            name: OUTPUT.into(),
+            classification: None,
+        };
+        let top3 = RequestedOutput {
+            name: OUTPUT.into(),
+            classification: Some(3),
+        };
+        assert_eq!(
+            check_outputs(&[logits.clone(), top3.clone()], 10).expect("ok"),
+            [None, Some(3)]
+        );
+        for repeated in [
+            vec![logits.clone(), logits.clone()],
+            vec![top3.clone(), top3.clone()],
+            vec![logits.clone(), top3.clone(), logits],
+        ] {
+            let refused = check_outputs(&repeated, 10);
+            assert!(matches!(refused, Err(V2Error::Invalid(_))), "{repeated:?}");
+        }
     }
 }

@@ -1,7 +1,7 @@
 //! Tensor data of the Open Inference Protocol: the two datatypes the service's models use and
 //! their raw (binary) form, shared by the REST binary extension and gRPC's raw contents.
 
-use axum::body::Bytes;
+use bytes::Bytes;
 
 use super::V2Error;
 

@@ -2,6 +2,7 @@
 //! speak them: thin adapters from the wire ([`wire`]) to [`crate::v2`] and back. Errors are the
 //! service's JSON errors (`{"error": "...", "error_type": "..."}`: clients read `error`).
 
+mod bounded;
 pub mod wire;
 
 use std::collections::HashMap;

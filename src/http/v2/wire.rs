@@ -2,15 +2,19 @@
 //! binary tensor data extension, `Inference-Header-Content-Length` giving the JSON's length),
 //! to and from [`crate::v2`]'s transport-neutral request and response.
 
-use axum::body::Bytes;
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use serde_json::Value;
 
+use super::bounded::{AtMost, Flat, Param, Params};
 use crate::v2::tensor::{BYTES, FP32};
-use crate::v2::{InferRequest, InferResponse, InputTensor, RequestedOutput, TensorData, V2Error};
+use crate::v2::{
+    InferRequest, InferResponse, InputTensor, RequestedOutput, TensorData, V2Error, MAX_DIMS,
+    MAX_INPUTS, MAX_OUTPUTS,
+};
 
 /// The header naming the JSON part's length in a binary body.
 pub const HEADER_LENGTH: &str = "inference-header-content-length";
@@ -20,25 +24,32 @@ pub const HEADER_LENGTH: &str = "inference-header-content-length";
 pub struct JsonInferRequest {
     /// Echoed in the response.
     pub id: Option<String>,
-    /// `binary_data_output: true` asks for every output in binary.
+    /// `binary_data_output: true` asks for every output in binary. At most 32 parameters,
+    /// each a boolean, number or string.
     #[schema(value_type = Option<Object>)]
-    pub parameters: Option<Map<String, Value>>,
-    pub inputs: Vec<JsonInput>,
-    /// Absent: `logits`, as JSON unless `binary_data_output`.
-    pub outputs: Option<Vec<JsonRequestedOutput>>,
+    pub parameters: Option<Params>,
+    /// Exactly one.
+    #[schema(value_type = Vec<JsonInput>)]
+    pub inputs: AtMost<JsonInput, MAX_INPUTS>,
+    /// Absent: `logits`, as JSON unless `binary_data_output`. At most two: `logits` once as
+    /// logits and once with `classification`.
+    #[schema(value_type = Option<Vec<JsonRequestedOutput>>)]
+    pub outputs: Option<AtMost<JsonRequestedOutput, MAX_OUTPUTS>>,
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct JsonInput {
     pub name: String,
-    pub shape: Vec<i64>,
+    #[schema(value_type = Vec<i64>)]
+    pub shape: AtMost<i64, MAX_DIMS>,
     pub datatype: String,
     /// `binary_data_size`: the input's bytes follow the JSON instead of `data`.
     #[schema(value_type = Option<Object>)]
-    pub parameters: Option<Map<String, Value>>,
-    /// Row-major elements (nesting allowed): numbers for FP32, base64 strings for BYTES.
+    pub parameters: Option<Params>,
+    /// Row-major elements (nesting allowed): numbers for FP32, base64 strings for BYTES (at
+    /// most 64).
     #[schema(value_type = Option<Vec<Object>>)]
-    pub data: Option<Value>,
+    pub data: Option<Flat>,
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -46,7 +57,7 @@ pub struct JsonRequestedOutput {
     pub name: String,
     /// `binary_data: bool`, `classification: K`.
     #[schema(value_type = Option<Object>)]
-    pub parameters: Option<Map<String, Value>>,
+    pub parameters: Option<Params>,
 }
 
 /// The JSON inference response (the header, when outputs are binary).
@@ -98,8 +109,8 @@ pub fn parse(
     let json: JsonInferRequest = serde_json::from_slice(&body[..header_length])
         .map_err(|e| V2Error::Invalid(format!("invalid inference request JSON: {e}")))?;
     let mut binary = body.slice(header_length..);
-    let mut inputs = Vec::with_capacity(json.inputs.len());
-    for input in json.inputs {
+    let mut inputs = Vec::with_capacity(json.inputs.0.len());
+    for input in json.inputs.0 {
         let size = count_param(&input.parameters, "binary_data_size", "input", &input.name)?;
         let data = match (size, input.data) {
             (Some(size), None) => {
@@ -131,7 +142,7 @@ pub fn parse(
         inputs.push(InputTensor {
             name: input.name,
             datatype: input.datatype,
-            shape: input.shape,
+            shape: input.shape.0,
             data,
         });
     }
@@ -142,9 +153,9 @@ pub fn parse(
         )));
     }
     let all_binary = param(&json.parameters, "binary_data_output")
-        .and_then(Value::as_bool)
+        .and_then(Param::as_bool)
         .unwrap_or(false);
-    let requested = json.outputs.unwrap_or_default();
+    let requested = json.outputs.map(|o| o.0).unwrap_or_default();
     let binary_outputs = if requested.is_empty() {
         vec![all_binary]
     } else {
@@ -152,7 +163,7 @@ pub fn parse(
             .iter()
             .map(|o| {
                 param(&o.parameters, "binary_data")
-                    .and_then(Value::as_bool)
+                    .and_then(Param::as_bool)
                     .unwrap_or(all_binary)
             })
             .collect()
@@ -181,7 +192,7 @@ pub fn parse(
 
 /// A parameter that must be a non-negative integer, when present.
 fn count_param(
-    parameters: &Option<Map<String, Value>>,
+    parameters: &Option<Params>,
     name: &str,
     kind: &str,
     tensor: &str,
@@ -197,34 +208,27 @@ fn count_param(
         .transpose()
 }
 
-fn param<'a>(parameters: &'a Option<Map<String, Value>>, name: &str) -> Option<&'a Value> {
+fn param<'a>(parameters: &'a Option<Params>, name: &str) -> Option<&'a Param> {
     parameters.as_ref()?.get(name)
 }
 
 /// JSON `data`: numbers for FP32, base64 text for BYTES (BYTES elements are strings in JSON;
-/// images are not text, so they travel base64-encoded), nested arrays flattened.
-fn json_data(tensor: &str, datatype: &str, data: Value) -> Result<TensorData, V2Error> {
-    let mut flat = Vec::new();
-    flatten(data, &mut flat);
-    let not = |what: &str, i: usize| {
-        V2Error::Invalid(format!("input '{tensor}': element {i} is not {what}"))
+/// images are not text, so they travel base64-encoded), nested arrays flattened while read.
+fn json_data(tensor: &str, datatype: &str, data: Flat) -> Result<TensorData, V2Error> {
+    let not = |what: &str| {
+        V2Error::Invalid(format!(
+            "input '{tensor}': datatype {datatype} takes {what} as data"
+        ))
     };
-    match datatype {
-        FP32 => flat
+    match (datatype, data) {
+        (FP32, Flat::Numbers(values)) => Ok(TensorData::Fp32(values)),
+        (FP32, Flat::Strings(_)) => Err(not("numbers")),
+        (BYTES, Flat::Numbers(values)) if values.is_empty() => Ok(TensorData::Bytes(Vec::new())),
+        (BYTES, Flat::Numbers(_)) => Err(not("base64 strings")),
+        (BYTES, Flat::Strings(texts)) => texts
             .iter()
             .enumerate()
-            .map(|(i, v)| {
-                v.as_f64()
-                    .map(|f| f as f32)
-                    .ok_or_else(|| not("a number", i))
-            })
-            .collect::<Result<_, _>>()
-            .map(TensorData::Fp32),
-        BYTES => flat
-            .iter()
-            .enumerate()
-            .map(|(i, v)| {
-                let text = v.as_str().ok_or_else(|| not("a string", i))?;
+            .map(|(i, text)| {
                 base64::engine::general_purpose::STANDARD
                     .decode(text.trim())
                     .map(Bytes::from)
@@ -237,16 +241,9 @@ fn json_data(tensor: &str, datatype: &str, data: Value) -> Result<TensorData, V2
             })
             .collect::<Result<_, _>>()
             .map(TensorData::Bytes),
-        other => Err(V2Error::Invalid(format!(
+        (other, _) => Err(V2Error::Invalid(format!(
             "input '{tensor}': datatype {other} cannot be read (the models take FP32 or BYTES)"
         ))),
-    }
-}
-
-fn flatten(value: Value, out: &mut Vec<Value>) {
-    match value {
-        Value::Array(items) => items.into_iter().for_each(|v| flatten(v, out)),
-        other => out.push(other),
     }
 }
 
@@ -358,17 +355,32 @@ mod tests {
 
     #[test]
     fn json_data_is_flattened_and_base64_decoded() {
-        let nested = serde_json::json!([[1.0, 2.0], [3.5, -1.0]]);
+        let flat = |json: &str| serde_json::from_str::<Flat>(json).expect("data");
         assert_eq!(
-            json_data("x", FP32, nested).expect("ok"),
+            json_data("x", FP32, flat("[[1.0, 2.0], [3.5, -1.0]]")).expect("ok"),
             TensorData::Fp32(vec![1.0, 2.0, 3.5, -1.0])
         );
-        let text = serde_json::json!(["aGk="]);
         assert_eq!(
-            json_data("x", BYTES, text).expect("ok"),
+            json_data("x", BYTES, flat(r#"["aGk="]"#)).expect("ok"),
             TensorData::Bytes(vec![Bytes::from_static(b"hi")])
         );
-        assert!(json_data("x", BYTES, serde_json::json!(["not base64!"])).is_err());
+        assert!(json_data("x", BYTES, flat(r#"["not base64!"]"#)).is_err());
+        assert!(json_data("x", FP32, flat(r#"["aGk="]"#)).is_err());
+        assert!(json_data("x", BYTES, flat("[1.0]")).is_err());
+    }
+
+    #[test]
+    fn repeated_outputs_are_refused_while_parsing() {
+        let outputs: Vec<_> = (0..20_000)
+            .map(|_| serde_json::json!({"name": "logits"}))
+            .collect();
+        let json = serde_json::json!({
+            "inputs": [{"name": "input", "shape": [1], "datatype": "FP32", "data": [1.0]}],
+            "outputs": outputs,
+        });
+        let body = serde_json::to_vec(&json).expect("ok");
+        let err = parse(body.into(), None, "m".into(), None).expect_err("refused");
+        assert!(err.to_string().contains("at most 2"), "{err}");
     }
 
     #[test]
