@@ -12,6 +12,10 @@ use std::sync::Arc;
 
 use tokio::sync::watch;
 
+/// The least time a batch may run before the inference watchdog declares the engine hung,
+/// whatever the warm-up measured (see `crate::batching::watchdog`).
+pub const WATCHDOG_FLOOR: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// Where a test can make the pipeline fail.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FaultPoint {

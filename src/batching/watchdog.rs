@@ -17,7 +17,7 @@ use crate::supervise::Supervisor;
 /// A run may take this many times the warm-up estimate.
 pub const FACTOR: u32 = 20;
 /// The least bound, whatever the warm-up measured.
-pub const FLOOR: Duration = Duration::from_secs(3);
+pub const FLOOR: Duration = crate::supervise::WATCHDOG_FLOOR;
 
 /// When each inference thread's current run started (ms since `epoch`, plus one; 0: idle).
 #[derive(Debug)]

@@ -125,6 +125,7 @@ pub fn reference_crop_tensor(image: &str) -> Vec<f32> {
 /// test's own flags give one).
 pub const LOCAL_SERVE: [&str; 5] = ["--host", "127.0.0.1", "--port", "0", "--no-cache"];
 
+pub mod grpc;
 pub mod process;
 pub mod server;
 

@@ -10,6 +10,8 @@ use std::time::Duration;
 pub struct ServerProcess {
     pub child: Child,
     pub addr: String,
+    /// The gRPC address, when the arguments turned gRPC on (`--grpc-port`).
+    pub grpc_addr: Option<String>,
     logs: Option<JoinHandle<Vec<String>>>,
 }
 
@@ -32,10 +34,15 @@ impl ServerProcess {
             .expect("spawn repvgg-serve");
         let stderr = child.stderr.take().expect("stderr");
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        let (grpc_tx, grpc_rx) = std::sync::mpsc::channel();
         let logs = std::thread::spawn(move || {
             let mut lines = Vec::new();
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
+                    if v["fields"]["message"] == "gRPC listening" {
+                        let addr = v["fields"]["addr"].as_str().unwrap_or_default();
+                        let _ = grpc_tx.send(addr.to_owned());
+                    }
                     if v["fields"]["message"] == "listening" {
                         let addr = v["fields"]["addr"].as_str().unwrap_or_default();
                         let _ = addr_tx.send(addr.to_owned());
@@ -48,9 +55,11 @@ impl ServerProcess {
         let addr = addr_rx
             .recv_timeout(Duration::from_secs(60))
             .expect("server listening");
+        let grpc_addr = grpc_rx.try_recv().ok();
         Self {
             child,
             addr,
+            grpc_addr,
             logs: Some(logs),
         }
     }
