@@ -8,6 +8,9 @@ Seeds are small on purpose (a fuzzer mutates them thousands of times a second):
   wrapped and plain) and safetensors files, plus the malicious fixture.
 - image: 8 x 8 to 24 x 16 images in every accepted format and the edge cases of the
   preprocessing tests (progressive, grayscale, CMYK, EXIF-rotated, 16-bit, RGBA, palette).
+- v2_rest, grpc_infer, classify_body: the request bodies of the network doors as clients send
+  them (written by `network_seeds`, which needs no Pillow: `python3 fuzz/make_corpus.py
+  --network`), each prefixed by the mode byte the target reads.
 
 Needs Pillow (`.venv-bench/bin/python fuzz/make_corpus.py`); runs from any directory.
 """
@@ -173,5 +176,56 @@ def main():
     save("tiny.png", img.resize((8, 8)), format="PNG")
 
 
+def pb_field(number, value):
+    """One length-delimited protobuf field."""
+    def varint(n):
+        out = b""
+        while n >= 0x80:
+            out += bytes([(n & 0x7F) | 0x80])
+            n >>= 7
+        return out + bytes([n])
+    return varint(number << 3 | 2) + varint(len(value)) + value
+
+
+def network_seeds():
+    image = b"\xff\xd8\xff\xdbfake-jpeg\xff\xd9"
+    b64 = __import__("base64").b64encode(image).decode()
+    json_infer = {
+        "id": "1",
+        "inputs": [{"name": "image", "shape": [1], "datatype": "BYTES", "data": [b64]}],
+        "outputs": [{"name": "logits", "parameters": {"classification": 3}}, {"name": "logits"}],
+    }
+    write("v2_rest", "json_bytes", b"\x00" + json.dumps(json_infer).encode())
+    tensor = {"inputs": [{"name": "input", "shape": [1, 3, 2, 2], "datatype": "FP32",
+                          "data": [[[[0.5, 1], [2, 3]]] * 3]}]}
+    write("v2_rest", "json_fp32", b"\x00" + json.dumps(tensor).encode())
+    raw = struct.pack("<I", len(image)) + image
+    header = json.dumps({"inputs": [{"name": "image", "shape": [1], "datatype": "BYTES",
+                                     "parameters": {"binary_data_size": len(raw)}}],
+                         "parameters": {"binary_data_output": True}}).encode()
+    write("v2_rest", "binary", b"\x01" + struct.pack("<H", len(header)) + header + raw)
+
+    tensor_input = pb_field(1, b"image") + pb_field(2, b"BYTES") + pb_field(3, b"\x01")
+    output = pb_field(1, b"logits")
+    write("grpc_infer", "raw_bytes", pb_field(1, b"repvgg") + pb_field(5, tensor_input)
+          + pb_field(6, output) + pb_field(7, raw))
+    contents = pb_field(8, image)
+    write("grpc_infer", "typed_bytes", pb_field(1, b"repvgg")
+          + pb_field(5, tensor_input + pb_field(5, contents)))
+    fp32 = pb_field(1, b"input") + pb_field(2, b"FP32") + pb_field(3, b"\x01\x03\x02\x02") \
+        + pb_field(5, pb_field(6, struct.pack("<12f", *range(12))))
+    write("grpc_infer", "typed_fp32", pb_field(1, b"repvgg-tensor") + pb_field(5, fp32))
+
+    write("classify_body", "json_one", b"\x00" + json.dumps({"image": b64}).encode())
+    write("classify_body", "json_many", b"\x00" + json.dumps({"images": [b64, b64]}).encode())
+    part = (b"--XyZ\r\nContent-Disposition: form-data; name=\"a\"; filename=\"a.jpg\"\r\n"
+            b"Content-Type: image/jpeg\r\n\r\n" + image + b"\r\n")
+    write("classify_body", "multipart", b"\x01" + part + part + b"--XyZ--\r\n")
+
+
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:] == ["--network"]:
+        network_seeds()
+    else:
+        main()
+        network_seeds()

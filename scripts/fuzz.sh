@@ -8,7 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds="${FUZZ_SECONDS:-60}"
-targets=(${FUZZ_TARGETS:-unpickle checkpoint image})
+targets=(${FUZZ_TARGETS:-unpickle checkpoint image v2_rest grpc_infer classify_body})
 
 if ! cargo fuzz --version >/dev/null 2>&1; then
     echo "fuzz: installing cargo-fuzz 0.13.2 from crates.io"

@@ -6,11 +6,11 @@
 
 pub(crate) mod codec;
 pub(crate) mod connections;
-mod convert;
+pub(crate) mod convert;
 
 /// The code generated from `proto/grpc_service.proto` (build.rs).
 #[allow(missing_debug_implementations, clippy::all, clippy::unwrap_used)]
-mod proto {
+pub(crate) mod proto {
     tonic::include_proto!("inference");
 }
 

@@ -4,7 +4,7 @@
 //! `127.0.0.1:0`); [`connections::serve`] runs it on a listener with the connection limits and
 //! the graceful shutdown, and `crate::server` wires the two.
 
-mod body;
+pub(crate) mod body;
 mod classify;
 pub mod connections;
 mod dto;
@@ -12,7 +12,7 @@ mod error;
 mod health;
 mod observe;
 pub mod openapi;
-mod v2;
+pub(crate) mod v2;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

@@ -1,0 +1,10 @@
+//! A v2 REST inference body (JSON, or JSON + binary tensors) through the parser; peak heap within 8 x the input.
+#![no_main]
+mod peak;
+
+#[global_allocator]
+static ALLOCATOR: peak::Counting = peak::Counting;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    peak::bounded(data, 8, repvgg_serve::fuzzing::v2_rest);
+});
