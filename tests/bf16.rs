@@ -36,7 +36,7 @@ fn native_bf16(test: &str) -> bool {
     match CpuBf16::detect().require_native() {
         Ok(_) => true,
         Err(reason) => {
-            eprintln!("\n!!!!!!!! bf16 TEST `{test}` DID NOT RUN: {reason} !!!!!!!!\n");
+            common::loud(&format!("bf16 TEST `{test}` DID NOT RUN: {reason}"));
             false
         }
     }

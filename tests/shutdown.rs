@@ -12,7 +12,16 @@ use futures_util::future::join_all;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_in_flight_requests_and_exits_cleanly() {
-    let server = ServerProcess::start(&["--max-batch-size", "2", "--drain-delay-ms", "1000"]);
+    // Every image waits up to 1.5 s in the queue for company: the requests are certainly in
+    // flight when SIGTERM arrives, and answered during the drain.
+    let server = ServerProcess::start(&[
+        "--max-batch-size",
+        "64",
+        "--max-queue-delay-ms",
+        "1500",
+        "--drain-delay-ms",
+        "1000",
+    ]);
     let addr = server.addr.clone();
     let client = reqwest::Client::new();
     let image = std::fs::read(fixture("images/chelsea_q90.jpg")).expect("fixture");
@@ -25,10 +34,14 @@ async fn sigterm_drains_in_flight_requests_and_exits_cleanly() {
                 .header("content-type", "image/jpeg")
                 .body(image.clone())
                 .send();
-            tokio::spawn(async move { request.await.map(|r| r.status().as_u16()) })
+            tokio::spawn(async move {
+                let status = request.await.map(|r| r.status().as_u16());
+                (status, std::time::Instant::now())
+            })
         })
         .collect();
     tokio::time::sleep(Duration::from_millis(150)).await;
+    let terminated = std::time::Instant::now();
     server.terminate();
     tokio::time::sleep(Duration::from_millis(200)).await;
 
@@ -53,10 +66,18 @@ async fn sigterm_drains_in_flight_requests_and_exits_cleanly() {
         "a request routed during the delay is served"
     );
 
-    let statuses: Vec<u16> = join_all(in_flight)
+    let answered: Vec<_> = join_all(in_flight)
         .await
         .into_iter()
-        .map(|r| r.expect("task").expect("in-flight request answered"))
+        .map(|r| r.expect("task"))
+        .collect();
+    assert!(
+        answered.iter().all(|(_, at)| *at > terminated),
+        "every request was still in flight at SIGTERM"
+    );
+    let statuses: Vec<u16> = answered
+        .into_iter()
+        .map(|(status, _)| status.expect("in-flight request answered"))
         .collect();
     assert!(
         statuses.iter().all(|&s| s == 200),

@@ -34,8 +34,16 @@ pub fn shared_fixture(relative: &str) -> Option<PathBuf> {
     if std::env::var("CI").is_ok_and(|v| v == "true") {
         panic!("{message}");
     }
-    eprintln!("\n!!!!!!!! {message} !!!!!!!!\n");
+    loud(&message);
     None
+}
+
+/// Says `message` on the terminal even while libtest captures the test's output (it captures
+/// the `print!` macros, not writes to the stderr handle), so a check that did not run shows in
+/// `make test`'s output.
+pub fn loud(message: &str) {
+    use std::io::Write as _;
+    let _ = std::io::stderr().write_all(format!("\n!!!!!!!! {message} !!!!!!!!\n\n").as_bytes());
 }
 
 /// The fixture images, each with whether it is a JPEG (looser tolerances).
