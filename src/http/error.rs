@@ -6,6 +6,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Serialize;
 
+use crate::body_budget::BodyError;
 use crate::pipeline::PipelineError;
 use crate::preprocess::PreprocessError;
 use crate::v2::V2Error;
@@ -41,10 +42,8 @@ pub enum ApiError {
     DecodeBudgetBusy(String),
     #[error("the queue is full; retry shortly")]
     QueueFull,
-    #[error(
-        "request bodies held in memory are at the limit of {limit} bytes \
-         (--max-inflight-body-bytes); retry shortly"
-    )]
+    /// The request-body memory budget is full; the message is [`BodyError::BudgetFull`]'s.
+    #[error("{}", BodyError::BudgetFull { limit: *limit })]
     BodyBudgetFull { limit: usize },
     #[error("too many open connections (limit {limit}); retry shortly")]
     TooManyConnections { limit: usize },
