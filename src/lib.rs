@@ -29,6 +29,7 @@ pub mod server;
 pub mod supervise;
 
 // The serving machinery behind it, crate-private.
+pub(crate) mod access;
 pub(crate) mod admission;
 pub(crate) mod batching;
 pub(crate) mod body_budget;

@@ -37,11 +37,31 @@ fn run(command: Command) -> anyhow::Result<()> {
                     Some(addr) => Some(bind(addr).await?),
                     None => None,
                 };
+                let admin = match config.admin_addr {
+                    Some(addr) => Some(bind(addr).await?),
+                    None => None,
+                };
                 if let Some(grpc) = &grpc {
                     tracing::info!(addr = %grpc.local_addr()?, "gRPC listening");
                 }
+                if let Some(admin) = &admin {
+                    tracing::info!(addr = %admin.local_addr()?, "admin listening");
+                }
                 tracing::info!(addr = %listener.local_addr()?, "listening");
-                app.run(listener, grpc, server::shutdown_signal()).await
+                if config.access.api_keys_file.is_none() && !config.addr.ip().is_loopback() {
+                    tracing::warn!(
+                        host = %config.addr.ip(),
+                        "no --api-keys-file: every client that reaches these ports may call \
+                         every route (and the admin listener's metrics); set keys or listen \
+                         on 127.0.0.1"
+                    );
+                }
+                let listeners = server::Listeners {
+                    http: listener,
+                    grpc,
+                    admin,
+                };
+                app.run(listeners, server::shutdown_signal()).await
             })
         }
         Command::Export {

@@ -49,7 +49,7 @@ async fn warm(http: &str, grpc_addr: &str, image: &[u8]) {
             grpc_addr,
             MODEL_INFER,
             &grpc::infer_request("repvgg", image),
-            None,
+            &[],
         )
         .await;
         assert_eq!(answer.status, 0, "{}", answer.message);
@@ -103,7 +103,7 @@ async fn the_two_amplification_attacks_are_refused_without_the_memory() {
         .flatten()
         .collect();
     let growth = peak_growth(&server, async {
-        let answer = grpc::call(&grpc_addr, MODEL_INFER, &attack, None).await;
+        let answer = grpc::call(&grpc_addr, MODEL_INFER, &attack, &[]).await;
         assert_eq!(answer.status, 3, "INVALID_ARGUMENT: {}", answer.message);
         assert!(answer.message.contains("inputs"), "{}", answer.message);
     })
@@ -150,7 +150,7 @@ async fn the_grpc_port_caps_connections() {
         &addr,
         MODEL_INFER,
         &grpc::infer_request("repvgg", &image),
-        None,
+        &[],
     )
     .await;
     assert_eq!(answer.status, 0, "{}", answer.message);
@@ -186,7 +186,7 @@ async fn idle_grpc_connections_do_not_keep_a_normal_call_out() {
             let socket = tokio::net::TcpStream::connect(&addr).await.ok()?;
             let (client, connection) = h2::client::handshake(socket).await.ok()?;
             tokio::spawn(connection);
-            grpc::try_call_on(client, &addr, MODEL_INFER, &message, None)
+            grpc::try_call_on(client, &addr, MODEL_INFER, &message, &[])
                 .await
                 .ok()
         };
@@ -251,7 +251,13 @@ async fn cancelled_requests_leave_no_count_and_no_place_behind() {
     let message = grpc::infer_request("repvgg", &image);
     let grpc = (0..100).map(|_| async {
         // gRPC deadline of 300 ms: tonic cancels the call while its image is queued.
-        let answer = grpc::call(&grpc_addr, MODEL_INFER, &message, Some("300m")).await;
+        let answer = grpc::call(
+            &grpc_addr,
+            MODEL_INFER,
+            &message,
+            &[("grpc-timeout", "300m")],
+        )
+        .await;
         // tonic ends a call past its grpc-timeout with CANCELLED ("Timeout expired").
         assert!(
             [1, 4].contains(&answer.status),

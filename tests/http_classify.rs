@@ -217,6 +217,37 @@ async fn models_health_and_openapi_describe_the_service() {
             "{path} missing from OpenAPI"
         );
     }
+    for admin_only in ["/metrics", "/stats"] {
+        assert_eq!(
+            get(admin_only).await.status(),
+            404,
+            "{admin_only} on the public port"
+        );
+        let on_admin = server
+            .client
+            .get(server.admin_url(admin_only))
+            .send()
+            .await
+            .expect("admin request");
+        assert_eq!(on_admin.status(), 200, "{admin_only} on the admin listener");
+    }
+    let admin_models: Value = server
+        .client
+        .get(server.admin_url("/v1/models"))
+        .send()
+        .await
+        .expect("admin request")
+        .json()
+        .await
+        .expect("JSON");
+    let source = admin_models["models"][0]["source"]
+        .as_str()
+        .expect("source");
+    assert!(
+        source.contains('/') && source.ends_with("tiny_timm_train.safetensors"),
+        "the admin listener shows the host path: {source}"
+    );
+    assert_eq!(model["source"], "tiny_timm_train.safetensors");
     let missing = get("/nope").await;
     assert_eq!(missing.status(), 404);
     let body: Value = missing.json().await.expect("JSON error");

@@ -111,7 +111,7 @@ async fn a_real_prometheus_scrapes_the_service() {
         &config,
         format!(
             "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: repvgg\n    static_configs:\n      - targets: ['{}']\n",
-            server.addr
+            server.admin_addr
         ),
     )
     .expect("config");
@@ -231,7 +231,7 @@ async fn stats_agree_with_a_known_load() {
     }
     let stats: Value = server
         .client
-        .get(server.url("/stats"))
+        .get(server.admin_url("/stats"))
         .send()
         .await
         .expect("stats")

@@ -10,11 +10,11 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::inference::precision::Precision;
 pub use serve_args::{
-    BatchingArgs, GrpcArgs, ListenArgs, ModelArgs, PreprocessArgs, RequestLimits, ServeArgs,
-    ShutdownArgs, ThreadArgs,
+    AccessArgs, BatchingArgs, GrpcArgs, ListenArgs, ModelArgs, PreprocessArgs, RequestLimits,
+    ServeArgs, ShutdownArgs, ThreadArgs,
 };
 pub use serve_config::{
-    BatchingConfig, GrpcConfig, InferenceConfig, PreprocessLimits, ServeConfig,
+    AccessConfig, BatchingConfig, GrpcConfig, InferenceConfig, PreprocessLimits, ServeConfig,
 };
 
 #[derive(Debug, Parser)]

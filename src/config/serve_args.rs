@@ -14,6 +14,8 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub listen: ListenArgs,
     #[command(flatten)]
+    pub access: AccessArgs,
+    #[command(flatten)]
     pub model: ModelArgs,
     #[command(flatten)]
     pub batching: BatchingArgs,
@@ -43,6 +45,32 @@ pub struct ListenArgs {
     /// `tritonclient.grpc` speaks it), on the same host; 0 turns it off.
     #[arg(long, env = "REPVGG_GRPC_PORT", default_value_t = 8081)]
     pub grpc_port: u16,
+    /// Port of the admin listener: `/metrics`, `/stats` and the full `/v1/models` (with the
+    /// checkpoint's path), kept off the public ports; 0 turns it off.
+    #[arg(long, env = "REPVGG_ADMIN_PORT", default_value_t = 8082)]
+    pub admin_port: u16,
+    /// Address of the admin listener (default: --host). 127.0.0.1 keeps it to the machine
+    /// (a sidecar or `kubectl port-forward`).
+    #[arg(long, env = "REPVGG_ADMIN_HOST")]
+    pub admin_host: Option<String>,
+}
+
+/// Who may call what.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Access")]
+pub struct AccessArgs {
+    /// API keys, one per line as `<role> <key>` (`#` comments; roles `inference` for the public
+    /// ports, `admin` for the admin listener; keys of at least 16 characters). Clients send
+    /// `Authorization: Bearer <key>` (gRPC: the same metadata). Health and readiness stay open.
+    /// The file is re-read when it changes (a rotated Secret), without a restart. Without it
+    /// every call is allowed.
+    #[arg(long, env = "REPVGG_API_KEYS_FILE")]
+    pub api_keys_file: Option<PathBuf>,
+    /// An origin browsers may call the public port from (`https://app.example.com`), for
+    /// cross-origin requests (CORS); repeat the flag, or separate with commas. None by default:
+    /// browsers may then call only from the service's own origin.
+    #[arg(long, env = "REPVGG_CORS_ALLOW_ORIGIN", value_delimiter = ',')]
+    pub cors_allow_origin: Vec<String>,
 }
 
 /// What is served, and how it is computed.

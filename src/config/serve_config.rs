@@ -15,6 +15,9 @@ pub struct ServeConfig {
     pub addr: SocketAddr,
     /// gRPC listener; `None` when `--grpc-port 0`.
     pub grpc_addr: Option<SocketAddr>,
+    /// Admin listener; `None` when `--admin-port 0`.
+    pub admin_addr: Option<SocketAddr>,
+    pub access: AccessConfig,
     pub model_name: String,
     pub source: ModelSource,
     pub cache_dir: Option<PathBuf>,
@@ -27,6 +30,15 @@ pub struct ServeConfig {
     pub grpc: GrpcConfig,
     pub drain_delay: Duration,
     pub shutdown_grace: Duration,
+}
+
+/// Who may call what.
+#[derive(Clone, Debug, Default)]
+pub struct AccessConfig {
+    /// `--api-keys-file`: checked (it must parse) when the server starts.
+    pub api_keys_file: Option<PathBuf>,
+    /// Origins allowed for CORS (`--cors-allow-origin`); empty: CORS off.
+    pub cors_allow_origins: Vec<http::HeaderValue>,
 }
 
 #[derive(Clone, Debug)]
@@ -78,6 +90,7 @@ impl ServeArgs {
     pub fn validate(self) -> Result<ServeConfig, String> {
         let Self {
             listen,
+            access,
             model,
             batching,
             threads,
@@ -104,6 +117,30 @@ impl ServeArgs {
                 listen.grpc_port
             ));
         }
+        if listen.admin_port != 0 && [listen.port, listen.grpc_port].contains(&listen.admin_port) {
+            return Err(format!(
+                "--admin-port {} is also --port or --grpc-port: give the admin listener its own \
+                 port (0 turns it off)",
+                listen.admin_port
+            ));
+        }
+        let admin_ip: std::net::IpAddr = match &listen.admin_host {
+            Some(host) => host
+                .parse()
+                .map_err(|_| format!("--admin-host `{host}` is not an IP address"))?,
+            None => ip,
+        };
+        let access = AccessConfig {
+            api_keys_file: access
+                .api_keys_file
+                .map(|p| existing(p, "--api-keys-file"))
+                .transpose()?,
+            cors_allow_origins: access
+                .cors_allow_origin
+                .iter()
+                .map(|origin| cors_origin(origin))
+                .collect::<Result<_, _>>()?,
+        };
         let source = match (model.checkpoint, model.model) {
             (Some(path), None) => ModelSource::Checkpoint(existing(path, "--checkpoint")?),
             (None, Some(path)) => ModelSource::Onnx(existing(path, "--model")?),
@@ -144,6 +181,9 @@ impl ServeArgs {
         Ok(ServeConfig {
             addr: SocketAddr::new(ip, listen.port),
             grpc_addr: (listen.grpc_port != 0).then(|| SocketAddr::new(ip, listen.grpc_port)),
+            admin_addr: (listen.admin_port != 0)
+                .then(|| SocketAddr::new(admin_ip, listen.admin_port)),
+            access,
             model_name: model.model_name,
             source,
             cache_dir: (!model.no_cache).then_some(model.cache_dir),
@@ -192,6 +232,25 @@ impl ServeArgs {
             shutdown_grace: Duration::from_secs(shutdown.shutdown_grace_s),
         })
     }
+}
+
+/// An origin as browsers send it: `scheme://host[:port]`, nothing after.
+fn cors_origin(origin: &str) -> Result<http::HeaderValue, String> {
+    let error = || {
+        format!(
+            "--cors-allow-origin `{origin}` is not an origin like `https://app.example.com` \
+             (scheme, host and optional port, no path)"
+        )
+    };
+    let (scheme, rest) = origin.split_once("://").ok_or_else(error)?;
+    let host_ok = !rest.is_empty()
+        && rest
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || ".-:[]".contains(c));
+    if !matches!(scheme, "http" | "https") || !host_ok {
+        return Err(error());
+    }
+    http::HeaderValue::from_str(origin).map_err(|_| error())
 }
 
 fn existing(path: PathBuf, flag: &str) -> Result<PathBuf, String> {

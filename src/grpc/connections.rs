@@ -29,7 +29,10 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
+use tracing::Instrument;
+
 use crate::body_budget::{BodyBudget, BodyError};
+use crate::http::observe::REQUEST_ID;
 use crate::metrics::Metrics;
 
 /// The limits of [`incoming`].
@@ -235,12 +238,15 @@ impl tonic::transport::server::Connected for Connection {
     }
 }
 
-/// Per call: its connection marked busy while it runs, its request body counted against the
-/// body budget and cut if it has not arrived within the arrival timeout.
+/// Per call: its request id and API key checked first ([`super::gate`]), its connection marked
+/// busy while it runs, its request body counted against the body budget and cut if it has not
+/// arrived within the arrival timeout.
 #[derive(Clone, Debug)]
 pub(crate) struct CallLimits {
     pub budget: BodyBudget,
     pub arrival_timeout: Duration,
+    pub access: crate::access::Access,
+    pub metrics: Arc<Metrics>,
 }
 
 impl<S> tower::Layer<S> for CallLimits {
@@ -265,7 +271,8 @@ type GrpcRequest = http::Request<tonic::body::Body>;
 
 impl<S> tower::Service<GrpcRequest> for Limited<S>
 where
-    S: tower::Service<GrpcRequest> + Send,
+    S: tower::Service<GrpcRequest, Response = http::Response<tonic::body::Body>> + Send,
+    S::Error: Send + 'static,
     S::Future: Send + 'static,
 {
     type Response = S::Response;
@@ -277,11 +284,19 @@ where
     }
 
     fn call(&mut self, request: GrpcRequest) -> Self::Future {
-        let busy = request
-            .extensions()
+        let (mut parts, body) = request.into_parts();
+        let id = super::gate::request_id(&mut parts.headers);
+        let span = tracing::info_span!("grpc", id = ?id, method = parts.uri.path());
+        if let Err(status) = super::gate::admit(&self.limits.access, &self.limits.metrics, &parts) {
+            // Refused before the body is read: nothing counted, nothing kept.
+            let mut response = status.into_http();
+            response.headers_mut().insert(REQUEST_ID, id);
+            return Box::pin(std::future::ready(Ok(response)));
+        }
+        let busy = parts
+            .extensions
             .get::<ConnectionInfo>()
             .map(|info| Busy::new(info.activity.clone()));
-        let (parts, body) = request.into_parts();
         let (body, hold) = self
             .limits
             .budget
@@ -302,10 +317,16 @@ where
         });
         let request = http::Request::from_parts(parts, tonic::body::Body::new(body));
         let call = self.inner.call(request);
-        Box::pin(async move {
-            let response = call.await;
-            drop((hold, busy));
-            response
-        })
+        Box::pin(
+            async move {
+                let mut response = call.await;
+                drop((hold, busy));
+                if let Ok(response) = &mut response {
+                    response.headers_mut().insert(REQUEST_ID, id);
+                }
+                response
+            }
+            .instrument(span),
+        )
     }
 }

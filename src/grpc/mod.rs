@@ -7,6 +7,7 @@
 pub(crate) mod codec;
 pub(crate) mod connections;
 pub(crate) mod convert;
+mod gate;
 
 /// The code generated from `proto/grpc_service.proto` (build.rs).
 #[allow(missing_debug_implementations, clippy::all, clippy::unwrap_used)]
@@ -20,7 +21,6 @@ use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
 use tonic::{Request, Response, Status};
-use tracing::Instrument;
 
 use crate::http::AppState;
 use crate::metrics::Protocol;
@@ -41,6 +41,8 @@ pub(crate) struct GrpcLimits {
     pub budget: crate::body_budget::BodyBudget,
     /// A request message must have arrived this long after its call started.
     pub arrival_timeout: Duration,
+    /// Who may call (API keys).
+    pub access: crate::access::Access,
 }
 
 /// Headroom in a message for names, shapes and parameters besides the tensor data.
@@ -64,6 +66,7 @@ pub(crate) async fn serve(
 ) -> Result<(), tonic::transport::Error> {
     let max_message = max_message_bytes(state.limits.max_body_bytes, state.pipeline.tensor_len());
     let metrics = state.metrics.clone();
+    let health = health(state.readiness.watch());
     let service = GrpcInferenceServiceServer::new(Service { state })
         .max_decoding_message_size(max_message)
         .max_encoding_message_size(usize::MAX);
@@ -82,11 +85,43 @@ pub(crate) async fn serve(
         .layer(connections::CallLimits {
             budget: limits.budget,
             arrival_timeout: limits.arrival_timeout,
+            access: limits.access,
+            metrics: Arc::clone(&metrics),
         })
+        .add_service(health)
         .add_service(service)
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await
 }
+
+/// `grpc.health.v1.Health` (tonic-health), following readiness: SERVING once the model is
+/// warmed up, NOT_SERVING from the start of shutdown (the lame duck) or a failure, for the
+/// whole server (`""`) and for `inference.GRPCInferenceService`, so Kubernetes gRPC probes
+/// see what `/readyz` says.
+fn health(
+    mut ready: tokio::sync::watch::Receiver<bool>,
+) -> tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health> {
+    let (reporter, service) = tonic_health::server::health_reporter();
+    tokio::spawn(async move {
+        loop {
+            let status = if *ready.borrow_and_update() {
+                tonic_health::ServingStatus::Serving
+            } else {
+                tonic_health::ServingStatus::NotServing
+            };
+            for name in ["", SERVICE_NAME] {
+                reporter.set_service_status(name, status).await;
+            }
+            if ready.changed().await.is_err() {
+                return;
+            }
+        }
+    });
+    service
+}
+
+/// The inference service's full name, as health checks ask for it.
+const SERVICE_NAME: &str = "inference.GRPCInferenceService";
 
 impl Service {
     /// Runs one call with the in-flight gauge and the request series.
@@ -200,7 +235,6 @@ impl GrpcInferenceService for Service {
     ) -> Result<Response<ModelInferResponse>, Status> {
         let arrived = Instant::now();
         let deadline = arrived + self.state.limits.request_timeout;
-        let span = tracing::info_span!("grpc", method = "ModelInfer");
         self.observed("/inference.GRPCInferenceService/ModelInfer", async {
             let request = convert::request(request.into_inner()).map_err(convert::status)?;
             let answer = crate::v2::infer(
@@ -214,7 +248,6 @@ impl GrpcInferenceService for Service {
             .map_err(convert::status)?;
             Ok(convert::response(answer))
         })
-        .instrument(span)
         .await
     }
 }

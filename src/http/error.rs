@@ -58,6 +58,10 @@ pub enum ApiError {
     /// A v2 model name or version the server does not have.
     #[error("{0}")]
     UnknownModel(String),
+    #[error("{}", crate::access::UNAUTHORIZED)]
+    Unauthorized,
+    #[error("{}", crate::access::FORBIDDEN)]
+    Forbidden,
 }
 
 /// The JSON every error answers with.
@@ -87,6 +91,8 @@ impl ApiError {
             Self::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
             Self::Inference(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Self::NotFound | Self::UnknownModel(_) => StatusCode::NOT_FOUND,
+            Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::Forbidden => StatusCode::FORBIDDEN,
         }
     }
 
@@ -112,6 +118,8 @@ impl ApiError {
             Self::Inference(_) => "inference_failed",
             Self::NotFound => "not_found",
             Self::UnknownModel(_) => "unknown_model",
+            Self::Unauthorized => "unauthorized",
+            Self::Forbidden => "forbidden",
         }
     }
 
@@ -131,6 +139,11 @@ impl IntoResponse for ApiError {
                 header::RETRY_AFTER,
                 HeaderValue::from_static(RETRY_AFTER_SECONDS),
             );
+        }
+        if matches!(self, Self::Unauthorized) {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         if matches!(
             self.status(),

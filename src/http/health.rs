@@ -32,13 +32,19 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<Health>, ApiEr
     }
 }
 
-/// The served model: variant, classes, input size, checkpoint hash, demo flag, batching.
+/// The served model: variant, classes, input size, checkpoint hash and file name, demo flag,
+/// batching.
 #[utoipa::path(get, path = "/v1/models", responses((status = 200, body = ModelsResponse)), tag = "models")]
 pub async fn models(State(state): State<AppState>) -> Json<ModelsResponse> {
-    Json(state.model.details())
+    Json(state.model.details(false))
 }
 
-/// Prometheus text exposition.
+/// The admin listener's `/v1/models`: as the public one, with the checkpoint's path on the host.
+pub async fn admin_models(State(state): State<AppState>) -> Json<ModelsResponse> {
+    Json(state.model.details(true))
+}
+
+/// Prometheus text exposition (admin listener).
 #[utoipa::path(get, path = "/metrics", responses((status = 200, content_type = "text/plain", body = String)), tag = "observability")]
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     (
@@ -51,7 +57,7 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     )
 }
 
-/// Throughput and latency percentiles over the last 10 s and 60 s, for people.
+/// Throughput and latency percentiles over the last 10 s and 60 s, for people (admin listener).
 #[utoipa::path(get, path = "/stats", responses((status = 200, body = StatsReport)), tag = "observability")]
 pub async fn stats(State(state): State<AppState>) -> Json<StatsReport> {
     Json(state.metrics.stats())

@@ -1,20 +1,22 @@
 //! The HTTP surface: routes, shared state, the error mapping and the OpenAPI document.
 //!
-//! `router(state)` builds the app without a socket (tests use it with `oneshot` or bind
-//! `127.0.0.1:0`); [`connections::serve`] runs it on a listener with the connection limits and
-//! the graceful shutdown, and `crate::server` wires the two.
+//! Two routers over one state: [`router`] for the public port (classification, the v2 REST
+//! protocol, model metadata, health) and [`admin_router`] for the admin listener (metrics,
+//! stats, full model details), each behind its role's API key when keys are configured
+//! ([`auth`]). [`connections::serve`] runs a router on a listener with the connection limits and
+//! the graceful shutdown, and `crate::server` wires them.
 
+mod auth;
 pub(crate) mod body;
 mod classify;
 pub mod connections;
 mod dto;
 mod error;
 mod health;
-mod observe;
+pub(crate) mod observe;
 pub mod openapi;
 pub(crate) mod v2;
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -45,6 +47,10 @@ pub struct AppState {
     pub supervisor: crate::supervise::Supervisor,
     /// Request body bytes in memory, across both doors.
     pub(crate) body_budget: crate::body_budget::BodyBudget,
+    /// Who may call what (API keys), on every door.
+    pub(crate) access: crate::access::Access,
+    /// Origins browsers may call the public port from (CORS); empty: none.
+    pub(crate) cors_allow_origins: Arc<[axum::http::HeaderValue]>,
 }
 
 /// The model as the HTTP layer describes it.
@@ -60,7 +66,9 @@ pub struct ServedModel {
 }
 
 impl ServedModel {
-    fn details(&self) -> ModelsResponse {
+    /// `/v1/models`; `host_path`: the checkpoint's path on the host (the admin listener) rather
+    /// than its file name (the public port).
+    fn details(&self, host_path: bool) -> ModelsResponse {
         let info = &self.info;
         ModelsResponse {
             models: vec![ModelDetails {
@@ -69,7 +77,11 @@ impl ServedModel {
                 demo: info.demo,
                 fused: info.fused,
                 checkpoint_sha256: info.checkpoint_sha256.clone(),
-                source: public_source(info),
+                source: if host_path {
+                    info.source.clone()
+                } else {
+                    public_source(info)
+                },
                 dialect: info.dialect,
                 form: info.form,
                 input: self.input,
@@ -106,10 +118,10 @@ pub struct Limits {
 }
 
 /// The readiness latch: set after warm-up, cleared when shutdown starts. Mirrors itself into
-/// the `repvgg_ready` gauge.
+/// the `repvgg_ready` gauge, and tells its watchers (gRPC health) of every change.
 #[derive(Clone, Debug)]
 pub struct Readiness {
-    ready: Arc<AtomicBool>,
+    ready: Arc<tokio::sync::watch::Sender<bool>>,
     metrics: Arc<Metrics>,
 }
 
@@ -117,18 +129,23 @@ impl Readiness {
     pub fn new(metrics: Arc<Metrics>) -> Self {
         metrics.set_ready(false);
         Self {
-            ready: Arc::new(AtomicBool::new(false)),
+            ready: Arc::new(tokio::sync::watch::Sender::new(false)),
             metrics,
         }
     }
 
     pub fn set(&self, ready: bool) {
-        self.ready.store(ready, Ordering::SeqCst);
+        self.ready.send_replace(ready);
         self.metrics.set_ready(ready);
     }
 
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::SeqCst)
+        *self.ready.borrow()
+    }
+
+    /// Sees the current value and every later change.
+    pub(crate) fn watch(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.ready.subscribe()
     }
 }
 
@@ -147,26 +164,85 @@ async fn budget_body(
     response
 }
 
-/// All routes, with the body limits and the observability middleware.
+/// The public port: classification, v2 REST and model metadata (behind an `inference` key when
+/// keys are configured), health, readiness and the OpenAPI document (open), with the body
+/// limits, the observability middleware and CORS when origins are allowed.
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    let keyed = Router::new()
         .route("/classify", post(classify::classify))
+        .route("/v1/models", get(health::models))
+        .merge(v2::routes())
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::inference,
+        ));
+    let router = Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
-        .route("/v1/models", get(health::models))
-        .route("/metrics", get(health::metrics))
-        .route("/stats", get(health::stats))
         .route("/openapi.json", get(openapi::openapi_json))
-        .merge(v2::routes())
+        .merge(v2::probes())
+        .merge(keyed)
         .fallback(|| async { ApiError::NotFound })
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             budget_body,
-        ))
-        .layer(axum::middleware::from_fn_with_state(
+        ));
+    let router = observed(router, &state).layer(DefaultBodyLimit::max(state.limits.max_body_bytes));
+    let router = match cors(&state.cors_allow_origins) {
+        Some(cors) => router.layer(cors),
+        None => router,
+    };
+    router.with_state(state)
+}
+
+/// The admin listener: Prometheus metrics, `/stats` and the full `/v1/models`, every route
+/// behind an `admin` key when keys are configured. No request bodies.
+pub fn admin_router(state: AppState) -> Router {
+    let router = Router::new()
+        .route("/metrics", get(health::metrics))
+        .route("/stats", get(health::stats))
+        .route("/v1/models", get(health::admin_models))
+        .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
-            observe::observe,
+            auth::admin,
         ))
-        .layer(DefaultBodyLimit::max(state.limits.max_body_bytes))
-        .with_state(state)
+        .fallback(|| async { ApiError::NotFound })
+        .layer(DefaultBodyLimit::max(0));
+    observed(router, &state).with_state(state)
+}
+
+/// Request id, span, counters and the one log line per request (see [`observe`]).
+fn observed(router: Router<AppState>, state: &AppState) -> Router<AppState> {
+    router.layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        observe::observe,
+    ))
+}
+
+/// CORS for the allowed origins (none: no layer, browsers keep their same-origin rule).
+fn cors(origins: &[axum::http::HeaderValue]) -> Option<tower_http::cors::CorsLayer> {
+    use axum::http::{header, HeaderName, Method};
+    if origins.is_empty() {
+        return None;
+    }
+    let timing = |name: &'static str| HeaderName::from_static(name);
+    Some(
+        tower_http::cors::CorsLayer::new()
+            .allow_origin(origins.to_vec())
+            .allow_methods([Method::GET, Method::POST])
+            .allow_headers([
+                header::AUTHORIZATION,
+                header::CONTENT_TYPE,
+                timing(observe::REQUEST_ID),
+                timing("inference-header-content-length"),
+            ])
+            .expose_headers([
+                timing(observe::REQUEST_ID),
+                timing("inference-header-content-length"),
+                timing("x-queue-time-ms"),
+                timing("x-preprocess-time-ms"),
+                timing("x-inference-time-ms"),
+            ])
+            .max_age(Duration::from_secs(600)),
+    )
 }

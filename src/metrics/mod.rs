@@ -42,6 +42,8 @@ pub mod names {
     pub const ADMISSION_CAPACITY: &str = "repvgg_admission_capacity";
     pub const BODY_BYTES_IN_USE: &str = "repvgg_request_body_bytes_in_use";
     pub const BODY_BUDGET_REJECTED: &str = "repvgg_request_body_budget_rejected_total";
+    pub const ACCESS_DENIED: &str = "repvgg_access_denied_total";
+    pub const API_KEY_RELOADS: &str = "repvgg_api_key_reloads_total";
 }
 
 /// Histogram buckets, per metric (seconds, or images for the batch size).
@@ -239,6 +241,16 @@ impl Metrics {
             "Requests refused because --max-inflight-body-bytes were held by other requests",
         );
         describe(
+            ACCESS_DENIED,
+            None,
+            "Calls refused for their API key, by protocol and reason (unauthorized, forbidden)",
+        );
+        describe(
+            API_KEY_RELOADS,
+            None,
+            "Changes of the API key file seen, by result (applied, invalid: previous keys kept)",
+        );
+        describe(
             READY,
             None,
             "1 when the model is loaded, warmed up and not shutting down",
@@ -371,6 +383,26 @@ impl Metrics {
 
     pub fn body_budget_rejected(&self) {
         self.body_rejected.increment(1);
+    }
+
+    /// A call refused for its key; `reason` is `unauthorized` or `forbidden`.
+    pub(crate) fn access_denied(&self, protocol: Protocol, reason: &'static str) {
+        let labels = vec![
+            Label::new("protocol", protocol.label()),
+            Label::new("reason", reason),
+        ];
+        self.recorder
+            .register_counter(&Key::from_parts(names::ACCESS_DENIED, labels), &METADATA)
+            .increment(1);
+    }
+
+    /// A change of the API key file, applied or refused.
+    pub(crate) fn api_keys_reloaded(&self, applied: bool) {
+        let result = if applied { "applied" } else { "invalid" };
+        let labels = vec![Label::new("result", result)];
+        self.recorder
+            .register_counter(&Key::from_parts(names::API_KEY_RELOADS, labels), &METADATA)
+            .increment(1);
     }
 
     pub fn set_ready(&self, ready: bool) {

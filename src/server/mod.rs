@@ -34,6 +34,8 @@ pub struct App {
     workers: Workers,
     driver: tokio::task::JoinHandle<()>,
     watchdog: tokio::task::JoinHandle<()>,
+    /// Re-reads the API key file while the service runs.
+    keys_watch: tokio::task::JoinHandle<()>,
     /// The inference threads' channels, kept to fail the batches a dead thread leaves in them.
     batches: Vec<crossbeam_channel::Receiver<Batch>>,
 }
@@ -162,8 +164,15 @@ impl App {
             shape.size,
             Arc::new(model.labels.clone()),
         );
+        let access = match &config.access.api_keys_file {
+            Some(path) => crate::access::Access::from_file(path)?,
+            None => crate::access::Access::open(),
+        };
+        let keys_watch = tokio::spawn(access.clone().watch(metrics.clone()));
         let metrics_for_budget = metrics.clone();
         let state = AppState {
+            access,
+            cors_allow_origins: config.access.cors_allow_origins.clone().into(),
             catalog,
             model: Arc::new(model),
             pipeline: Pipeline::new(Arc::new(pool), batcher, metrics.clone(), shape),
@@ -197,18 +206,18 @@ impl App {
             workers,
             driver,
             watchdog,
+            keys_watch,
             batches,
         })
     }
 
-    /// Serves HTTP on `listener` (and gRPC on `grpc`) until `shutdown` resolves, then drains:
-    /// readiness 503 at once, the optional lame-duck delay, no new connections, every accepted
-    /// request and call answered (bounded by the grace period), the batcher flushed, the
-    /// inference threads joined.
+    /// Serves the public HTTP port, gRPC and the admin listener until `shutdown` resolves, then
+    /// drains: readiness 503 at once, the optional lame-duck delay, no new connections, every
+    /// accepted request and call answered (bounded by the grace period), the batcher flushed,
+    /// the inference threads joined.
     pub async fn run(
         self,
-        listener: TcpListener,
-        grpc: Option<TcpListener>,
+        listeners: Listeners,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let Self {
@@ -217,8 +226,14 @@ impl App {
             workers,
             driver,
             watchdog,
+            keys_watch,
             batches,
         } = self;
+        let Listeners {
+            http: listener,
+            grpc,
+            admin,
+        } = listeners;
         // One signal for both servers: set once the lame-duck delay is over.
         let (stop, stopping) = tokio::sync::watch::channel(false);
         let readiness = state.readiness.clone();
@@ -245,6 +260,22 @@ impl App {
             stopped(stopping.clone()),
             grace,
         );
+        // The admin listener stops with the others (scrapes during the lame duck still work).
+        let admin = admin.map(|listener| {
+            let serving = connections::serve(
+                listener,
+                http::admin_router(state.clone()),
+                config.connections,
+                state.metrics.clone(),
+                stopped(stopping.clone()),
+                grace,
+            );
+            tokio::spawn(async move {
+                if let Err(e) = serving.await {
+                    tracing::error!(error = %e, "admin listener failed");
+                }
+            })
+        });
         let grpc = {
             let state = state.clone();
             let stopping = stopping.clone();
@@ -258,6 +289,7 @@ impl App {
                 http2: config.grpc.clone(),
                 budget: state.body_budget.clone(),
                 arrival_timeout: config.preprocess.body_timeout,
+                access: state.access.clone(),
             };
             async move {
                 let Some(listener) = grpc else { return Ok(()) };
@@ -304,6 +336,10 @@ impl App {
                 return fail(&state, &batches, servers, &cause).await;
             }
         }
+        if let Some(admin) = admin {
+            let _ = admin.await;
+        }
+        keys_watch.abort();
         state.pipeline.close();
         let _ = driver.await;
         watchdog.abort();
@@ -319,6 +355,15 @@ impl App {
         tracing::info!("shutdown complete");
         Ok(())
     }
+}
+
+/// The sockets a service listens on: the public HTTP port, and optionally gRPC and the admin
+/// listener.
+#[derive(Debug)]
+pub struct Listeners {
+    pub http: TcpListener,
+    pub grpc: Option<TcpListener>,
+    pub admin: Option<TcpListener>,
 }
 
 /// A part of the pipeline died: not ready, every waiting request answered 500 now, the answers

@@ -37,12 +37,13 @@ pub fn infer_request(model: &str, image: &[u8]) -> Vec<u8> {
 
 pub const MODEL_INFER: &str = "/inference.GRPCInferenceService/ModelInfer";
 
-/// What a call answered: its `grpc-status` (0 = OK), `grpc-message`, and the response
-/// message's bytes.
+/// What a call answered: its `grpc-status` (0 = OK), `grpc-message`, the `x-request-id` it
+/// echoed, and the response message's bytes.
 #[derive(Debug)]
 pub struct Answer {
     pub status: u32,
     pub message: String,
+    pub request_id: String,
     pub body: Bytes,
 }
 
@@ -56,12 +57,15 @@ pub async fn connect(addr: &str) -> h2::client::SendRequest<Bytes> {
     client
 }
 
-fn request(addr: &str, path: &str, grpc_timeout: Option<&str>) -> http::Request<()> {
+/// Metadata sent with a call, as `(name, value)` pairs (`grpc-timeout`, `authorization`...).
+pub type Metadata<'a> = &'a [(&'a str, &'a str)];
+
+fn request(addr: &str, path: &str, metadata: Metadata<'_>) -> http::Request<()> {
     let mut request = http::Request::post(format!("http://{addr}{path}"))
         .header("content-type", "application/grpc")
         .header("te", "trailers");
-    if let Some(timeout) = grpc_timeout {
-        request = request.header("grpc-timeout", timeout);
+    for (name, value) in metadata {
+        request = request.header(*name, *value);
     }
     request.body(()).expect("request")
 }
@@ -75,9 +79,9 @@ pub fn frame(message: &[u8]) -> Bytes {
 }
 
 /// One unary call on a fresh connection.
-pub async fn call(addr: &str, path: &str, message: &[u8], grpc_timeout: Option<&str>) -> Answer {
+pub async fn call(addr: &str, path: &str, message: &[u8], metadata: Metadata<'_>) -> Answer {
     let client = connect(addr).await;
-    call_on(client, addr, path, message, grpc_timeout).await
+    call_on(client, addr, path, message, metadata).await
 }
 
 /// One unary call on `client`'s connection.
@@ -86,9 +90,9 @@ pub async fn call_on(
     addr: &str,
     path: &str,
     message: &[u8],
-    grpc_timeout: Option<&str>,
+    metadata: Metadata<'_>,
 ) -> Answer {
-    try_call_on(client, addr, path, message, grpc_timeout)
+    try_call_on(client, addr, path, message, metadata)
         .await
         .expect("the call reached the server")
 }
@@ -99,11 +103,13 @@ pub async fn try_call_on(
     addr: &str,
     path: &str,
     message: &[u8],
-    grpc_timeout: Option<&str>,
+    metadata: Metadata<'_>,
 ) -> Result<Answer, h2::Error> {
     let mut client = client.ready().await?;
-    let (response, mut send) = client.send_request(request(addr, path, grpc_timeout), false)?;
-    send.send_data(frame(message), true)?;
+    let (response, mut send) = client.send_request(request(addr, path, metadata), false)?;
+    // The server may answer before reading the message (a refused key): the send then fails
+    // and the answer is still there to read.
+    let _ = send.send_data(frame(message), true);
     let response = response.await?;
     let (parts, mut body) = response.into_parts();
     let mut data = Vec::new();
@@ -124,7 +130,8 @@ pub async fn try_call_on(
     };
     Ok(Answer {
         status: header("grpc-status").parse().expect("grpc-status"),
-        message: header("grpc-message"),
+        message: percent_decoded(&header("grpc-message")),
+        request_id: header("x-request-id"),
         body: data
             .get(5..)
             .map(Bytes::copy_from_slice)
@@ -144,7 +151,7 @@ pub async fn half_message(
     let client = connect(addr).await;
     let mut client = client.ready().await.expect("ready");
     let (response, mut send) = client
-        .send_request(request(addr, MODEL_INFER, None), false)
+        .send_request(request(addr, MODEL_INFER, &[]), false)
         .expect("send request");
     let mut partial = vec![0u8];
     partial.extend_from_slice(&(claimed as u32).to_be_bytes());
@@ -162,4 +169,28 @@ pub async fn half_message(
         }
         Err(e) => Err(e.to_string()),
     })
+}
+
+/// `grpc-message` as written: the protocol percent-encodes it on the wire.
+fn percent_decoded(message: &str) -> String {
+    let bytes = message.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(byte)) => {
+                out.push(byte);
+                i += 3;
+            }
+            (byte, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }

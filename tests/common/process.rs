@@ -17,17 +17,24 @@ pub struct ServerProcess {
 
 impl ServerProcess {
     /// `repvgg-serve --log-format json serve --host 127.0.0.1 --port 0 --no-cache <args>`,
-    /// with `--grpc-port 0` (gRPC off) unless `args` give a gRPC port.
+    /// with `--grpc-port 0` (gRPC off) and `--admin-port 0` (admin listener off) unless `args`
+    /// give those ports.
     pub fn start(args: &[&str]) -> Self {
         let grpc_off: &[&str] = if args.contains(&"--grpc-port") {
             &[]
         } else {
             &["--grpc-port", "0"]
         };
+        let admin_off: &[&str] = if args.contains(&"--admin-port") {
+            &[]
+        } else {
+            &["--admin-port", "0"]
+        };
         let mut child = Command::new(env!("CARGO_BIN_EXE_repvgg-serve"))
             .args(["--log-format", "json", "serve"])
             .args(super::LOCAL_SERVE)
             .args(grpc_off)
+            .args(admin_off)
             .args(args)
             .stderr(Stdio::piped())
             .spawn()

@@ -11,6 +11,8 @@ pub struct TestServer {
     pub addr: SocketAddr,
     /// The gRPC endpoint (always on, on its own free port).
     pub grpc_addr: SocketAddr,
+    /// The admin listener (metrics, stats), on its own free port.
+    pub admin_addr: SocketAddr,
     pub state: repvgg_serve::http::AppState,
     pub client: reqwest::Client,
     stop: Option<oneshot::Sender<()>>,
@@ -37,13 +39,23 @@ impl TestServer {
             .await
             .expect("bind gRPC");
         let grpc_addr = grpc.local_addr().expect("gRPC addr");
+        let admin = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind admin");
+        let admin_addr = admin.local_addr().expect("admin addr");
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(app.run(listener, Some(grpc), async move {
+        let listeners = repvgg_serve::server::Listeners {
+            http: listener,
+            grpc: Some(grpc),
+            admin: Some(admin),
+        };
+        let task = tokio::spawn(app.run(listeners, async move {
             let _ = stopped.await;
         }));
         Self {
             addr,
             grpc_addr,
+            admin_addr,
             state,
             client: reqwest::Client::new(),
             stop: Some(stop),
@@ -53,6 +65,11 @@ impl TestServer {
 
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
+    }
+
+    /// A URL on the admin listener.
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.admin_addr)
     }
 
     /// Starts the graceful shutdown without waiting for it (see [`Self::ended_within`]).
@@ -93,7 +110,7 @@ impl TestServer {
 
     pub async fn metrics(&self) -> String {
         self.client
-            .get(self.url("/metrics"))
+            .get(self.admin_url("/metrics"))
             .send()
             .await
             .expect("metrics")

@@ -19,12 +19,17 @@ use super::error::{ApiError, ErrorBody};
 use super::AppState;
 use crate::v2::{self, ModelKind, ModelMetadata};
 
-/// Every v2 route, with and without `/versions/{version}`.
+/// The v2 health routes (open to probes when keys are configured).
+pub fn probes() -> Router<AppState> {
+    Router::new()
+        .route("/v2/health/live", get(live))
+        .route("/v2/health/ready", get(ready))
+}
+
+/// Every other v2 route, with and without `/versions/{version}`.
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/v2", get(server_metadata))
-        .route("/v2/health/live", get(live))
-        .route("/v2/health/ready", get(ready))
         .route("/v2/models/{model}", get(model_metadata))
         .route("/v2/models/{model}/versions/{version}", get(model_metadata))
         .route("/v2/models/{model}/ready", get(model_ready))
