@@ -163,3 +163,28 @@ fn sigterm_answers_accepted_v2_requests_on_both_protocols() {
         logs.join("\n")
     );
 }
+
+/// With `--api-keys-file`, tritonclient (HTTP and gRPC) infers with
+/// `headers={"Authorization": "Bearer <key>"}` and is refused without it or with a wrong key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tritonclient_passes_an_api_key_in_headers() {
+    const KEY: &str = "tritonclient-0123456789";
+    let dir = tempfile::tempdir().expect("tempdir");
+    let keys = dir.path().join("keys");
+    std::fs::write(&keys, format!("inference {KEY}\n")).expect("keys");
+    let server = TestServer::start(&[
+        "--checkpoint",
+        &tiny(),
+        "--api-keys-file",
+        keys.to_str().expect("utf-8"),
+    ])
+    .await;
+    let (http, grpc) = (server.addr.to_string(), server.grpc_addr.to_string());
+    let report = tokio::task::spawn_blocking(move || {
+        client_checks(&["keys", "--http", &http, "--grpc", &grpc, "--key", KEY])
+    })
+    .await
+    .expect("client checks");
+    assert_eq!(report.matches("ok   ").count(), 6, "checks missing:\n{report}");
+    server.stop().await;
+}

@@ -6,6 +6,7 @@ the server; every check compares with the same server's own `/classify`.
                             --busy-http HOST:PORT --busy-grpc HOST:PORT
                             --fixtures DIR --queue-capacity N
     client_checks.py sigterm --http HOST:PORT --grpc HOST:PORT --fixtures DIR --pid PID
+    client_checks.py keys --http HOST:PORT --grpc HOST:PORT --fixtures DIR --key KEY
 
 Prints one line per check and exits 1 when any failed.
 """
@@ -425,9 +426,49 @@ def run_sigterm(args):
     return failures
 
 
+def run_keys(args):
+    """A server with API keys: tritonclient infers with `headers={"Authorization": "Bearer
+    <key>"}` on both protocols, and is refused (401 / UNAUTHENTICATED) without it or with a
+    wrong key."""
+    checks = Checks(args)
+    name = JPEGS[0]
+    data = np.array([checks.image(name)], dtype=np.object_)
+    for protocol in ("http", "grpc"):
+        p = Protocol(protocol, args)
+        # grpcio refuses metadata keys with capitals on the client side ("Invalid metadata"):
+        # gRPC clients write `authorization`; HTTP header names are case-insensitive.
+        header = "Authorization" if protocol == "http" else "authorization"
+        good = {header: f"Bearer {args.key}"}
+        wrong = {header: f"Bearer {args.key}x"}
+
+        def infer(headers, p=p):
+            return p.client.infer(MODEL, [p.input("image", data.shape, "BYTES", data)], headers=headers)
+
+        def refused(headers, p=p, infer=infer):
+            def check():
+                expect_error(lambda: infer(headers), p.error_status(401, "StatusCode.UNAUTHENTICATED"), "API key")
+            return check
+
+        def allowed(p=p, infer=infer, good=good):
+            # The reference: the same server's /classify, with the same key.
+            request = urllib.request.Request(
+                f"http://{args.http}/classify?logits=true",
+                data=checks.image(name),
+                headers={"Content-Type": "application/octet-stream", "Authorization": f"Bearer {args.key}"},
+            )
+            with urllib.request.urlopen(request, timeout=30) as response:
+                expected = np.array(json.load(response)["logits"], dtype=np.float32)
+            close(infer(good).as_numpy("logits")[0], expected, 1e-4, f"{p.name} logits")
+
+        checks.run(f"{protocol} infer without a key is refused", refused(None))
+        checks.run(f"{protocol} infer with a wrong key is refused", refused(wrong))
+        checks.run(f"{protocol} infer with the key", allowed)
+    return checks.failed
+
+
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("mode", choices=["checks", "sigterm"])
+    parser.add_argument("mode", choices=["checks", "sigterm", "keys"])
     parser.add_argument("--protocol", choices=["http", "grpc"])
     parser.add_argument("--http", required=True)
     parser.add_argument("--grpc", required=True)
@@ -436,8 +477,10 @@ def main():
     parser.add_argument("--busy-http", help="a server with --queue-capacity 2 that holds batches")
     parser.add_argument("--busy-grpc")
     parser.add_argument("--pid", type=int)
+    parser.add_argument("--key", help="an inference API key the server accepts")
     args = parser.parse_args()
-    failed = run_checks(args) if args.mode == "checks" else run_sigterm(args)
+    modes = {"checks": run_checks, "sigterm": run_sigterm, "keys": run_keys}
+    failed = modes[args.mode](args)
     sys.exit(1 if failed else 0)
 
 
