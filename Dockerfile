@@ -24,7 +24,7 @@ LABEL org.opencontainers.image.title="repvgg-serve" \
       org.opencontainers.image.version="${VERSION}" \
       org.opencontainers.image.licenses="Apache-2.0"
 RUN apt-get update \
- && apt-get install -y --no-install-recommends ca-certificates=20230311* curl=7.88.* \
+ && apt-get install -y --no-install-recommends ca-certificates=20230311* \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --uid 10001 --home-dir /nonexistent --shell /usr/sbin/nologin repvgg \
  && mkdir -p /var/cache/repvgg-serve /models \
@@ -45,12 +45,13 @@ ENV ORT_DYLIB_PATH=/usr/local/lib/libonnxruntime.so.1.31.1 \
     REPVGG_HOST=0.0.0.0 \
     REPVGG_PORT=8080 \
     REPVGG_GRPC_PORT=8081 \
+    REPVGG_ADMIN_PORT=8082 \
     REPVGG_LOG_FORMAT=json
 VOLUME ["/var/cache/repvgg-serve"]
 USER 10001:10001
-EXPOSE 8080 8081
-# Through a shell, so the check follows REPVGG_PORT when it is changed at run time.
+EXPOSE 8080 8081 8082
+# The binary checks itself (no curl in the image): GET /healthz on 127.0.0.1:$REPVGG_PORT.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=60s --retries=3 \
-  CMD ["sh", "-c", "curl -fsS \"http://127.0.0.1:${REPVGG_PORT:-8080}/healthz\" || exit 1"]
+  CMD ["/usr/local/bin/repvgg-serve", "probe"]
 ENTRYPOINT ["/usr/local/bin/repvgg-serve"]
 CMD ["serve"]

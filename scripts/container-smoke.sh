@@ -140,6 +140,10 @@ smoke_run() {
   fi
   podman healthcheck run "$NAME" >/dev/null \
     || { log "the image's HEALTHCHECK fails on a ready container"; exit 1; }
+  if podman exec "$NAME" sh -c 'command -v curl || command -v wget' >/dev/null 2>&1; then
+    log "the runtime image carries curl or wget (the HEALTHCHECK is repvgg-serve probe)"
+    exit 1
+  fi
   log "ready, HEALTHCHECK passes; classifying tests/fixtures/images/chelsea.png"
   curl -fsS -X POST -H 'content-type: image/png' --data-binary @tests/fixtures/images/chelsea.png \
     "http://127.0.0.1:$PORT/classify?top_k=3&logits=true" >"$WORK/answer.json"

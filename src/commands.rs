@@ -1,4 +1,5 @@
-//! The offline subcommands: `export`, `inspect`, `init`. Glue over [`crate::model`].
+//! The subcommands besides `serve`: `export`, `inspect`, `init` (glue over [`crate::model`]),
+//! and `probe` (a health check of a running server).
 
 use std::path::Path;
 
@@ -70,4 +71,32 @@ pub fn init(variant: &str, output: &Path, seed: u64, num_classes: usize) -> anyh
         output.display()
     );
     Ok(())
+}
+
+/// `repvgg-serve probe`: `GET path` on 127.0.0.1:`port` (HTTP/1.1, hyper); the status when it
+/// is 2xx, an error naming what went wrong otherwise.
+pub async fn probe(
+    port: u16,
+    path: &str,
+    timeout: std::time::Duration,
+) -> anyhow::Result<http::StatusCode> {
+    let ask = async {
+        let stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .with_context(|| format!("cannot connect to 127.0.0.1:{port}"))?;
+        let (mut sender, connection) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+        tokio::spawn(connection);
+        let request = http::Request::get(path)
+            .header(http::header::HOST, format!("127.0.0.1:{port}"))
+            .body(http_body_util::Empty::<bytes::Bytes>::new())?;
+        Ok::<_, anyhow::Error>(sender.send_request(request).await?.status())
+    };
+    let status = tokio::time::timeout(timeout, ask)
+        .await
+        .with_context(|| format!("no answer from 127.0.0.1:{port}{path} within {timeout:?}"))??;
+    if !status.is_success() {
+        bail!("127.0.0.1:{port}{path} answered {status}");
+    }
+    Ok(status)
 }

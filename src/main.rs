@@ -111,6 +111,22 @@ fn run(command: Command) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Probe {
+            port,
+            path,
+            timeout_ms,
+        } => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let status = runtime.block_on(commands::probe(
+                port,
+                &path,
+                std::time::Duration::from_millis(timeout_ms),
+            ))?;
+            println!("{path}: {status}");
+            Ok(())
+        }
         Command::Init {
             variant,
             output,

@@ -1,5 +1,6 @@
-//! The `repvgg-serve` binary's offline subcommands: `inspect`, `export`, `init`, and clear
-//! errors (exit code 1, file and problem named, no panic) for files that are not checkpoints.
+//! The `repvgg-serve` binary's subcommands: `inspect`, `export`, `init`, `probe`, and clear
+//! errors (exit code 1, file and problem named, no panic) for files that are not checkpoints
+//! and for settings `serve` refuses.
 
 mod common;
 
@@ -393,4 +394,76 @@ fn bf16_is_refused_on_a_cpu_without_native_bf16() {
         }
         assert!(!stderr.contains("listening"), "{stderr}");
     }
+}
+
+/// `repvgg-serve probe` (the container's HEALTHCHECK): exit 0 against a live server, 1 with a
+/// message naming the address when nothing answers or the answer is not 2xx.
+#[test]
+fn probe_checks_a_running_server() {
+    let server = common::process::ServerProcess::start(&["--checkpoint", &tiny()]);
+    let port = server.addr.rsplit(':').next().expect("port").to_owned();
+    let out = cli(&["probe", "--port", &port]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("/healthz: 200"));
+    let out = cli(&["probe", "--port", &port, "--path", "/readyz"]);
+    assert!(out.status.success());
+    let stderr = failure(&["probe", "--port", &port, "--path", "/nope"]);
+    assert!(stderr.contains("answered 404"), "{stderr}");
+    drop(server);
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+        .to_string();
+    let stderr = failure(&["probe", "--port", &closed]);
+    assert!(
+        stderr.contains(&format!("cannot connect to 127.0.0.1:{closed}")),
+        "{stderr}"
+    );
+}
+
+/// A key file that does not parse, or an origin that is not one, stops `serve` before it
+/// listens, naming the file and line or the flag.
+#[test]
+fn bad_access_settings_are_refused_at_start() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let keys = write(
+        dir.path(),
+        "keys",
+        b"inference 0123456789abcdef\nreader 0123456789abcdef\n",
+    );
+    let serve = |extra: &[&str]| {
+        let mut args = vec![
+            "serve",
+            "--port",
+            "0",
+            "--grpc-port",
+            "0",
+            "--admin-port",
+            "0",
+        ];
+        args.extend_from_slice(extra);
+        failure(&args)
+    };
+    let stderr = serve(&["--api-keys-file", &keys]);
+    assert!(
+        stderr.contains(&keys) && stderr.contains("line 2: unknown role `reader`"),
+        "{stderr}"
+    );
+    let stderr = serve(&["--api-keys-file", "/nonexistent/keys"]);
+    assert!(
+        stderr.contains("--api-keys-file /nonexistent/keys"),
+        "{stderr}"
+    );
+    let stderr = serve(&["--cors-allow-origin", "https://ok.example/path"]);
+    assert!(
+        stderr.contains("--cors-allow-origin `https://ok.example/path`"),
+        "{stderr}"
+    );
+    let stderr = failure(&["serve", "--port", "9000", "--admin-port", "9000"]);
+    assert!(stderr.contains("--admin-port 9000"), "{stderr}");
 }

@@ -185,6 +185,10 @@ async fn tritonclient_passes_an_api_key_in_headers() {
     })
     .await
     .expect("client checks");
-    assert_eq!(report.matches("ok   ").count(), 6, "checks missing:\n{report}");
+    assert_eq!(
+        report.matches("ok   ").count(),
+        6,
+        "checks missing:\n{report}"
+    );
     server.stop().await;
 }

@@ -89,6 +89,20 @@ pub enum Command {
         #[arg(long, env = "REPVGG_ORT_DYLIB")]
         ort_dylib: Option<PathBuf>,
     },
+    /// Ask a running server whether it is alive (`/healthz`) or ready (`--path /readyz`) on
+    /// 127.0.0.1: exit 0 on a 2xx answer, 1 otherwise. The container's HEALTHCHECK (the image
+    /// has no curl).
+    Probe {
+        /// The server's HTTP port.
+        #[arg(long, env = "REPVGG_PORT", default_value_t = 8080)]
+        port: u16,
+        /// The path asked.
+        #[arg(long, default_value = "/healthz")]
+        path: String,
+        /// Longest wait for the answer (ms).
+        #[arg(long, default_value_t = 2000)]
+        timeout_ms: u64,
+    },
     /// Write a random training-form checkpoint (randomised BatchNorm) for demos and benchmarks.
     Init {
         #[arg(long)]

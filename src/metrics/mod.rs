@@ -42,6 +42,8 @@ pub mod names {
     pub const ADMISSION_CAPACITY: &str = "repvgg_admission_capacity";
     pub const BODY_BYTES_IN_USE: &str = "repvgg_request_body_bytes_in_use";
     pub const BODY_BUDGET_REJECTED: &str = "repvgg_request_body_budget_rejected_total";
+    pub const DECODE_BYTES_IN_USE: &str = "repvgg_decode_budget_bytes_in_use";
+    pub const DECODE_BYTES_CAPACITY: &str = "repvgg_decode_budget_bytes";
     pub const ACCESS_DENIED: &str = "repvgg_access_denied_total";
     pub const API_KEY_RELOADS: &str = "repvgg_api_key_reloads_total";
 }
@@ -241,6 +243,16 @@ impl Metrics {
             "Requests refused because --max-inflight-body-bytes were held by other requests",
         );
         describe(
+            DECODE_BYTES_IN_USE,
+            None,
+            "Decoding memory reserved by images being decoded now (bytes)",
+        );
+        describe(
+            DECODE_BYTES_CAPACITY,
+            None,
+            "The decode memory budget (--max-decode-bytes)",
+        );
+        describe(
             ACCESS_DENIED,
             None,
             "Calls refused for their API key, by protocol and reason (unauthorized, forbidden)",
@@ -383,6 +395,16 @@ impl Metrics {
 
     pub fn body_budget_rejected(&self) {
         self.body_rejected.increment(1);
+    }
+
+    /// The decode budget's gauge of bytes in use, with its total set once.
+    pub(crate) fn decode_budget(&self, total: u64) -> Gauge {
+        let key = |name: &'static str| Key::from_static_name(name);
+        self.recorder
+            .register_gauge(&key(names::DECODE_BYTES_CAPACITY), &METADATA)
+            .set(total as f64);
+        self.recorder
+            .register_gauge(&key(names::DECODE_BYTES_IN_USE), &METADATA)
     }
 
     /// A call refused for its key; `reason` is `unauthorized` or `forbidden`.

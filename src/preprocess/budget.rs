@@ -18,6 +18,8 @@ use super::PreprocessError;
 pub struct DecodeBudget {
     total: u64,
     in_use: Arc<Mutex<u64>>,
+    /// `repvgg_decode_budget_bytes_in_use` (a no-op gauge unless [`Self::observed`]).
+    gauge: metrics::Gauge,
 }
 
 /// Bytes reserved for one decode; given back when dropped.
@@ -25,12 +27,14 @@ pub struct DecodeBudget {
 pub struct Reservation {
     bytes: u64,
     in_use: Arc<Mutex<u64>>,
+    gauge: metrics::Gauge,
 }
 
 impl Drop for Reservation {
     fn drop(&mut self) {
         let mut in_use = self.in_use.lock().unwrap_or_else(|p| p.into_inner());
         *in_use -= self.bytes;
+        self.gauge.decrement(self.bytes as f64);
     }
 }
 
@@ -39,6 +43,15 @@ impl DecodeBudget {
         Self {
             total,
             in_use: Arc::new(Mutex::new(0)),
+            gauge: metrics::Gauge::noop(),
+        }
+    }
+
+    /// The same budget, its use shown in `metrics` (bytes in use and the total).
+    pub fn observed(self, metrics: &crate::metrics::Metrics) -> Self {
+        Self {
+            gauge: metrics.decode_budget(self.total),
+            ..self
         }
     }
 
@@ -63,9 +76,11 @@ impl DecodeBudget {
             });
         }
         *in_use += bytes;
+        self.gauge.increment(bytes as f64);
         Ok(Reservation {
             bytes,
             in_use: self.in_use.clone(),
+            gauge: self.gauge.clone(),
         })
     }
 }

@@ -130,7 +130,7 @@ impl App {
             metrics.clone(),
             supervisor.clone(),
         );
-        let budget = DecodeBudget::new(config.preprocess.max_decode_bytes);
+        let budget = DecodeBudget::new(config.preprocess.max_decode_bytes).observed(&metrics);
         tracing::info!(
             max_decode_mib = budget.total() / (1 << 20),
             "decode memory budget"
