@@ -82,13 +82,15 @@ impl Slot {
     }
 }
 
-/// A ring of per-second slots. Recording touches one slot (O(1) under the lock); a report
-/// adds up at most 60 slots' histograms (fixed size, no sorting, no per-sample storage), so
-/// neither cost grows with the request rate.
+/// A ring of per-second slots, each behind its own lock. Recording touches the current
+/// second's slot (O(1)); a report adds up at most 60 slots' histograms (fixed size, no
+/// sorting, no per-sample storage), holding one slot's lock at a time, so the inference and
+/// request threads wait for a report only while it reads the current second's slot (four
+/// histogram additions), never for the whole aggregation.
 #[derive(Debug)]
 pub(super) struct Windows {
     started: Instant,
-    slots: Mutex<Vec<Slot>>,
+    slots: Vec<Mutex<Slot>>,
     queue_depth: AtomicUsize,
     total_images: AtomicU64,
     total_requests: AtomicU64,
@@ -99,7 +101,7 @@ impl Windows {
     pub(super) fn new() -> Self {
         Self {
             started: Instant::now(),
-            slots: Mutex::new(vec![Slot::new(); SLOTS]),
+            slots: (0..SLOTS).map(|_| Mutex::new(Slot::new())).collect(),
             queue_depth: AtomicUsize::new(0),
             total_images: AtomicU64::new(0),
             total_requests: AtomicU64::new(0),
@@ -110,8 +112,9 @@ impl Windows {
     /// Runs `update` on the current second's slot, clearing it first if it holds an old second.
     fn record(&self, update: impl FnOnce(&mut Slot)) {
         let second = self.started.elapsed().as_secs();
-        let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
-        let slot = &mut slots[(second % SLOTS as u64) as usize];
+        let mut slot = self.slots[(second % SLOTS as u64) as usize]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         if slot.second != second {
             slot.second = second;
             slot.requests = 0;
@@ -119,7 +122,7 @@ impl Windows {
             slot.batch_images = 0;
             slot.stages.reset();
         }
-        update(slot);
+        update(&mut slot);
     }
 
     pub(super) fn image(&self, timings: StageTimings) {
@@ -149,14 +152,15 @@ impl Windows {
         let now = uptime.as_secs();
         let mut short = Window::new(10);
         let mut long = Window::new(HORIZON_S);
-        {
-            let slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
-            for slot in slots.iter().filter(|s| s.second <= now) {
-                let age = now - slot.second;
-                for window in [&mut short, &mut long] {
-                    if age < window.seconds {
-                        window.add(slot);
-                    }
+        for slot in &self.slots {
+            let slot = slot.lock().unwrap_or_else(|p| p.into_inner());
+            if slot.second > now {
+                continue;
+            }
+            let age = now - slot.second;
+            for window in [&mut short, &mut long] {
+                if age < window.seconds {
+                    window.add(&slot);
                 }
             }
         }
@@ -320,14 +324,36 @@ mod tests {
     }
 
     #[test]
+    fn recording_does_not_wait_for_a_report_reading_other_seconds() {
+        let windows = std::sync::Arc::new(Windows::new());
+        // A report in progress, holding the slot of a second that is not the current one.
+        let current = (windows.started.elapsed().as_secs() % SLOTS as u64) as usize;
+        let held = windows.slots[(current + SLOTS / 2) % SLOTS]
+            .lock()
+            .expect("lock");
+        let (done, recorded) = std::sync::mpsc::channel();
+        let recorder = windows.clone();
+        std::thread::spawn(move || {
+            recorder.image(timings(5));
+            recorder.batch(1);
+            let _ = done.send(());
+        });
+        assert!(
+            recorded.recv_timeout(Duration::from_secs(5)).is_ok(),
+            "recording waited for the report's lock"
+        );
+        drop(held);
+    }
+
+    #[test]
     fn a_slot_from_an_old_second_is_cleared_before_reuse() {
         let windows = Windows::new();
         {
-            let mut slots = windows.slots.lock().expect("lock");
+            let mut slot = windows.slots[0].lock().expect("lock");
             // Pretend slot 0 was last written 61 seconds ago with a huge latency.
-            slots[0].second = 0;
-            slots[0].stages.record(timings(5000));
-            slots[0].requests = 7;
+            slot.second = 0;
+            slot.stages.record(timings(5000));
+            slot.requests = 7;
         }
         let started = windows.started;
         let stale = Windows {
