@@ -426,10 +426,11 @@ fn probe_checks_a_running_server() {
     );
 }
 
-/// A key file that does not parse, or an origin that is not one, stops `serve` before it
-/// listens, naming the file and line or the flag.
+/// A key file that does not parse, an origin that is not one, or normalisation statistics
+/// that are not three usable numbers stop `serve` before it listens, naming the file and line
+/// or the flag.
 #[test]
-fn bad_access_settings_are_refused_at_start() {
+fn bad_access_and_normalisation_settings_are_refused_at_start() {
     let dir = tempfile::tempdir().expect("tempdir");
     let keys = write(
         dir.path(),
@@ -464,6 +465,10 @@ fn bad_access_settings_are_refused_at_start() {
         stderr.contains("--cors-allow-origin `https://ok.example/path`"),
         "{stderr}"
     );
+    let stderr = serve(&["--std", "0.2,0,0.2"]);
+    assert!(stderr.contains("--std takes three numbers"), "{stderr}");
+    let stderr = serve(&["--mean", "0.5,0.5"]);
+    assert!(stderr.contains("--mean takes three numbers"), "{stderr}");
     let stderr = failure(&["serve", "--port", "9000", "--admin-port", "9000"]);
     assert!(stderr.contains("--admin-port 9000"), "{stderr}");
 }

@@ -254,3 +254,93 @@ async fn models_health_and_openapi_describe_the_service() {
     assert_eq!(body["error_type"], "not_found");
     server.stop().await;
 }
+
+/// `--mean` / `--std`: crops are normalised with the statistics given (the image model's
+/// logits equal the tensor model's on the reference crop normalised by hand with them), and
+/// `/v1/models` and v2 metadata say which.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn custom_normalisation_is_applied_and_shown() {
+    const MEAN: [f32; 3] = [0.5, 0.4, 0.3];
+    const STD: [f32; 3] = [0.2, 0.3, 0.25];
+    let server = TestServer::start(&[
+        "--checkpoint",
+        &tiny(),
+        "--mean",
+        "0.5,0.4,0.3",
+        "--std",
+        "0.2,0.3,0.25",
+    ])
+    .await;
+    let answer: Value = server
+        .client
+        .post(server.url("/classify?logits=true"))
+        .body(std::fs::read(fixture("images/chelsea.png")).expect("fixture"))
+        .send()
+        .await
+        .expect("classify")
+        .json()
+        .await
+        .expect("JSON");
+    let crop = image::open(fixture("reference/chelsea.png.crop224.png"))
+        .expect("reference crop")
+        .to_rgb8();
+    let plane = 224 * 224;
+    let mut tensor = vec![0f32; 3 * plane];
+    for (i, pixel) in crop.pixels().enumerate() {
+        for c in 0..3 {
+            tensor[c * plane + i] = (f32::from(pixel[c]) / 255.0 - MEAN[c]) / STD[c];
+        }
+    }
+    let infer: Value = server
+        .client
+        .post(server.url("/v2/models/repvgg-tensor/infer"))
+        .json(&serde_json::json!({"inputs": [{
+            "name": "input", "shape": [1, 3, 224, 224], "datatype": "FP32", "data": tensor,
+        }]}))
+        .send()
+        .await
+        .expect("infer")
+        .json()
+        .await
+        .expect("JSON");
+    let by_hand: Vec<f32> = infer["outputs"][0]["data"]
+        .as_array()
+        .expect("logits")
+        .iter()
+        .map(|v| v.as_f64().expect("number") as f32)
+        .collect();
+    let delta = max_abs_diff(&logits(&answer), &by_hand);
+    assert!(delta <= 1e-4, "image vs hand-normalised tensor: {delta}");
+
+    let models: Value = server
+        .client
+        .get(server.url("/v1/models"))
+        .send()
+        .await
+        .expect("models")
+        .json()
+        .await
+        .expect("JSON");
+    let shown = &models["models"][0]["input"]["normalization"];
+    let metadata: Value = server
+        .client
+        .get(server.url("/v2/models/repvgg-tensor"))
+        .send()
+        .await
+        .expect("metadata")
+        .json()
+        .await
+        .expect("JSON");
+    for stats in [shown, &metadata["parameters"]] {
+        for (key, want) in [("mean", MEAN), ("std", STD)] {
+            let got: Vec<f32> = stats[key]
+                .as_array()
+                .unwrap_or_else(|| panic!("{key} in {stats}"))
+                .iter()
+                .map(|v| v.as_f64().expect("number") as f32)
+                .collect();
+            assert_eq!(got, want, "{key}");
+        }
+    }
+    server.stop().await;
+}

@@ -251,6 +251,18 @@ pub struct PreprocessArgs {
     /// per channel value; tests/preprocess_parity.rs).
     #[arg(long, env = "REPVGG_JPEG_DCT_SCALING", default_value_t = false)]
     pub jpeg_dct_scaling: bool,
+    /// Per-channel means (R,G,B on the 0..1 scale) the model was trained with (default:
+    /// ImageNet's, 0.485,0.456,0.406).
+    #[arg(
+        long,
+        env = "REPVGG_MEAN",
+        value_delimiter = ',',
+        allow_negative_numbers = true
+    )]
+    pub mean: Option<Vec<f32>>,
+    /// Per-channel standard deviations (R,G,B, above 0; default: ImageNet's, 0.229,0.224,0.225).
+    #[arg(long, env = "REPVGG_STD", value_delimiter = ',')]
+    pub std: Option<Vec<f32>>,
 }
 
 /// Draining on SIGTERM/SIGINT.

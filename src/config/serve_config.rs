@@ -8,6 +8,7 @@ use std::time::Duration;
 use super::ServeArgs;
 use crate::inference::precision::{CpuBf16, Precision};
 use crate::model::ModelSource;
+use crate::preprocess::normalize::{MEAN, STD};
 
 /// Validated serve settings.
 #[derive(Clone, Debug)]
@@ -82,6 +83,8 @@ pub struct PreprocessLimits {
     pub resize: Option<u32>,
     pub crop: Option<u32>,
     pub jpeg_dct_scaling: bool,
+    /// `--mean` / `--std`.
+    pub normalization: crate::preprocess::normalize::Normalization,
 }
 
 impl ServeArgs {
@@ -215,6 +218,10 @@ impl ServeArgs {
                 resize: preprocess.resize,
                 crop: preprocess.crop,
                 jpeg_dct_scaling: preprocess.jpeg_dct_scaling,
+                normalization: crate::preprocess::normalize::Normalization {
+                    mean: channels(preprocess.mean.as_deref(), "--mean", MEAN, |_| true)?,
+                    std: channels(preprocess.std.as_deref(), "--std", STD, |v| v > 0.0)?,
+                },
             },
             connections: crate::http::connections::ConnectionLimits {
                 max_connections: limits.max_connections,
@@ -231,6 +238,26 @@ impl ServeArgs {
             drain_delay: Duration::from_millis(shutdown.drain_delay_ms),
             shutdown_grace: Duration::from_secs(shutdown.shutdown_grace_s),
         })
+    }
+}
+
+/// Three per-channel numbers (R, G, B) from a flag, or `default`; each must be finite and pass
+/// `valid`.
+fn channels(
+    given: Option<&[f32]>,
+    flag: &str,
+    default: [f32; 3],
+    valid: impl Fn(f32) -> bool,
+) -> Result<[f32; 3], String> {
+    let Some(values) = given else {
+        return Ok(default);
+    };
+    match <[f32; 3]>::try_from(values) {
+        Ok(three) if three.iter().all(|v| v.is_finite() && valid(*v)) => Ok(three),
+        _ => Err(format!(
+            "{flag} takes three numbers (R,G,B on the 0..1 scale{}), got {values:?}",
+            if flag == "--std" { ", above 0" } else { "" }
+        )),
     }
 }
 

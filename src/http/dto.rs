@@ -147,6 +147,9 @@ pub struct InputDetails {
     pub crop: u32,
     pub max_pixels: u64,
     pub max_body_bytes: usize,
+    /// What crops are normalised with (`--mean`, `--std`; ImageNet's by default): tensors sent
+    /// to the `-tensor` model must be normalised the same way.
+    pub normalization: crate::preprocess::normalize::Normalization,
 }
 
 #[derive(Clone, Debug, Serialize, ToSchema)]

@@ -4,7 +4,7 @@
 //! normalised here, on the inference thread, into its slot of the batch tensor) or as a tensor
 //! a client already normalised (the v2 `repvgg-tensor` model: copied into its slot).
 
-use crate::preprocess::normalize::normalize_into;
+use crate::preprocess::normalize::{normalize_into, Normalization};
 
 /// One image's input, as it waits in the batching queue.
 #[derive(Debug)]
@@ -16,10 +16,12 @@ pub enum ModelInput {
     Tensor(Vec<f32>),
 }
 
-/// Side length of the (square) model input, and floats per image.
+/// Side length of the (square) model input, floats per image, and the statistics crops are
+/// normalised with.
 #[derive(Clone, Copy, Debug)]
 pub struct InputShape {
     pub size: usize,
+    pub normalization: Normalization,
 }
 
 impl InputShape {
@@ -37,7 +39,7 @@ pub fn batch_tensor<'a>(
     let mut tensor = vec![0f32; inputs.len() * slot];
     for (input, out) in inputs.zip(tensor.chunks_exact_mut(slot)) {
         match input {
-            ModelInput::Crop(pixels) => normalize_into(pixels, out),
+            ModelInput::Crop(pixels) => normalize_into(pixels, out, &shape.normalization),
             ModelInput::Tensor(values) => out.copy_from_slice(values),
         }
     }
@@ -50,13 +52,16 @@ mod tests {
 
     #[test]
     fn crops_are_normalised_and_tensors_copied_in_order() {
-        let shape = InputShape { size: 1 };
+        let shape = InputShape {
+            size: 1,
+            normalization: Normalization::IMAGENET,
+        };
         let crop = ModelInput::Crop(vec![255, 0, 128]);
         let tensor = ModelInput::Tensor(vec![1.5, -2.0, 0.25]);
         let batch = batch_tensor([&tensor, &crop].into_iter(), shape);
         assert_eq!(&batch[..3], &[1.5, -2.0, 0.25]);
         let mut expected = [0f32; 3];
-        normalize_into(&[255, 0, 128], &mut expected);
+        normalize_into(&[255, 0, 128], &mut expected, &Normalization::IMAGENET);
         assert_eq!(&batch[3..], &expected);
     }
 }

@@ -92,10 +92,10 @@ impl PreprocessConfig {
         ))
     }
 
-    /// The whole pipeline into `out` (`slot_len()` floats, planar RGB).
+    /// The whole pipeline into `out` (`slot_len()` floats, planar RGB), ImageNet statistics.
     pub fn run_into(&self, bytes: &[u8], out: &mut [f32]) -> Result<(), PreprocessError> {
         let crop = self.crop_rgb(bytes)?;
-        normalize::normalize_into(&crop, out);
+        normalize::normalize_into(&crop, out, &normalize::Normalization::IMAGENET);
         Ok(())
     }
 }

@@ -89,6 +89,7 @@ impl App {
 
         let shape = InputShape {
             size: preprocess.crop as usize,
+            normalization: config.preprocess.normalization,
         };
         let supervisor = Supervisor::default();
         let (narrow_tx, narrow_rx) = crossbeam_channel::unbounded();
@@ -144,6 +145,7 @@ impl App {
                 crop: preprocess.crop,
                 max_pixels: preprocess.max_pixels,
                 max_body_bytes: config.preprocess.max_body_bytes,
+                normalization: config.preprocess.normalization,
             },
             batching: BatchingDetails {
                 max_batch_size: b.max_batch_size,
@@ -159,11 +161,8 @@ impl App {
             agreement,
             info,
         };
-        let catalog = crate::v2::Catalog::new(
-            &config.model_name,
-            shape.size,
-            Arc::new(model.labels.clone()),
-        );
+        let catalog =
+            crate::v2::Catalog::new(&config.model_name, shape, Arc::new(model.labels.clone()));
         let access = match &config.access.api_keys_file {
             Some(path) => crate::access::Access::from_file(path)?,
             None => crate::access::Access::open(),

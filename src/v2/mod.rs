@@ -71,6 +71,9 @@ pub struct ModelMetadata {
     pub platform: &'static str,
     pub inputs: Vec<TensorMetadata>,
     pub outputs: Vec<TensorMetadata>,
+    /// The normalisation the image model applies and the tensor model expects (REST only: the
+    /// gRPC message has no field for it).
+    pub parameters: crate::preprocess::normalize::Normalization,
 }
 
 /// The served models, named after `--model-name`.
@@ -80,15 +83,21 @@ pub struct Catalog {
     tensor_name: String,
     /// Crop size S.
     size: i64,
+    normalization: crate::preprocess::normalize::Normalization,
     labels: std::sync::Arc<Vec<String>>,
 }
 
 impl Catalog {
-    pub fn new(name: &str, size: usize, labels: std::sync::Arc<Vec<String>>) -> Self {
+    pub fn new(
+        name: &str,
+        shape: crate::inference::InputShape,
+        labels: std::sync::Arc<Vec<String>>,
+    ) -> Self {
         Self {
             name: name.to_owned(),
             tensor_name: format!("{name}-tensor"),
-            size: size as i64,
+            size: shape.size as i64,
+            normalization: shape.normalization,
             labels,
         }
     }
@@ -144,6 +153,7 @@ impl Catalog {
                 datatype: FP32,
                 shape: vec![-1, self.labels.len() as i64],
             }],
+            parameters: self.normalization,
         }
     }
 }
@@ -360,7 +370,11 @@ mod tests {
 
     fn catalog() -> Catalog {
         let labels = (0..10).map(|i| format!("c{i}")).collect();
-        Catalog::new("repvgg", 4, std::sync::Arc::new(labels))
+        let shape = crate::inference::InputShape {
+            size: 4,
+            normalization: crate::preprocess::normalize::Normalization::IMAGENET,
+        };
+        Catalog::new("repvgg", shape, std::sync::Arc::new(labels))
     }
 
     #[test]

@@ -125,7 +125,11 @@ pub fn reference_crop_tensor(image: &str) -> Vec<f32> {
         .expect("reference crop")
         .to_rgb8();
     let mut out = vec![0f32; crop.as_raw().len()];
-    repvgg_serve::preprocess::normalize::normalize_into(crop.as_raw(), &mut out);
+    repvgg_serve::preprocess::normalize::normalize_into(
+        crop.as_raw(),
+        &mut out,
+        &repvgg_serve::preprocess::normalize::Normalization::IMAGENET,
+    );
     out
 }
 
