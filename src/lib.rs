@@ -27,6 +27,7 @@ pub mod model;
 pub mod preprocess;
 pub mod server;
 pub mod supervise;
+pub mod tls;
 
 // The serving machinery behind it, crate-private.
 pub(crate) mod access;

@@ -192,3 +192,37 @@ async fn tritonclient_passes_an_api_key_in_headers() {
     );
     server.stop().await;
 }
+
+/// With `--tls-cert`/`--tls-key`, tritonclient infers over HTTPS (`ssl=True`) and gRPC over TLS
+/// (`ssl=True, root_certificates=...`), trusting the test's CA.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tritonclient_speaks_tls_on_both_ports() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = common::tls::Ca::new("test CA");
+    let leaf = ca.server();
+    let cert = common::tls::write(dir.path(), "tls.crt", &leaf.cert);
+    let key = common::tls::write(dir.path(), "tls.key", &leaf.key);
+    let ca_file = common::tls::write(dir.path(), "ca.pem", &ca.pem);
+    let server = TestServer::start(&[
+        "--checkpoint",
+        &tiny(),
+        "--tls-cert",
+        &cert,
+        "--tls-key",
+        &key,
+    ])
+    .await;
+    let http = format!("localhost:{}", server.addr.port());
+    let grpc = format!("localhost:{}", server.grpc_addr.port());
+    let report = tokio::task::spawn_blocking(move || {
+        client_checks(&["tls", "--http", &http, "--grpc", &grpc, "--ca", &ca_file])
+    })
+    .await
+    .expect("client checks");
+    assert_eq!(
+        report.matches("ok   ").count(),
+        2,
+        "checks missing:\n{report}"
+    );
+    server.stop().await;
+}

@@ -71,6 +71,16 @@ pub struct AccessArgs {
     /// browsers may then call only from the service's own origin.
     #[arg(long, env = "REPVGG_CORS_ALLOW_ORIGIN", value_delimiter = ',')]
     pub cors_allow_origin: Vec<String>,
+    /// TLS certificate chain (PEM, leaf first) for every listener (HTTP, gRPC, admin); with
+    /// --tls-key. Re-read when it changes (cert-manager renewals), without a restart.
+    #[arg(long, env = "REPVGG_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The certificate's private key (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, env = "REPVGG_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Mutual TLS: clients must present a certificate signed by a CA in this PEM file.
+    #[arg(long, env = "REPVGG_TLS_CLIENT_CA", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
 }
 
 /// What is served, and how it is computed.

@@ -19,6 +19,8 @@ pub struct ServeConfig {
     /// Admin listener; `None` when `--admin-port 0`.
     pub admin_addr: Option<SocketAddr>,
     pub access: AccessConfig,
+    /// TLS on every listener; `None`: plaintext.
+    pub tls: Option<crate::tls::TlsFiles>,
     pub model_name: String,
     pub source: ModelSource,
     pub cache_dir: Option<PathBuf>,
@@ -133,6 +135,17 @@ impl ServeArgs {
                 .map_err(|_| format!("--admin-host `{host}` is not an IP address"))?,
             None => ip,
         };
+        let tls = match (access.tls_cert, access.tls_key) {
+            (Some(cert), Some(key)) => Some(crate::tls::TlsFiles {
+                cert: existing(cert, "--tls-cert")?,
+                key: existing(key, "--tls-key")?,
+                client_ca: access
+                    .tls_client_ca
+                    .map(|ca| existing(ca, "--tls-client-ca"))
+                    .transpose()?,
+            }),
+            _ => None,
+        };
         let access = AccessConfig {
             api_keys_file: access
                 .api_keys_file
@@ -187,6 +200,7 @@ impl ServeArgs {
             admin_addr: (listen.admin_port != 0)
                 .then(|| SocketAddr::new(admin_ip, listen.admin_port)),
             access,
+            tls,
             model_name: model.model_name,
             source,
             cache_dir: (!model.no_cache).then_some(model.cache_dir),

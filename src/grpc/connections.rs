@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use futures_util::Stream;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
@@ -42,22 +42,25 @@ pub(crate) struct ConnectionLimits {
     pub idle_timeout: Duration,
     /// Cancelled at the end of the grace period: every connection fails at once.
     pub cut: CancellationToken,
+    /// TLS (ALPN `h2`) when configured.
+    pub tls: Option<crate::tls::Tls>,
 }
 
-/// Accepted connections, over the cap closed at once.
+/// Accepted connections, over the cap closed at once. An accept task takes connections and
+/// hands each to its own task for the TLS handshake (when configured), so a slow handshake
+/// never holds the others up; the listener closes when the server drops the stream.
 pub(crate) fn incoming(
     listener: TcpListener,
     limits: ConnectionLimits,
     metrics: Arc<Metrics>,
 ) -> impl Stream<Item = io::Result<Connection>> {
-    let slots = Arc::new(Semaphore::new(limits.max_connections));
-    futures_util::stream::unfold(listener, move |listener| {
-        let slots = slots.clone();
-        let limits = limits.clone();
-        let metrics = metrics.clone();
-        async move {
-            loop {
-                let (stream, peer) = match listener.accept().await {
+    let (ready, connections) = tokio::sync::mpsc::channel(64);
+    tokio::spawn(async move {
+        let slots = Arc::new(Semaphore::new(limits.max_connections));
+        loop {
+            let (stream, peer) = tokio::select! {
+                () = ready.closed() => return,
+                accepted = listener.accept() => match accepted {
                     Ok(accepted) => accepted,
                     Err(e) => {
                         // Out of file descriptors or reset before accept: transient.
@@ -65,18 +68,28 @@ pub(crate) fn incoming(
                         tokio::time::sleep(Duration::from_millis(50)).await;
                         continue;
                     }
-                };
-                let Ok(slot) = slots.clone().try_acquire_owned() else {
-                    metrics.grpc_connection_rejected();
-                    drop(stream);
-                    continue;
-                };
-                let _ = stream.set_nodelay(true);
-                let connection = Connection::new(stream, peer, slot, &limits, metrics);
-                return Some((Ok(connection), listener));
-            }
+                },
+            };
+            let Ok(slot) = slots.clone().try_acquire_owned() else {
+                metrics.grpc_connection_rejected();
+                drop(stream);
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            let (ready, limits, metrics) = (ready.clone(), limits.clone(), metrics.clone());
+            tokio::spawn(async move {
+                let listener = crate::tls::Listener::Grpc;
+                let tls = limits.tls.as_ref();
+                if let Some(stream) =
+                    crate::tls::open(tls, listener, stream, limits.idle_timeout).await
+                {
+                    let connection = Connection::new(stream, peer, slot, &limits, metrics);
+                    let _ = ready.send(Ok(connection)).await;
+                }
+            });
         }
-    })
+    });
+    tokio_stream::wrappers::ReceiverStream::new(connections)
 }
 
 /// What a call sees of its connection (tonic puts it in every request's extensions).
@@ -114,7 +127,7 @@ impl Drop for Busy {
 /// An accepted gRPC connection: the socket, its place under the cap, its idle timer and the
 /// grace-period cut.
 pub(crate) struct Connection {
-    stream: TcpStream,
+    stream: crate::tls::Stream,
     info: ConnectionInfo,
     idle_timeout: Duration,
     idle: Pin<Box<Sleep>>,
@@ -133,7 +146,7 @@ impl std::fmt::Debug for Connection {
 
 impl Connection {
     fn new(
-        stream: TcpStream,
+        stream: crate::tls::Stream,
         peer: SocketAddr,
         slot: OwnedSemaphorePermit,
         limits: &ConnectionLimits,

@@ -10,6 +10,8 @@
 //!   for a request head, from the moment it is accepted, so it ends connections that never
 //!   send anything, idle keep-alive connections and clients that send
 //!   headers slowly (the body has its own timeout, in the handler);
+//! - TLS when configured ([`crate::tls`]): the handshake runs in the connection's task and must
+//!   finish within the idle timeout; a connection over the cap is closed without a handshake;
 //! - a shutdown that ends: after the signal, the listener closes, every connection is told to
 //!   finish its current request and close (`Connection: close`), and
 //!   connections still open when the grace period ends are dropped in-process, cancelling their
@@ -46,16 +48,30 @@ pub enum Drained {
     Cut(usize),
 }
 
-/// Serves `router` on `listener` until `shutdown` resolves, then drains the connections for at
-/// most `grace`.
-pub async fn serve(
-    listener: TcpListener,
+/// Where and how [`serve`] listens.
+#[derive(Debug)]
+pub(crate) struct Listening {
+    pub listener: TcpListener,
+    /// Which listener this is (its ALPN and its label in TLS metrics).
+    pub which: crate::tls::Listener,
+    pub tls: Option<crate::tls::Tls>,
+    pub limits: ConnectionLimits,
+}
+
+/// Serves `router` until `shutdown` resolves, then drains the connections for at most `grace`.
+pub(crate) async fn serve(
+    listening: Listening,
     router: Router,
-    limits: ConnectionLimits,
     metrics: Arc<Metrics>,
     shutdown: impl Future<Output = ()>,
     grace: Duration,
 ) -> std::io::Result<Drained> {
+    let Listening {
+        listener,
+        which,
+        tls,
+        limits,
+    } = listening;
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())
@@ -80,17 +96,25 @@ pub async fn serve(
         while connections.try_join_next().is_some() {}
         let Ok(slot) = slots.clone().try_acquire_owned() else {
             metrics.connection_rejected();
-            tokio::spawn(refuse(stream, limits.max_connections));
+            if tls.is_none() {
+                tokio::spawn(refuse(stream, limits.max_connections));
+            }
             continue;
         };
         let _ = stream.set_nodelay(true);
         let service = TowerToHyperService::new(router.clone());
-        let connection = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
+        let (builder, watcher, tls) = (builder.clone(), graceful.watcher(), tls.clone());
         let metrics = metrics.clone();
         metrics.connections(1.0);
         connections.spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            if let Some(stream) =
+                crate::tls::open(tls.as_ref(), which, stream, limits.idle_timeout).await
+            {
+                let connection =
+                    watcher.watch(builder.serve_connection(TokioIo::new(stream), service));
+                if let Err(e) = connection.await {
+                    tracing::debug!(%peer, error = %e, "connection ended with an error");
+                }
             }
             metrics.connections(-1.0);
             drop(slot);

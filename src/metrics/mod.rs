@@ -44,6 +44,8 @@ pub mod names {
     pub const BODY_BUDGET_REJECTED: &str = "repvgg_request_body_budget_rejected_total";
     pub const DECODE_BYTES_IN_USE: &str = "repvgg_decode_budget_bytes_in_use";
     pub const DECODE_BYTES_CAPACITY: &str = "repvgg_decode_budget_bytes";
+    pub const TLS_HANDSHAKE_FAILURES: &str = "repvgg_tls_handshake_failures_total";
+    pub const TLS_RELOADS: &str = "repvgg_tls_reloads_total";
     pub const ACCESS_DENIED: &str = "repvgg_access_denied_total";
     pub const API_KEY_RELOADS: &str = "repvgg_api_key_reloads_total";
 }
@@ -253,6 +255,16 @@ impl Metrics {
             "The decode memory budget (--max-decode-bytes)",
         );
         describe(
+            TLS_HANDSHAKE_FAILURES,
+            None,
+            "TLS handshakes that failed or timed out, by listener (http, grpc, admin)",
+        );
+        describe(
+            TLS_RELOADS,
+            None,
+            "Changes of the TLS files seen, by result (applied, invalid: previous certificate kept)",
+        );
+        describe(
             ACCESS_DENIED,
             None,
             "Calls refused for their API key, by protocol and reason (unauthorized, forbidden)",
@@ -418,12 +430,32 @@ impl Metrics {
             .increment(1);
     }
 
+    /// A TLS handshake failed on `listener`.
+    pub(crate) fn tls_handshake_failed(&self, listener: &'static str) {
+        let labels = vec![Label::new("listener", listener)];
+        self.recorder
+            .register_counter(
+                &Key::from_parts(names::TLS_HANDSHAKE_FAILURES, labels),
+                &METADATA,
+            )
+            .increment(1);
+    }
+
+    /// A change of the TLS files, applied or refused.
+    pub(crate) fn tls_reloaded(&self, applied: bool) {
+        self.reloaded(names::TLS_RELOADS, applied);
+    }
+
     /// A change of the API key file, applied or refused.
     pub(crate) fn api_keys_reloaded(&self, applied: bool) {
+        self.reloaded(names::API_KEY_RELOADS, applied);
+    }
+
+    fn reloaded(&self, name: &'static str, applied: bool) {
         let result = if applied { "applied" } else { "invalid" };
         let labels = vec![Label::new("result", result)];
         self.recorder
-            .register_counter(&Key::from_parts(names::API_KEY_RELOADS, labels), &METADATA)
+            .register_counter(&Key::from_parts(name, labels), &METADATA)
             .increment(1);
     }
 

@@ -34,8 +34,9 @@ pub struct App {
     workers: Workers,
     driver: tokio::task::JoinHandle<()>,
     watchdog: tokio::task::JoinHandle<()>,
-    /// Re-reads the API key file while the service runs.
-    keys_watch: tokio::task::JoinHandle<()>,
+    /// Re-read the API key file and the TLS files while the service runs.
+    watches: Vec<tokio::task::JoinHandle<()>>,
+    tls: Option<crate::tls::Tls>,
     /// The inference threads' channels, kept to fail the batches a dead thread leaves in them.
     batches: Vec<crossbeam_channel::Receiver<Batch>>,
 }
@@ -167,7 +168,15 @@ impl App {
             Some(path) => crate::access::Access::from_file(path)?,
             None => crate::access::Access::open(),
         };
-        let keys_watch = tokio::spawn(access.clone().watch(metrics.clone()));
+        let mut watches = vec![tokio::spawn(access.clone().watch(metrics.clone()))];
+        let tls = match &config.tls {
+            Some(files) => {
+                let tls = crate::tls::Tls::load(files.clone(), metrics.clone())?;
+                watches.push(tokio::spawn(tls.clone().watch()));
+                Some(tls)
+            }
+            None => None,
+        };
         let metrics_for_budget = metrics.clone();
         let state = AppState {
             access,
@@ -205,7 +214,8 @@ impl App {
             workers,
             driver,
             watchdog,
-            keys_watch,
+            watches,
+            tls,
             batches,
         })
     }
@@ -225,7 +235,8 @@ impl App {
             workers,
             driver,
             watchdog,
-            keys_watch,
+            watches,
+            tls,
             batches,
         } = self;
         let Listeners {
@@ -251,10 +262,15 @@ impl App {
             let _ = stopping.wait_for(|&stop| stop).await;
         };
         let grace = config.shutdown_grace;
-        let http = connections::serve(
+        let listening = |listener, which| connections::Listening {
             listener,
+            which,
+            tls: tls.clone(),
+            limits: config.connections,
+        };
+        let http = connections::serve(
+            listening(listener, crate::tls::Listener::Http),
             http::router(state.clone()),
-            config.connections,
             state.metrics.clone(),
             stopped(stopping.clone()),
             grace,
@@ -262,9 +278,8 @@ impl App {
         // The admin listener stops with the others (scrapes during the lame duck still work).
         let admin = admin.map(|listener| {
             let serving = connections::serve(
-                listener,
+                listening(listener, crate::tls::Listener::Admin),
                 http::admin_router(state.clone()),
-                config.connections,
                 state.metrics.clone(),
                 stopped(stopping.clone()),
                 grace,
@@ -284,6 +299,7 @@ impl App {
                     max_connections: config.connections.max_connections,
                     idle_timeout: config.connections.idle_timeout,
                     cut: cut.clone(),
+                    tls: tls.clone(),
                 },
                 http2: config.grpc.clone(),
                 budget: state.body_budget.clone(),
@@ -338,7 +354,7 @@ impl App {
         if let Some(admin) = admin {
             let _ = admin.await;
         }
-        keys_watch.abort();
+        watches.iter().for_each(tokio::task::JoinHandle::abort);
         state.pipeline.close();
         let _ = driver.await;
         watchdog.abort();

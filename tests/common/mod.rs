@@ -140,6 +140,7 @@ pub const LOCAL_SERVE: [&str; 5] = ["--host", "127.0.0.1", "--port", "0", "--no-
 pub mod grpc;
 pub mod process;
 pub mod server;
+pub mod tls;
 
 /// A decompression bomb within the default limits: a 7000 x 7000 RGBA PNG at 16 bits (49 MP;
 /// ~0.4 MB on the wire, 392 MB decoded, seconds of CPU).

@@ -7,6 +7,7 @@ the server; every check compares with the same server's own `/classify`.
                             --fixtures DIR --queue-capacity N
     client_checks.py sigterm --http HOST:PORT --grpc HOST:PORT --fixtures DIR --pid PID
     client_checks.py keys --http HOST:PORT --grpc HOST:PORT --fixtures DIR --key KEY
+    client_checks.py tls --http HOST:PORT --grpc HOST:PORT --fixtures DIR --ca CA.pem
 
 Prints one line per check and exits 1 when any failed.
 """
@@ -466,9 +467,52 @@ def run_keys(args):
     return checks.failed
 
 
+def run_tls(args):
+    """A server with TLS on both ports: tritonclient infers over HTTPS (`ssl=True`, the test CA
+    as `ca_certs`) and gRPC over TLS (`ssl=True, root_certificates=...`), and the answers equal
+    the same server's `/classify` over HTTPS."""
+    import gevent.ssl
+
+    checks = Checks(args)
+    name = JPEGS[0]
+    data = np.array([checks.image(name)], dtype=np.object_)
+    with open(args.ca, "rb") as f:
+        ca = f.read()
+    clients = {
+        "http": httpclient.InferenceServerClient(
+            url=args.http,
+            ssl=True,
+            ssl_options={"ca_certs": args.ca},
+            ssl_context_factory=gevent.ssl.create_default_context,
+        ),
+        "grpc": grpcclient.InferenceServerClient(url=args.grpc, ssl=True, root_certificates=args.ca),
+    }
+    import ssl
+
+    context = ssl.create_default_context(cadata=ca.decode())
+    request = urllib.request.Request(
+        f"https://{args.http}/classify?logits=true",
+        data=checks.image(name),
+        headers={"Content-Type": "application/octet-stream"},
+    )
+    with urllib.request.urlopen(request, timeout=30, context=context) as response:
+        expected = np.array(json.load(response)["logits"], dtype=np.float32)
+    for protocol, client in clients.items():
+
+        def check(protocol=protocol, client=client):
+            module = httpclient if protocol == "http" else grpcclient
+            inp = module.InferInput("image", list(data.shape), "BYTES")
+            inp.set_data_from_numpy(data)
+            assert client.is_server_ready(), "not ready over TLS"
+            close(client.infer(MODEL, [inp]).as_numpy("logits")[0], expected, 1e-4, f"{protocol} logits")
+
+        checks.run(f"{protocol} over TLS", check)
+    return checks.failed
+
+
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("mode", choices=["checks", "sigterm", "keys"])
+    parser.add_argument("mode", choices=["checks", "sigterm", "keys", "tls"])
     parser.add_argument("--protocol", choices=["http", "grpc"])
     parser.add_argument("--http", required=True)
     parser.add_argument("--grpc", required=True)
@@ -478,8 +522,9 @@ def main():
     parser.add_argument("--busy-grpc")
     parser.add_argument("--pid", type=int)
     parser.add_argument("--key", help="an inference API key the server accepts")
+    parser.add_argument("--ca", help="the PEM file of the CA that signed the server's certificate")
     args = parser.parse_args()
-    modes = {"checks": run_checks, "sigterm": run_sigterm, "keys": run_keys}
+    modes = {"checks": run_checks, "sigterm": run_sigterm, "keys": run_keys, "tls": run_tls}
     failed = modes[args.mode](args)
     sys.exit(1 if failed else 0)
 
