@@ -50,7 +50,9 @@ ENV ORT_DYLIB_PATH=/usr/local/lib/libonnxruntime.so.1.31.1 \
 VOLUME ["/var/cache/repvgg-serve"]
 USER 10001:10001
 EXPOSE 8080 8081 8082
-# The binary checks itself (no curl in the image): GET /healthz on 127.0.0.1:$REPVGG_PORT.
+# The binary checks itself (no curl in the image): GET /healthz on 127.0.0.1:$REPVGG_PORT,
+# over TLS pinned to the server's own certificate when REPVGG_TLS_CERT is set (configure TLS
+# through the environment, not flags, so the check follows it).
 HEALTHCHECK --interval=10s --timeout=3s --start-period=60s --retries=3 \
   CMD ["/usr/local/bin/repvgg-serve", "probe"]
 ENTRYPOINT ["/usr/local/bin/repvgg-serve"]

@@ -6,7 +6,7 @@ ORT_LIB := .ort/libonnxruntime.so.1.31.1
 PORT ?= 8080
 ARGS ?=
 
-.PHONY: run test setup build lint fuzz deny soak bench bench-logging footprint check-deploy container-smoke clean-cache
+.PHONY: run test setup build lint fuzz deny soak bench bench-access bench-logging footprint check-deploy container-smoke clean-cache
 
 ## Fetch libonnxruntime.so.1.31.1 into .ort/ (pinned wheel, sha256 checked); nasm for SIMD JPEG.
 setup: $(ORT_LIB)
@@ -59,6 +59,10 @@ footprint: setup
 ## Static checks of the Dockerfile and the Kubernetes manifests (PyPI tools in .venv-deploy).
 check-deploy:
 	scripts/check-deploy.sh
+
+## Cost of API keys + TLS against plaintext, side by side (about 4 minutes): docs/bench/access.md.
+bench-access:
+	scripts/bench-access.sh
 
 ## Supply chain: cargo-deny (deny.toml) on licences, banned crates, sources and advisories.
 deny:

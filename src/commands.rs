@@ -73,30 +73,54 @@ pub fn init(variant: &str, output: &Path, seed: u64, num_classes: usize) -> anyh
     Ok(())
 }
 
-/// `repvgg-serve probe`: `GET path` on 127.0.0.1:`port` (HTTP/1.1, hyper); the status when it
-/// is 2xx, an error naming what went wrong otherwise.
+/// `repvgg-serve probe`: `GET path` on 127.0.0.1:`port` (HTTP/1.1, hyper; over TLS pinned to
+/// `tls_cert` when given); the status when it is 2xx, an error naming what went wrong otherwise.
 pub async fn probe(
     port: u16,
     path: &str,
+    tls_cert: Option<&Path>,
     timeout: std::time::Duration,
 ) -> anyhow::Result<http::StatusCode> {
+    let address = format!("127.0.0.1:{port}");
     let ask = async {
-        let stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        let tcp = tokio::net::TcpStream::connect(&address)
             .await
-            .with_context(|| format!("cannot connect to 127.0.0.1:{port}"))?;
-        let (mut sender, connection) =
-            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
-        tokio::spawn(connection);
+            .with_context(|| format!("cannot connect to {address}"))?;
         let request = http::Request::get(path)
-            .header(http::header::HOST, format!("127.0.0.1:{port}"))
+            .header(http::header::HOST, &address)
             .body(http_body_util::Empty::<bytes::Bytes>::new())?;
-        Ok::<_, anyhow::Error>(sender.send_request(request).await?.status())
+        match tls_cert {
+            None => ask_over(tcp, request).await,
+            Some(cert) => {
+                let connector = crate::tls::pinned_connector(cert)?;
+                let name = rustls::pki_types::ServerName::try_from("127.0.0.1")?;
+                let tls = connector
+                    .connect(name, tcp)
+                    .await
+                    .with_context(|| format!("TLS handshake with {address}"))?;
+                ask_over(tls, request).await
+            }
+        }
     };
     let status = tokio::time::timeout(timeout, ask)
         .await
-        .with_context(|| format!("no answer from 127.0.0.1:{port}{path} within {timeout:?}"))??;
+        .with_context(|| format!("no answer from {address}{path} within {timeout:?}"))??;
     if !status.is_success() {
-        bail!("127.0.0.1:{port}{path} answered {status}");
+        bail!("{address}{path} answered {status}");
     }
     Ok(status)
+}
+
+/// Sends `request` over `io` (HTTP/1.1) and returns the answer's status.
+async fn ask_over<IO>(
+    io: IO,
+    request: http::Request<http_body_util::Empty<bytes::Bytes>>,
+) -> anyhow::Result<http::StatusCode>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(io)).await?;
+    tokio::spawn(connection);
+    Ok(sender.send_request(request).await?.status())
 }

@@ -115,6 +115,7 @@ fn run(command: Command) -> anyhow::Result<()> {
             port,
             path,
             timeout_ms,
+            tls_cert,
         } => {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -122,6 +123,7 @@ fn run(command: Command) -> anyhow::Result<()> {
             let status = runtime.block_on(commands::probe(
                 port,
                 &path,
+                tls_cert.as_deref(),
                 std::time::Duration::from_millis(timeout_ms),
             ))?;
             println!("{path}: {status}");

@@ -52,6 +52,12 @@ fn assert_unauthorized((status, body): (u16, Value), what: &str) {
     );
 }
 
+/// The admin listener's `/metrics`, with the admin key.
+async fn admin_metrics(server: &TestServer) -> String {
+    let request = server.client.get(server.admin_url("/metrics"));
+    text_of(request.header("authorization", bearer(ADMIN_KEY))).await
+}
+
 /// `grpc.health.v1.Health/Check` for the whole server: the serving status (1 SERVING,
 /// 2 NOT_SERVING).
 async fn grpc_health(addr: &str) -> i32 {
@@ -200,15 +206,7 @@ async fn api_keys_guard_every_door_and_probes_stay_open() {
             .status();
         assert_eq!(status, 200, "{path} with the admin key");
     }
-    let metrics = client
-        .get(server.admin_url("/metrics"))
-        .header("authorization", bearer(ADMIN_KEY))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = admin_metrics(&server).await;
     let denied = |protocol: &str, reason: &str| {
         metric_value(
             &metrics,
@@ -277,16 +275,7 @@ async fn a_rotated_key_file_applies_within_seconds_on_open_connections() {
     write_keys(&keys, "inference short\n");
     tokio::time::sleep(Duration::from_millis(2500)).await;
     assert_eq!(status_with(NEW).await, 0, "an invalid file changes nothing");
-    let metrics = server
-        .client
-        .get(server.admin_url("/metrics"))
-        .header("authorization", bearer(ADMIN_KEY))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = admin_metrics(&server).await;
     assert_eq!(
         metric_value(
             &metrics,

@@ -60,15 +60,7 @@ async fn check_against_pytorch(checkpoint: &std::path::Path, model: &str) {
         "bf16",
     ])
     .await;
-    let details: Value = server
-        .client
-        .get(server.url("/v1/models"))
-        .send()
-        .await
-        .expect("models")
-        .json()
-        .await
-        .expect("JSON");
+    let details: Value = json_of(server.client.get(server.url("/v1/models"))).await;
     let served = &details["models"][0];
     assert_eq!(served["precision"], "bf16");
     assert_eq!(served["engine"], "onnxruntime-openvino");

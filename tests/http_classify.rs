@@ -231,15 +231,7 @@ async fn models_health_and_openapi_describe_the_service() {
             .expect("admin request");
         assert_eq!(on_admin.status(), 200, "{admin_only} on the admin listener");
     }
-    let admin_models: Value = server
-        .client
-        .get(server.admin_url("/v1/models"))
-        .send()
-        .await
-        .expect("admin request")
-        .json()
-        .await
-        .expect("JSON");
+    let admin_models: Value = json_of(server.client.get(server.admin_url("/v1/models"))).await;
     let source = admin_models["models"][0]["source"]
         .as_str()
         .expect("source");
@@ -312,25 +304,9 @@ async fn custom_normalisation_is_applied_and_shown() {
     let delta = max_abs_diff(&logits(&answer), &by_hand);
     assert!(delta <= 1e-4, "image vs hand-normalised tensor: {delta}");
 
-    let models: Value = server
-        .client
-        .get(server.url("/v1/models"))
-        .send()
-        .await
-        .expect("models")
-        .json()
-        .await
-        .expect("JSON");
+    let models: Value = json_of(server.client.get(server.url("/v1/models"))).await;
     let shown = &models["models"][0]["input"]["normalization"];
-    let metadata: Value = server
-        .client
-        .get(server.url("/v2/models/repvgg-tensor"))
-        .send()
-        .await
-        .expect("metadata")
-        .json()
-        .await
-        .expect("JSON");
+    let metadata: Value = json_of(server.client.get(server.url("/v2/models/repvgg-tensor"))).await;
     for stats in [shown, &metadata["parameters"]] {
         for (key, want) in [("mean", MEAN), ("std", STD)] {
             let got: Vec<f32> = stats[key]

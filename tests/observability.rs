@@ -229,15 +229,7 @@ async fn stats_agree_with_a_known_load() {
     for image in IMAGES.iter().cycle().take(N) {
         assert_eq!(classify(&server, image).await, 200);
     }
-    let stats: Value = server
-        .client
-        .get(server.admin_url("/stats"))
-        .send()
-        .await
-        .expect("stats")
-        .json()
-        .await
-        .expect("JSON");
+    let stats: Value = json_of(server.client.get(server.admin_url("/stats"))).await;
     assert_eq!(stats["totals"]["images"], N);
     assert_eq!(stats["totals"]["requests"], N);
     assert!(stats["totals"]["batches"].as_u64().expect("batches") >= 1);

@@ -1,7 +1,7 @@
 //! TLS on every listener, against the real server: HTTPS for `/classify` and the admin
 //! listener, gRPC over TLS (ALPN h2), plaintext refused on a TLS port, mutual TLS refusing a
-//! client without a certificate, and a certificate replaced on disk served to new connections
-//! without a restart while an open connection keeps working.
+//! client without a certificate, a certificate replaced on disk served to new connections
+//! without a restart while an open connection keeps working, and `repvgg-serve probe` over TLS.
 
 mod common;
 
@@ -55,14 +55,7 @@ async fn every_listener_speaks_tls_and_plaintext_is_refused() {
         .await
         .expect("HTTPS classify");
     assert_eq!(answer.status(), 200);
-    let metrics = client
-        .get(https(server.admin_addr, "/metrics"))
-        .send()
-        .await
-        .expect("HTTPS admin")
-        .text()
-        .await
-        .expect("text");
+    let metrics = text_of(client.get(https(server.admin_addr, "/metrics"))).await;
     assert!(metrics.contains("repvgg_ready 1"), "{metrics}");
 
     // gRPC over TLS: ALPN h2, then an ordinary call.
@@ -103,14 +96,7 @@ async fn every_listener_speaks_tls_and_plaintext_is_refused() {
     .await
     .expect("the plaintext gRPC call ended");
     assert!(plain_grpc.is_err(), "plaintext gRPC answered");
-    let text = client
-        .get(https(server.admin_addr, "/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let text = text_of(client.get(https(server.admin_addr, "/metrics"))).await;
     for listener in ["http", "grpc"] {
         let series = format!(r#"repvgg_tls_handshake_failures_total{{listener="{listener}"}}"#);
         assert!(metric_value(&text, &series) >= 1.0, "{series}:\n{text}");
@@ -182,5 +168,48 @@ async fn a_replaced_certificate_is_served_to_new_connections_without_a_restart()
     let mut answer = String::new();
     open.read_to_string(&mut answer).await.expect("read");
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    server.stop().await;
+}
+
+/// `repvgg-serve probe --tls-cert` (the container's HEALTHCHECK with `REPVGG_TLS_CERT` set)
+/// speaks TLS and accepts exactly the server's certificate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probe_speaks_tls_pinned_to_the_servers_certificate() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = Ca::new("test CA");
+    let server = tls_server(dir.path(), &ca, &[]).await;
+    let port = server.addr.port().to_string();
+    let cert = dir.path().join("tls.crt");
+    let other = tls::write(dir.path(), "other.crt", &ca.server().cert);
+    let probe = |cert: String| {
+        let port = port.clone();
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_repvgg-serve"))
+                .args([
+                    "probe",
+                    "--port",
+                    &port,
+                    "--path",
+                    "/readyz",
+                    "--tls-cert",
+                    &cert,
+                ])
+                .env_remove("REPVGG_TLS_CERT")
+                .output()
+                .expect("probe runs")
+        })
+    };
+    let ok = probe(cert.to_str().expect("utf-8").to_owned())
+        .await
+        .expect("probe");
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let refused = probe(other).await.expect("probe");
+    assert_eq!(refused.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("TLS handshake with 127.0.0.1"), "{stderr}");
     server.stop().await;
 }

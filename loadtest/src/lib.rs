@@ -15,4 +15,4 @@ pub mod sweep;
 
 pub use bodies::{Bodies, Encoding};
 pub use report::Report;
-pub use run::{run, Mode, RunConfig};
+pub use run::{run, ClientOptions, Mode, RunConfig};

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use loadtest::{run, sweep, Bodies, Encoding, Mode, Report, RunConfig};
+use loadtest::{run, sweep, Bodies, ClientOptions, Encoding, Mode, Report, RunConfig};
 
 #[derive(Parser)]
 #[command(about = "Honest HTTP load generator: open loop without coordinated omission")]
@@ -85,11 +85,30 @@ struct Common {
     /// No live progress line.
     #[arg(long)]
     quiet: bool,
+    /// A header for every request, `NAME: VALUE` (repeatable), e.g.
+    /// `--header "Authorization: Bearer $KEY"`.
+    #[arg(long = "header", value_parser = parse_header)]
+    headers: Vec<(String, String)>,
+    /// Trust this CA (PEM) for an `https://` URL.
+    #[arg(long)]
+    ca_cert: Option<PathBuf>,
+}
+
+fn parse_header(arg: &str) -> Result<(String, String), String> {
+    let (name, value) = arg
+        .split_once(':')
+        .ok_or_else(|| format!("expected `NAME: VALUE`, got {arg:?}"))?;
+    Ok((name.trim().to_owned(), value.trim().to_owned()))
 }
 
 impl Common {
-    fn config(&self, mode: Mode) -> RunConfig {
-        RunConfig {
+    fn config(&self, mode: Mode) -> anyhow::Result<RunConfig> {
+        let ca_cert = self
+            .ca_cert
+            .as_ref()
+            .map(|path| std::fs::read(path).with_context(|| format!("reading {}", path.display())))
+            .transpose()?;
+        Ok(RunConfig {
             url: self.url.clone(),
             mode,
             encoding: self.encoding,
@@ -98,7 +117,11 @@ impl Common {
             timeout: Duration::from_secs_f64(self.timeout),
             progress: !self.quiet,
             allow_remote: self.allow_remote,
-        }
+            client: ClientOptions {
+                headers: self.headers.clone(),
+                ca_cert,
+            },
+        })
     }
 }
 
@@ -116,7 +139,7 @@ async fn main() -> anyhow::Result<()> {
                 (None, None) => unreachable!("clap requires one"),
             };
             let bodies = Arc::new(Bodies::load(&common.images)?);
-            let report = run(&common.config(mode), bodies).await?;
+            let report = run(&common.config(mode)?, bodies).await?;
             println!("{}", report.summary());
             if let Some(path) = &common.output {
                 std::fs::write(path, serde_json::to_string_pretty(&report)?)?;
@@ -126,7 +149,7 @@ async fn main() -> anyhow::Result<()> {
             let bodies = Arc::new(Bodies::load(&common.images)?);
             let base = RunConfig {
                 progress: false,
-                ..common.config(Mode::Open { rate: 1.0 })
+                ..common.config(Mode::Open { rate: 1.0 })?
             };
             let reports = sweep::sweep(&base, &rates, bodies).await?;
             if let Some(path) = &common.output {

@@ -34,6 +34,40 @@ pub struct RunConfig {
     pub progress: bool,
     /// Allow targets other than loopback addresses.
     pub allow_remote: bool,
+    /// Headers and TLS trust for every request.
+    pub client: ClientOptions,
+}
+
+/// What every request carries and trusts beyond the defaults.
+#[derive(Clone, Debug, Default)]
+pub struct ClientOptions {
+    /// Extra headers (`Authorization: Bearer ...` for a server with API keys).
+    pub headers: Vec<(String, String)>,
+    /// PEM of the CA to trust for `https://` targets (instead of the system's roots).
+    pub ca_cert: Option<Vec<u8>>,
+}
+
+impl ClientOptions {
+    fn client(&self, timeout: Duration) -> anyhow::Result<reqwest::Client> {
+        let mut headers = reqwest::header::HeaderMap::new();
+        for (name, value) in &self.headers {
+            headers.insert(
+                reqwest::header::HeaderName::from_bytes(name.as_bytes())?,
+                reqwest::header::HeaderValue::from_str(value)?,
+            );
+        }
+        let mut builder = reqwest::Client::builder()
+            .timeout(timeout)
+            .pool_max_idle_per_host(4096)
+            .default_headers(headers);
+        if let Some(pem) = &self.ca_cert {
+            builder = builder
+                .use_rustls_tls()
+                .tls_built_in_root_certs(false)
+                .add_root_certificate(reqwest::Certificate::from_pem(pem)?);
+        }
+        Ok(builder.build()?)
+    }
 }
 
 #[derive(Default)]
@@ -60,10 +94,7 @@ pub async fn run(config: &RunConfig, bodies: Arc<Bodies>) -> anyhow::Result<Repo
     if config.duration.is_none() && config.requests.is_none() {
         bail!("a run needs --duration and/or --requests");
     }
-    let client = reqwest::Client::builder()
-        .timeout(config.timeout)
-        .pool_max_idle_per_host(4096)
-        .build()?;
+    let client = config.client.client(config.timeout)?;
     let tally = Arc::new(Mutex::new(Tally::default()));
     let started = Instant::now();
     let stop_at = config.duration.map(|d| started + d);

@@ -41,6 +41,7 @@ fn config(url: String, mode: Mode, duration: f64) -> RunConfig {
         timeout: Duration::from_secs(30),
         progress: false,
         allow_remote: false,
+        client: Default::default(),
     }
 }
 

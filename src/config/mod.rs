@@ -102,6 +102,10 @@ pub enum Command {
         /// Longest wait for the answer (ms).
         #[arg(long, default_value_t = 2000)]
         timeout_ms: u64,
+        /// The server's TLS certificate (as `serve --tls-cert`): the probe speaks TLS and
+        /// accepts exactly this certificate.
+        #[arg(long, env = "REPVGG_TLS_CERT")]
+        tls_cert: Option<PathBuf>,
     },
     /// Write a random training-form checkpoint (randomised BatchNorm) for demos and benchmarks.
     Init {

@@ -10,8 +10,15 @@ use crate::metrics;
     info(
         title = "repvgg-serve",
         description = "RepVGG image classification over HTTP: `/classify`, and the Open Inference \
-                       Protocol (KServe v2) under `/v2` (also over gRPC on --grpc-port)"
+                       Protocol (KServe v2) under `/v2` (also over gRPC on --grpc-port). \
+                       `/metrics` and `/stats` are served on the admin listener (--admin-port). \
+                       With --api-keys-file every route but the health routes and this document \
+                       needs `Authorization: Bearer <key>` (an `inference` key; an `admin` key \
+                       on the admin listener): 401 `unauthorized` without a valid key, 403 \
+                       `forbidden` for the other role's key."
     ),
+    modifiers(&BearerKey),
+    security((), ("api_key" = [])),
     paths(
         classify::classify,
         health::healthz,
@@ -51,6 +58,26 @@ use crate::metrics;
     ))
 )]
 pub struct ApiDoc;
+
+/// The `api_key` security scheme: an HTTP bearer token (optional: only with --api-keys-file).
+#[derive(Debug)]
+struct BearerKey;
+
+impl utoipa::Modify for BearerKey {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some("A key from --api-keys-file"))
+                    .build(),
+            ),
+        );
+    }
+}
 
 /// This document.
 #[utoipa::path(get, path = "/openapi.json", responses((status = 200, description = "OpenAPI 3.1 document")), tag = "meta")]

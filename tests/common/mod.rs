@@ -133,6 +133,18 @@ pub fn reference_crop_tensor(image: &str) -> Vec<f32> {
     out
 }
 
+/// The JSON body of the answer to `request`.
+pub async fn json_of(request: reqwest::RequestBuilder) -> serde_json::Value {
+    let response = request.send().await.expect("request");
+    response.json().await.expect("a JSON body")
+}
+
+/// The text body of the answer to `request`.
+pub async fn text_of(request: reqwest::RequestBuilder) -> String {
+    let response = request.send().await.expect("request");
+    response.text().await.expect("a text body")
+}
+
 /// `serve` flags every test server starts with: loopback, a free port, no cache (unless the
 /// test's own flags give one).
 pub const LOCAL_SERVE: [&str; 5] = ["--host", "127.0.0.1", "--port", "0", "--no-cache"];

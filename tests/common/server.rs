@@ -108,15 +108,9 @@ impl TestServer {
             .expect("server task")
     }
 
+    /// The admin listener's `/metrics`.
     pub async fn metrics(&self) -> String {
-        self.client
-            .get(self.admin_url("/metrics"))
-            .send()
-            .await
-            .expect("metrics")
-            .text()
-            .await
-            .expect("text")
+        super::text_of(self.client.get(self.admin_url("/metrics"))).await
     }
 }
 

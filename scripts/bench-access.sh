@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# `make bench-access`: what API keys + TLS cost, measured side by side in one run: the same
+# server (A0, random weights, small photo) plaintext without keys, and with `--api-keys-file`
+# plus `--tls-cert/--tls-key` (a P-256 certificate made here with openssl), one request at a
+# time and at saturation (16 clients), alternating the two servers, ROUNDS times each (medians
+# used). Writes target/bench/access/*.json and docs/bench/access.md.
+# Knobs: SECONDS_PER_RUN (15), ROUNDS (3).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+OUT=target/bench/access
+SECONDS_PER_RUN=${SECONDS_PER_RUN:-15}
+ROUNDS=${ROUNDS:-3}
+PORT=${PORT:-18190}
+SMALL=tests/fixtures/images/chelsea_q90.jpg
+mkdir -p "$OUT" docs/bench
+log() { echo "bench-access: $*" >&2; }
+
+scripts/setup-ort.sh
+cargo build --release -q --bin repvgg-serve
+cargo build --release -q -p loadtest
+BIN=target/release/repvgg-serve
+LT=target/release/loadtest
+$BIN init --variant A0 --output "$OUT/a0.safetensors" --seed 1 2>/dev/null
+
+# A CA and a server certificate for 127.0.0.1, and one inference key.
+openssl ecparam -name prime256v1 -genkey -noout -out "$OUT/ca.key" 2>/dev/null
+openssl req -x509 -new -key "$OUT/ca.key" -subj "/CN=bench CA" -days 1 -out "$OUT/ca.pem" 2>/dev/null
+openssl ecparam -name prime256v1 -genkey -noout -out "$OUT/server.key" 2>/dev/null
+openssl req -new -key "$OUT/server.key" -subj "/CN=127.0.0.1" -out "$OUT/server.csr" 2>/dev/null
+printf 'subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n' >"$OUT/ext.cnf"
+openssl x509 -req -in "$OUT/server.csr" -CA "$OUT/ca.pem" -CAkey "$OUT/ca.key" -CAcreateserial \
+  -days 1 -extfile "$OUT/ext.cnf" -out "$OUT/server.crt" 2>/dev/null
+KEY="bench-$(openssl rand -hex 16)"
+printf 'inference %s\n' "$KEY" >"$OUT/keys"
+
+SERVICE_PID=""
+stop() { [ -n "$SERVICE_PID" ] && kill "$SERVICE_PID" 2>/dev/null && wait "$SERVICE_PID" 2>/dev/null; SERVICE_PID=""; }
+trap stop EXIT
+start() { # start plain|guarded
+  local extra=()
+  if [ "$1" = guarded ]; then
+    extra=(--api-keys-file "$OUT/keys" --tls-cert "$OUT/server.crt" --tls-key "$OUT/server.key")
+  fi
+  $BIN serve --host 127.0.0.1 --port "$PORT" --grpc-port 0 --admin-port 0 --no-cache \
+    --checkpoint "$OUT/a0.safetensors" "${extra[@]}" 2>"$OUT/$1.log" &
+  SERVICE_PID=$!
+  local tls=()
+  [ "$1" = guarded ] && tls=(--tls-cert "$OUT/server.crt")
+  for _ in $(seq 1 120); do
+    $BIN probe --port "$PORT" --path /readyz "${tls[@]}" >/dev/null 2>&1 && return 0
+    sleep 0.5
+  done
+  log "$1 server never became ready"; exit 1
+}
+measure() { # measure plain|guarded concurrency round
+  local args=(--url "http://127.0.0.1:$PORT/classify")
+  if [ "$1" = guarded ]; then
+    args=(--url "https://127.0.0.1:$PORT/classify" --ca-cert "$OUT/ca.pem" --header "Authorization: Bearer $KEY")
+  fi
+  $LT run "${args[@]}" --images "$SMALL" --concurrency "$2" --duration "$SECONDS_PER_RUN" --quiet \
+    --output "$OUT/$1-c$2-r$3.json" >/dev/null
+}
+
+for round in $(seq 1 "$ROUNDS"); do
+  for setup in plain guarded; do
+    log "round $round: $setup"
+    start "$setup"
+    # Warm the allocator and the sessions before measuring.
+    measure "$setup" 4 warm
+    measure "$setup" 1 "$round"
+    measure "$setup" 16 "$round"
+    stop
+  done
+done
+
+python3 - "$OUT" "$ROUNDS" "$(lscpu | sed -n 's/^Model name: *//p')" <<'PY' >docs/bench/access.md
+import json, statistics, sys
+out, rounds, cpu = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+def load(setup, c):
+    return [json.load(open(f"{out}/{setup}-c{c}-r{r}.json")) for r in range(1, rounds + 1)]
+def med(reports, pick):
+    return statistics.median(pick(r) for r in reports)
+rps = lambda r: r["throughput_rps"]
+p50 = lambda r: r["latency_ms"]["p50"]
+p99 = lambda r: r["latency_ms"]["p99"]
+print("# Cost of API keys + TLS\n")
+print(f"`make bench-access` ({cpu}, {rounds} alternating rounds, medians; A0 random weights, "
+      "451x300 JPEG, release build). *plain*: HTTP, no keys. *guarded*: HTTPS (rustls, P-256 "
+      "certificate, keep-alive connections) and `Authorization: Bearer` checked against a key file.\n")
+print("| clients | setup | requests/s | p50 ms | p99 ms |")
+print("|---|---|---|---|---|")
+for c in (1, 16):
+    for setup in ("plain", "guarded"):
+        reports = load(setup, c)
+        print(f"| {c} | {setup} | {med(reports, rps):.1f} | {med(reports, p50):.2f} | {med(reports, p99):.2f} |")
+for c in (1, 16):
+    plain, guarded = load("plain", c), load("guarded", c)
+    print(f"\n{c} client(s): throughput guarded/plain = {med(guarded, rps) / med(plain, rps):.3f}, "
+          f"p50 guarded - plain = {med(guarded, p50) - med(plain, p50):+.2f} ms")
+PY
+log "wrote docs/bench/access.md"
