@@ -62,7 +62,10 @@ measure() { # measure plain|guarded concurrency round
 }
 
 for round in $(seq 1 "$ROUNDS"); do
-  for setup in plain guarded; do
+  # The order alternates, so neither setup always runs on a warmer (or busier) machine.
+  order="plain guarded"
+  [ $((round % 2)) = 0 ] && order="guarded plain"
+  for setup in $order; do
     log "round $round: $setup"
     start "$setup"
     # Warm the allocator and the sessions before measuring.
@@ -73,7 +76,8 @@ for round in $(seq 1 "$ROUNDS"); do
   done
 done
 
-python3 - "$OUT" "$ROUNDS" "$(lscpu | sed -n 's/^Model name: *//p')" <<'PY' >docs/bench/access.md
+CPU="$(lscpu | sed -n 's/^Model name: *//p'), $(nproc) cores"
+python3 - "$OUT" "$ROUNDS" "$CPU" <<'PY' >docs/bench/access.md
 import json, statistics, sys
 out, rounds, cpu = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 def load(setup, c):
@@ -84,7 +88,7 @@ rps = lambda r: r["throughput_rps"]
 p50 = lambda r: r["latency_ms"]["p50"]
 p99 = lambda r: r["latency_ms"]["p99"]
 print("# Cost of API keys + TLS\n")
-print(f"`make bench-access` ({cpu}, {rounds} alternating rounds, medians; A0 random weights, "
+print(f"`make bench-access` ({cpu}, {rounds} rounds in alternating order, medians; A0 random weights, "
       "451x300 JPEG, release build). *plain*: HTTP, no keys. *guarded*: HTTPS (rustls, P-256 "
       "certificate, keep-alive connections) and `Authorization: Bearer` checked against a key file.\n")
 print("| clients | setup | requests/s | p50 ms | p99 ms |")
@@ -93,6 +97,10 @@ for c in (1, 16):
     for setup in ("plain", "guarded"):
         reports = load(setup, c)
         print(f"| {c} | {setup} | {med(reports, rps):.1f} | {med(reports, p50):.2f} | {med(reports, p99):.2f} |")
+print("\nPer round (requests/s, plain / guarded): " + "; ".join(
+    f"{c} client(s): " + ", ".join(
+        f"{p['throughput_rps']:.1f} / {g['throughput_rps']:.1f}" for p, g in zip(load("plain", c), load("guarded", c)))
+    for c in (1, 16)))
 for c in (1, 16):
     plain, guarded = load("plain", c), load("guarded", c)
     print(f"\n{c} client(s): throughput guarded/plain = {med(guarded, rps) / med(plain, rps):.3f}, "
