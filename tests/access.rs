@@ -71,18 +71,8 @@ async fn grpc_health(addr: &str) -> i32 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn api_keys_guard_every_door_and_probes_stay_open() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let keys = dir.path().join("keys");
-    write_keys(
-        &keys,
-        &format!("# test keys\ninference {INFERENCE_KEY}\nadmin {ADMIN_KEY}\n"),
-    );
-    let server = TestServer::start(&[
-        "--checkpoint",
-        &tiny(),
-        "--api-keys-file",
-        keys.to_str().expect("utf-8"),
-    ])
-    .await;
+    let keys = format!("# test keys\ninference {INFERENCE_KEY}\nadmin {ADMIN_KEY}\n");
+    let (server, _) = TestServer::with_keys(dir.path(), &keys).await;
     let client = &server.client;
     let image = image();
     let classify = || client.post(server.url("/classify")).body(image.clone());
@@ -226,16 +216,9 @@ async fn a_rotated_key_file_applies_within_seconds_on_open_connections() {
     const OLD: &str = "old-key-0123456789abcdef";
     const NEW: &str = "new-key-0123456789abcdef";
     let dir = tempfile::tempdir().expect("tempdir");
-    let keys = dir.path().join("keys");
     let admin = format!("admin {ADMIN_KEY}\n");
-    write_keys(&keys, &format!("inference {OLD}\n{admin}"));
-    let server = TestServer::start(&[
-        "--checkpoint",
-        &tiny(),
-        "--api-keys-file",
-        keys.to_str().expect("utf-8"),
-    ])
-    .await;
+    let (server, keys) =
+        TestServer::with_keys(dir.path(), &format!("inference {OLD}\n{admin}")).await;
     let grpc_addr = server.grpc_addr.to_string();
     // One HTTP/2 connection for the whole test: rotation must not need a new one.
     let connection = grpc::connect(&grpc_addr).await;

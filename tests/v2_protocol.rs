@@ -48,6 +48,22 @@ fn client_checks(args: &[&str]) -> String {
     stdout.into_owned()
 }
 
+/// Runs client_checks.py off the async runtime and requires `expected` passed checks.
+async fn checks_pass<const N: usize>(args: [&str; N], expected: usize) {
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    let report = tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        client_checks(&args)
+    })
+    .await
+    .expect("client checks");
+    assert_eq!(
+        report.matches("ok   ").count(),
+        expected,
+        "checks missing:\n{report}"
+    );
+}
+
 async fn checks(protocol: &'static str) {
     let tiny = tiny();
     let server =
@@ -170,26 +186,9 @@ fn sigterm_answers_accepted_v2_requests_on_both_protocols() {
 async fn tritonclient_passes_an_api_key_in_headers() {
     const KEY: &str = "tritonclient-0123456789";
     let dir = tempfile::tempdir().expect("tempdir");
-    let keys = dir.path().join("keys");
-    std::fs::write(&keys, format!("inference {KEY}\n")).expect("keys");
-    let server = TestServer::start(&[
-        "--checkpoint",
-        &tiny(),
-        "--api-keys-file",
-        keys.to_str().expect("utf-8"),
-    ])
-    .await;
+    let (server, _) = TestServer::with_keys(dir.path(), &format!("inference {KEY}\n")).await;
     let (http, grpc) = (server.addr.to_string(), server.grpc_addr.to_string());
-    let report = tokio::task::spawn_blocking(move || {
-        client_checks(&["keys", "--http", &http, "--grpc", &grpc, "--key", KEY])
-    })
-    .await
-    .expect("client checks");
-    assert_eq!(
-        report.matches("ok   ").count(),
-        6,
-        "checks missing:\n{report}"
-    );
+    checks_pass(["keys", "--http", &http, "--grpc", &grpc, "--key", KEY], 6).await;
     server.stop().await;
 }
 
@@ -214,15 +213,10 @@ async fn tritonclient_speaks_tls_on_both_ports() {
     .await;
     let http = format!("localhost:{}", server.addr.port());
     let grpc = format!("localhost:{}", server.grpc_addr.port());
-    let report = tokio::task::spawn_blocking(move || {
-        client_checks(&["tls", "--http", &http, "--grpc", &grpc, "--ca", &ca_file])
-    })
-    .await
-    .expect("client checks");
-    assert_eq!(
-        report.matches("ok   ").count(),
+    checks_pass(
+        ["tls", "--http", &http, "--grpc", &grpc, "--ca", &ca_file],
         2,
-        "checks missing:\n{report}"
-    );
+    )
+    .await;
     server.stop().await;
 }

@@ -63,6 +63,16 @@ impl TestServer {
         }
     }
 
+    /// A server on the tiny checkpoint that needs API keys: `keys` (`<role> <key>` lines) is
+    /// written to `dir/keys`; the server and that file's path.
+    pub async fn with_keys(dir: &std::path::Path, keys: &str) -> (Self, std::path::PathBuf) {
+        let path = dir.join("keys");
+        std::fs::write(&path, keys).expect("write keys");
+        let file = path.to_str().expect("utf-8 path");
+        let server = Self::start(&["--checkpoint", &super::tiny(), "--api-keys-file", file]).await;
+        (server, path)
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }
