@@ -7,6 +7,7 @@
 //! preprocessing a photo takes 1-40 ms, a batch of 8 A0 images about 100 ms, queue waits
 //! range from 0 to the request deadline.
 
+mod access;
 mod stats;
 
 use std::time::Duration;
@@ -417,46 +418,6 @@ impl Metrics {
             .set(total as f64);
         self.recorder
             .register_gauge(&key(names::DECODE_BYTES_IN_USE), &METADATA)
-    }
-
-    /// A call refused for its key; `reason` is `unauthorized` or `forbidden`.
-    pub(crate) fn access_denied(&self, protocol: Protocol, reason: &'static str) {
-        let labels = vec![
-            Label::new("protocol", protocol.label()),
-            Label::new("reason", reason),
-        ];
-        self.recorder
-            .register_counter(&Key::from_parts(names::ACCESS_DENIED, labels), &METADATA)
-            .increment(1);
-    }
-
-    /// A TLS handshake failed on `listener`.
-    pub(crate) fn tls_handshake_failed(&self, listener: &'static str) {
-        let labels = vec![Label::new("listener", listener)];
-        self.recorder
-            .register_counter(
-                &Key::from_parts(names::TLS_HANDSHAKE_FAILURES, labels),
-                &METADATA,
-            )
-            .increment(1);
-    }
-
-    /// A change of the TLS files, applied or refused.
-    pub(crate) fn tls_reloaded(&self, applied: bool) {
-        self.reloaded(names::TLS_RELOADS, applied);
-    }
-
-    /// A change of the API key file, applied or refused.
-    pub(crate) fn api_keys_reloaded(&self, applied: bool) {
-        self.reloaded(names::API_KEY_RELOADS, applied);
-    }
-
-    fn reloaded(&self, name: &'static str, applied: bool) {
-        let result = if applied { "applied" } else { "invalid" };
-        let labels = vec![Label::new("result", result)];
-        self.recorder
-            .register_counter(&Key::from_parts(name, labels), &METADATA)
-            .increment(1);
     }
 
     pub fn set_ready(&self, ready: bool) {
