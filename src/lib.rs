@@ -11,8 +11,9 @@
 //! ```
 //!
 //! To the side, `model` turns a checkpoint into a fused ONNX graph at start-up (no tokio, no
-//! HTTP there), `metrics` holds the Prometheus series and `/stats` windows, and `server` wires
-//! it all together and drains it on shutdown.
+//! HTTP there), `metrics` holds the Prometheus series and `/stats` windows, `telemetry` exports
+//! OpenTelemetry traces of the same flow, and `server` wires it all together and drains it on
+//! shutdown.
 
 // The public surface: what the binary (src/main.rs), the integration tests, the benchmarks,
 // the examples and the fuzz targets use.
@@ -27,6 +28,7 @@ pub mod model;
 pub mod preprocess;
 pub mod server;
 pub mod supervise;
+pub mod telemetry;
 pub mod tls;
 
 // The serving machinery behind it, crate-private.

@@ -3,15 +3,20 @@
 use std::process::ExitCode;
 
 use clap::Parser;
+use repvgg_serve::config::ServeConfig;
 use repvgg_serve::config::{Cli, Command, LogFormat};
 use repvgg_serve::inference::Precision;
+use repvgg_serve::telemetry::Telemetry;
 use repvgg_serve::{commands, compare, server};
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer, Registry};
+
+type BoxedLayer = Box<dyn Layer<Registry> + Send + Sync>;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing(cli.log_format);
-    match run(cli.command) {
+    match run(cli.command, cli.log_format) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -20,50 +25,14 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(command: Command) -> anyhow::Result<()> {
+fn run(command: Command, log_format: LogFormat) -> anyhow::Result<()> {
+    if let Command::Serve(args) = command {
+        let config = args.validate().map_err(anyhow::Error::msg)?;
+        return serve(config, log_format);
+    }
+    init_tracing(log_format, None);
     match command {
-        Command::Serve(args) => {
-            let config = args.validate().map_err(anyhow::Error::msg)?;
-            let runtime = tokio::runtime::Runtime::new()?;
-            runtime.block_on(async {
-                let app = server::App::start(config.clone()).await?;
-                let bind = |addr| async move {
-                    tokio::net::TcpListener::bind(addr)
-                        .await
-                        .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))
-                };
-                let listener = bind(config.addr).await?;
-                let grpc = match config.grpc_addr {
-                    Some(addr) => Some(bind(addr).await?),
-                    None => None,
-                };
-                let admin = match config.admin_addr {
-                    Some(addr) => Some(bind(addr).await?),
-                    None => None,
-                };
-                if let Some(grpc) = &grpc {
-                    tracing::info!(addr = %grpc.local_addr()?, "gRPC listening");
-                }
-                if let Some(admin) = &admin {
-                    tracing::info!(addr = %admin.local_addr()?, "admin listening");
-                }
-                tracing::info!(addr = %listener.local_addr()?, "listening");
-                if config.access.api_keys_file.is_none() && !config.addr.ip().is_loopback() {
-                    tracing::warn!(
-                        host = %config.addr.ip(),
-                        "no --api-keys-file: every client that reaches these ports may call \
-                         every route (and the admin listener's metrics); set keys or listen \
-                         on 127.0.0.1"
-                    );
-                }
-                let listeners = server::Listeners {
-                    http: listener,
-                    grpc,
-                    admin,
-                };
-                app.run(listeners, server::shutdown_signal()).await
-            })
-        }
+        Command::Serve(_) => unreachable!("served above"),
         Command::Export {
             checkpoint,
             output,
@@ -138,14 +107,85 @@ fn run(command: Command) -> anyhow::Result<()> {
     }
 }
 
-/// Logs to stderr: plain or JSON lines; level from `RUST_LOG` (default `info`).
-fn init_tracing(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Plain => builder.init(),
-        LogFormat::Json => builder.json().with_current_span(true).init(),
+/// `serve`: logging (and, when configured, the trace exporter, which lives on the runtime),
+/// then the service until SIGTERM/SIGINT.
+fn serve(config: ServeConfig, log_format: LogFormat) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Runtime::new()?;
+    let telemetry = {
+        let _inside = runtime.enter();
+        config.traces.as_ref().map(Telemetry::start).transpose()?
+    };
+    init_tracing(
+        log_format,
+        telemetry
+            .as_ref()
+            .map(|t| Box::new(t.layer()) as BoxedLayer),
+    );
+    if let Some(traces) = &config.traces {
+        tracing::info!(endpoint = %traces.endpoint, service = %traces.service_name, "exporting traces (OTLP/gRPC)");
     }
+    runtime.block_on(async {
+        let app = server::App::start(config.clone()).await?;
+        if let Some(telemetry) = &telemetry {
+            app.follow_trace_export(telemetry.counts());
+        }
+        let bind = |addr| async move {
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))
+        };
+        let listener = bind(config.addr).await?;
+        let grpc = match config.grpc_addr {
+            Some(addr) => Some(bind(addr).await?),
+            None => None,
+        };
+        let admin = match config.admin_addr {
+            Some(addr) => Some(bind(addr).await?),
+            None => None,
+        };
+        if let Some(grpc) = &grpc {
+            tracing::info!(addr = %grpc.local_addr()?, "gRPC listening");
+        }
+        if let Some(admin) = &admin {
+            tracing::info!(addr = %admin.local_addr()?, "admin listening");
+        }
+        tracing::info!(addr = %listener.local_addr()?, "listening");
+        if config.access.api_keys_file.is_none() && !config.addr.ip().is_loopback() {
+            tracing::warn!(
+                host = %config.addr.ip(),
+                "no --api-keys-file: every client that reaches these ports may call \
+                 every route (and the admin listener's metrics); set keys or listen \
+                 on 127.0.0.1"
+            );
+        }
+        let listeners = server::Listeners {
+            http: listener,
+            grpc,
+            admin,
+        };
+
+        let served = app.run(listeners, server::shutdown_signal()).await;
+        if let Some(telemetry) = telemetry {
+            telemetry.finish(std::time::Duration::from_secs(5)).await;
+        }
+        served
+    })
+}
+
+/// Logs to stderr: plain or JSON lines; level from `RUST_LOG` (default `info`). `traces`, the
+/// OpenTelemetry layer, has its own filter (our spans only).
+fn init_tracing(format: LogFormat, traces: Option<BoxedLayer>) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let logs: BoxedLayer = match format {
+        LogFormat::Plain => logs.with_filter(filter).boxed(),
+        LogFormat::Json => logs
+            .json()
+            .with_current_span(true)
+            .with_filter(filter)
+            .boxed(),
+    };
+    let mut layers = vec![logs];
+    layers.extend(traces);
+    tracing_subscriber::registry().with(layers).init();
 }

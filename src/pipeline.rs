@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures_util::future::{join_all, try_join_all};
 use tokio::sync::oneshot;
+use tracing::Instrument;
 
 use crate::admission::{Admission, QueueFull};
 use crate::batching::{Batcher, Job};
@@ -22,6 +23,7 @@ use crate::inference::{InferenceError, InputShape, ModelInput};
 use crate::metrics::{Metrics, Outcome, StageTimings};
 use crate::preprocess::pool::{PoolError, PreprocessPool};
 use crate::preprocess::PreprocessError;
+use crate::telemetry::STAGES;
 
 /// One image as a client sent it.
 #[derive(Debug)]
@@ -135,7 +137,9 @@ impl Pipeline {
     ) -> Vec<Result<Answer, PipelineError>> {
         join_all(inputs.into_iter().map(|input| async move {
             let mut outcome = OutcomeGuard::new(&self.metrics);
-            let result = match self.batcher.admit() {
+            let admitted =
+                tracing::debug_span!(target: STAGES, "admission").in_scope(|| self.batcher.admit());
+            let result = match admitted {
                 Ok(admission) => self.run(input, admission, arrived, deadline).await,
                 Err(full) => Err(full.into()),
             };
@@ -161,7 +165,9 @@ impl Pipeline {
                 capacity,
             })
         } else {
-            self.batcher.admit_all(inputs.len()).map_err(Into::into)
+            tracing::debug_span!(target: STAGES, "admission", images = inputs.len() as i64)
+                .in_scope(|| self.batcher.admit_all(inputs.len()))
+                .map_err(Into::into)
         };
         let admissions = match admitted {
             Ok(admissions) => admissions,
@@ -198,7 +204,19 @@ impl Pipeline {
         let _place = admission;
         let (input, preprocess) = match input {
             Input::Encoded(bytes) => {
-                let preprocessed = self.pool.run(bytes, deadline).await?;
+                // The span covers the wait for a worker as well as the work; `worker_ms` is
+                // the work alone.
+                let span = tracing::debug_span!(
+                    target: STAGES,
+                    "preprocess",
+                    worker_ms = tracing::field::Empty
+                );
+                let preprocessed = self
+                    .pool
+                    .run(bytes, deadline)
+                    .instrument(span.clone())
+                    .await?;
+                span.record("worker_ms", preprocessed.elapsed.as_secs_f64() * 1e3);
                 self.metrics.preprocessed(preprocessed.elapsed);
                 (ModelInput::Crop(preprocessed.crop), preprocessed.elapsed)
             }
@@ -209,6 +227,7 @@ impl Pipeline {
             input,
             reply,
             span: tracing::Span::current(),
+            queue_span: tracing::debug_span!(target: STAGES, "queue"),
             enqueued: Instant::now(),
             deadline,
         };

@@ -15,12 +15,6 @@ use common::*;
 use futures_util::future::join_all;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// A port that was free a moment ago (the binary needs a fixed gRPC port to be given).
-fn free_port() -> String {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.local_addr().expect("addr").port().to_string()
-}
-
 const MIB: u64 = 1 << 20;
 
 /// The server process's peak memory growth while `attack` runs.
@@ -58,7 +52,7 @@ async fn warm(http: &str, grpc_addr: &str, image: &[u8]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_two_amplification_attacks_are_refused_without_the_memory() {
-    let port = free_port();
+    let port = free_port().to_string();
     let server = ServerProcess::start(&["--checkpoint", &tiny(), "--grpc-port", &port]);
     let grpc_addr = server.grpc_addr.clone().expect("gRPC on");
     let image = std::fs::read(fixture("images/chelsea_q90.jpg")).expect("fixture");
@@ -158,7 +152,7 @@ async fn the_grpc_port_caps_connections() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_grpc_connections_do_not_keep_a_normal_call_out() {
-    let port = free_port();
+    let port = free_port().to_string();
     let server = ServerProcess::start(&[
         "--checkpoint",
         &tiny(),

@@ -74,14 +74,6 @@ async fn promtool_accepts_the_live_metrics() {
     server.stop().await;
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
-
 async fn prom_query(client: &reqwest::Client, base: &str, query: &str) -> Vec<Value> {
     let Ok(response) = client
         .get(format!("{base}/api/v1/query"))

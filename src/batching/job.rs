@@ -14,6 +14,9 @@ pub struct Job {
     pub reply: oneshot::Sender<Result<Prediction, InferenceError>>,
     /// The request's span, re-entered on the inference thread.
     pub span: tracing::Span,
+    /// Open while the job waits for a session; the inference thread closes it when the run
+    /// begins (see [`crate::telemetry`]).
+    pub queue_span: tracing::Span,
     pub enqueued: Instant,
     pub deadline: Instant,
 }

@@ -257,6 +257,7 @@ mod tests {
             input: ModelInput::Crop(vec![0; 3]),
             reply,
             span: tracing::Span::none(),
+            queue_span: tracing::Span::none(),
             enqueued: now,
             deadline: now + Duration::from_secs(10),
         };

@@ -9,11 +9,12 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-use super::job::{Batch, Prediction};
+use super::job::{Batch, Job, Prediction};
 use super::watchdog::Watchdog;
 use crate::inference::{batch_tensor, Engine, InputShape};
 use crate::metrics::Metrics;
 use crate::supervise::{FaultPoint, Supervisor};
+use crate::telemetry::STAGES;
 
 /// The running inference threads.
 #[derive(Debug)]
@@ -76,6 +77,33 @@ struct Thread<'a> {
 }
 
 impl Thread<'_> {
+    /// Trace spans of a run about to start: each job's queue span ends, its `inference` span
+    /// begins, and one `batch` span (a root of its own) links to every request it carries.
+    /// All disabled, and nothing done, while tracing is off.
+    fn stage_spans(&self, live: &mut [Job]) -> (tracing::Span, Vec<tracing::Span>) {
+        let size = live.len() as i64;
+        let session = self.index as i64;
+        let batch = tracing::debug_span!(target: STAGES, parent: None, "batch", size, session);
+        let spans = live
+            .iter_mut()
+            .map(|job| {
+                drop(std::mem::replace(
+                    &mut job.queue_span,
+                    tracing::Span::none(),
+                ));
+                crate::telemetry::link(&batch, &job.span);
+                tracing::debug_span!(
+                    target: STAGES,
+                    parent: &job.span,
+                    "inference",
+                    batch_size = size,
+                    session
+                )
+            })
+            .collect();
+        (batch, spans)
+    }
+
     fn run(&self, mut engine: Engine, batches: crossbeam_channel::Receiver<Batch>) {
         let Self {
             shape,
@@ -91,7 +119,7 @@ impl Thread<'_> {
             } = batch;
             // Skip jobs whose client left while the batch waited.
             let total = jobs.len();
-            let live: Vec<_> = jobs.into_iter().filter(|job| !job.is_abandoned()).collect();
+            let mut live: Vec<_> = jobs.into_iter().filter(|job| !job.is_abandoned()).collect();
             let dropped = total - live.len();
             if dropped > 0 {
                 tracing::debug!(
@@ -103,6 +131,7 @@ impl Thread<'_> {
                 drop(permit);
                 continue;
             }
+            let (batch_span, job_spans) = self.stage_spans(&mut live);
             let tensor = batch_tensor(live.iter().map(|job| &job.input), shape);
             supervisor.fault_point(FaultPoint::Inference);
             let started = Instant::now();
@@ -116,6 +145,7 @@ impl Thread<'_> {
                 Ok(_) => metrics.batch_done(live.len(), inference),
                 Err(e) => tracing::error!(error = %e, batch = live.len(), "inference failed"),
             }
+            drop((batch_span, job_spans));
             let classes = engine.num_classes();
             let batch_size = live.len();
             for (i, job) in live.into_iter().enumerate() {

@@ -29,6 +29,8 @@ pub struct ServeArgs {
     pub preprocess: PreprocessArgs,
     #[command(flatten)]
     pub shutdown: ShutdownArgs,
+    #[command(flatten)]
+    pub traces: TraceArgs,
 }
 
 /// Where the service listens.
@@ -287,4 +289,27 @@ pub struct ShutdownArgs {
     /// Longest time to finish accepted requests after SIGTERM/SIGINT (s).
     #[arg(long, env = "REPVGG_SHUTDOWN_GRACE_S", default_value_t = 30)]
     pub shutdown_grace_s: u64,
+}
+
+/// OpenTelemetry traces, by the standard `OTEL_*` variables or flags. Off unless an endpoint
+/// is given; the sampler follows `OTEL_TRACES_SAMPLER` / `OTEL_TRACES_SAMPLER_ARG`.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Tracing (OpenTelemetry)")]
+pub struct TraceArgs {
+    /// OTLP/gRPC endpoint of the collector (`http://otel-collector:4317`); traces are off
+    /// without it. Falls back to OTEL_EXPORTER_OTLP_ENDPOINT.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
+    /// `service.name` of our spans.
+    #[arg(long, env = "OTEL_SERVICE_NAME", default_value = "repvgg-serve")]
+    pub otel_service_name: String,
+    /// Finished spans waiting for export at most; more are dropped and counted
+    /// (`repvgg_trace_spans_dropped_total`), never waited for.
+    #[arg(long, env = "OTEL_BSP_MAX_QUEUE_SIZE", default_value_t = 2048,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub otlp_queue_size: u32,
+    /// How long a batch of spans waits for more before it is sent (ms).
+    #[arg(long, env = "OTEL_BSP_SCHEDULE_DELAY", default_value_t = 5000,
+          value_parser = clap::value_parser!(u64).range(1..=600_000))]
+    pub otlp_export_delay_ms: u64,
 }

@@ -33,6 +33,8 @@ pub struct ServeConfig {
     pub grpc: GrpcConfig,
     pub drain_delay: Duration,
     pub shutdown_grace: Duration,
+    /// OpenTelemetry export; `None`: tracing off.
+    pub traces: Option<crate::telemetry::TraceConfig>,
 }
 
 /// Who may call what.
@@ -103,7 +105,9 @@ impl ServeArgs {
             grpc,
             preprocess,
             shutdown,
+            traces,
         } = self;
+        let traces = trace_config(traces)?;
         if limits.max_inflight_body_bytes < limits.max_body_bytes {
             return Err(format!(
                 "--max-inflight-body-bytes {} is less than --max-body-bytes {}: one request of \
@@ -251,6 +255,7 @@ impl ServeArgs {
             },
             drain_delay: Duration::from_millis(shutdown.drain_delay_ms),
             shutdown_grace: Duration::from_secs(shutdown.shutdown_grace_s),
+            traces,
         })
     }
 }
@@ -300,4 +305,48 @@ fn existing(path: PathBuf, flag: &str) -> Result<PathBuf, String> {
     } else {
         Err(format!("{flag} {}: no such file", path.display()))
     }
+}
+
+/// Tracing is on when an endpoint is given (flag, OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, or
+/// OTEL_EXPORTER_OTLP_ENDPOINT) and OTEL_SDK_DISABLED is not `true`. Only OTLP over plaintext
+/// gRPC is spoken: another protocol or an `https` endpoint is refused here rather than
+/// silently exporting nothing.
+fn trace_config(
+    args: super::serve_args::TraceArgs,
+) -> Result<Option<crate::telemetry::TraceConfig>, String> {
+    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+    if var("OTEL_SDK_DISABLED").is_some_and(|v| v.trim().eq_ignore_ascii_case("true")) {
+        return Ok(None);
+    }
+    let Some(endpoint) = args
+        .otlp_endpoint
+        .filter(|e| !e.trim().is_empty())
+        .or_else(|| var("OTEL_EXPORTER_OTLP_ENDPOINT"))
+    else {
+        return Ok(None);
+    };
+    for name in [
+        "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+        "OTEL_EXPORTER_OTLP_PROTOCOL",
+    ] {
+        if let Some(protocol) = var(name).filter(|p| !p.trim().eq_ignore_ascii_case("grpc")) {
+            return Err(format!(
+                "{name}={protocol}: traces are exported over OTLP/gRPC only (use `grpc`, the \
+                 collector's port 4317)"
+            ));
+        }
+    }
+    if !endpoint.starts_with("http://") {
+        return Err(format!(
+            "--otlp-endpoint `{endpoint}`: give a plaintext gRPC address as \
+             http://host:4317 (TLS to the collector is not supported; run the collector \
+             beside the service)"
+        ));
+    }
+    Ok(Some(crate::telemetry::TraceConfig {
+        endpoint,
+        service_name: args.otel_service_name,
+        queue_capacity: args.otlp_queue_size as usize,
+        export_delay: Duration::from_millis(args.otlp_export_delay_ms),
+    }))
 }

@@ -299,7 +299,15 @@ where
     fn call(&mut self, request: GrpcRequest) -> Self::Future {
         let (mut parts, body) = request.into_parts();
         let id = super::gate::request_id(&mut parts.headers);
-        let span = tracing::info_span!("grpc", id = ?id, method = parts.uri.path());
+        let span = tracing::info_span!(
+            "grpc",
+            id = id.to_str().unwrap_or_default(),
+            method = parts.uri.path(),
+            "otel.name" = parts.uri.path().trim_start_matches('/'),
+            "otel.kind" = "server",
+            "rpc.system" = "grpc",
+        );
+        crate::telemetry::adopt(&span, &parts.headers);
         if let Err(status) = super::gate::admit(&self.limits.access, &self.limits.metrics, &parts) {
             // Refused before the body is read: nothing counted, nothing kept.
             let mut response = status.into_http();

@@ -1,5 +1,6 @@
 //! Per-request observability middleware: request id (propagated or generated), one span per
-//! request, the in-flight gauge, request counters and durations by route, and one log line per
+//! request (the parent of the pipeline's stage spans; with tracing on, a child of the client's
+//! W3C `traceparent`), the in-flight gauge, request counters and durations by route, and one log line per
 //! request at info with status and stage timings.
 
 use std::time::Instant;
@@ -43,7 +44,17 @@ pub async fn observe(State(state): State<AppState>, mut request: Request, next: 
         .get::<MatchedPath>()
         .map_or_else(|| "other".to_owned(), |m| m.as_str().to_owned());
     let method = request.method().clone();
-    let span = tracing::info_span!("request", id = %id, %method, route = %route);
+    let span = tracing::info_span!(
+        "request",
+        id = %id,
+        %method,
+        route = %route,
+        "otel.name" = %format_args!("{method} {route}"),
+        "otel.kind" = "server",
+        "http.response.status_code" = tracing::field::Empty,
+        "otel.status_code" = tracing::field::Empty,
+    );
+    crate::telemetry::adopt(&span, request.headers());
 
     let inflight = state.metrics.inflight();
     let mut response = next.run(request).instrument(span.clone()).await;
@@ -51,6 +62,10 @@ pub async fn observe(State(state): State<AppState>, mut request: Request, next: 
 
     let elapsed = started.elapsed();
     let status = response.status().as_u16();
+    span.record("http.response.status_code", i64::from(status));
+    if response.status().is_server_error() {
+        span.record("otel.status_code", "error");
+    }
     state
         .metrics
         .request_done(Protocol::Http, &route, &status.to_string(), elapsed);

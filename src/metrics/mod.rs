@@ -9,6 +9,7 @@
 
 mod access;
 mod stats;
+mod traces;
 
 use std::time::Duration;
 
@@ -49,6 +50,9 @@ pub mod names {
     pub const TLS_RELOADS: &str = "repvgg_tls_reloads_total";
     pub const ACCESS_DENIED: &str = "repvgg_access_denied_total";
     pub const API_KEY_RELOADS: &str = "repvgg_api_key_reloads_total";
+    pub const TRACE_SPANS_EXPORTED: &str = "repvgg_trace_spans_exported_total";
+    pub const TRACE_SPANS_DROPPED: &str = "repvgg_trace_spans_dropped_total";
+    pub const TRACE_SPANS_FAILED: &str = "repvgg_trace_spans_failed_total";
 }
 
 /// Histogram buckets, per metric (seconds, or images for the batch size).
@@ -145,6 +149,8 @@ pub struct Metrics {
     body_rejected: Counter,
     ready: Gauge,
     windows: stats::Windows,
+    /// The trace exporter's counts, when tracing is on; copied into counters at each scrape.
+    trace_export: std::sync::OnceLock<std::sync::Arc<crate::telemetry::ExportCounts>>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -276,6 +282,21 @@ impl Metrics {
             "Changes of the API key file seen, by result (applied, invalid: previous keys kept)",
         );
         describe(
+            TRACE_SPANS_EXPORTED,
+            None,
+            "Trace spans sent to the OTLP collector",
+        );
+        describe(
+            TRACE_SPANS_DROPPED,
+            None,
+            "Trace spans dropped because the export queue was full (the collector is slow or down)",
+        );
+        describe(
+            TRACE_SPANS_FAILED,
+            None,
+            "Trace spans lost in exports the collector refused or did not answer",
+        );
+        describe(
             READY,
             None,
             "1 when the model is loaded, warmed up and not shutting down",
@@ -303,15 +324,17 @@ impl Metrics {
             body_rejected: recorder.register_counter(&key(BODY_BUDGET_REJECTED), &METADATA),
             ready: recorder.register_gauge(&key(READY), &METADATA),
             windows: stats::Windows::new(),
+            trace_export: std::sync::OnceLock::new(),
             process,
             handle,
             recorder,
         }
     }
 
-    /// The Prometheus text exposition, with process metrics refreshed.
+    /// The Prometheus text exposition, with process metrics and trace export counts refreshed.
     pub fn render(&self) -> String {
         metrics::with_local_recorder(&self.recorder, || self.process.collect());
+        self.trace_export_upkeep();
         self.handle.run_upkeep();
         self.handle.render()
     }

@@ -220,6 +220,11 @@ impl App {
         })
     }
 
+    /// Counts of the trace exporter (spans exported, dropped, failed) appear in `/metrics`.
+    pub fn follow_trace_export(&self, counts: std::sync::Arc<crate::telemetry::ExportCounts>) {
+        self.state.metrics.follow_trace_export(counts);
+    }
+
     /// Serves the public HTTP port, gRPC and the admin listener until `shutdown` resolves, then
     /// drains: readiness 503 at once, the optional lame-duck delay, no new connections, every
     /// accepted request and call answered (bounded by the grace period), the batcher flushed,

@@ -147,6 +147,12 @@ pub async fn text_of(request: reqwest::RequestBuilder) -> String {
 
 /// `serve` flags every test server starts with: loopback, a free port, no cache (unless the
 /// test's own flags give one).
+/// A port free a moment ago on 127.0.0.1 (for flags where 0 means "off").
+pub fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("addr").port()
+}
+
 pub const LOCAL_SERVE: [&str; 5] = ["--host", "127.0.0.1", "--port", "0", "--no-cache"];
 
 pub mod grpc;

@@ -12,6 +12,8 @@ pub struct ServerProcess {
     pub addr: String,
     /// The gRPC address, when the arguments turned gRPC on (`--grpc-port`).
     pub grpc_addr: Option<String>,
+    /// The admin listener's address, when the arguments turned it on (`--admin-port`).
+    pub admin_addr: Option<String>,
     logs: Option<JoinHandle<Vec<String>>>,
 }
 
@@ -20,6 +22,11 @@ impl ServerProcess {
     /// with `--grpc-port 0` (gRPC off) and `--admin-port 0` (admin listener off) unless `args`
     /// give those ports.
     pub fn start(args: &[&str]) -> Self {
+        Self::start_with_env(args, &[])
+    }
+
+    /// [`Self::start`] with environment variables added to the process's.
+    pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Self {
         let grpc_off: &[&str] = if args.contains(&"--grpc-port") {
             &[]
         } else {
@@ -36,37 +43,43 @@ impl ServerProcess {
             .args(grpc_off)
             .args(admin_off)
             .args(args)
+            .envs(env.iter().copied())
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn repvgg-serve");
         let stderr = child.stderr.take().expect("stderr");
+        // The server logs "gRPC listening" and "admin listening" before "listening".
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
-        let (grpc_tx, grpc_rx) = std::sync::mpsc::channel();
         let logs = std::thread::spawn(move || {
             let mut lines = Vec::new();
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
-                    if v["fields"]["message"] == "gRPC listening" {
+                    let message = v["fields"]["message"].as_str().unwrap_or_default();
+                    if message.ends_with("listening") {
                         let addr = v["fields"]["addr"].as_str().unwrap_or_default();
-                        let _ = grpc_tx.send(addr.to_owned());
-                    }
-                    if v["fields"]["message"] == "listening" {
-                        let addr = v["fields"]["addr"].as_str().unwrap_or_default();
-                        let _ = addr_tx.send(addr.to_owned());
+                        let _ = addr_tx.send((message.to_owned(), addr.to_owned()));
                     }
                 }
                 lines.push(line);
             }
             lines
         });
-        let addr = addr_rx
-            .recv_timeout(Duration::from_secs(60))
-            .expect("server listening");
-        let grpc_addr = grpc_rx.try_recv().ok();
+        let (mut grpc_addr, mut admin_addr) = (None, None);
+        let addr = loop {
+            let (message, addr) = addr_rx
+                .recv_timeout(Duration::from_secs(60))
+                .expect("server listening");
+            match message.as_str() {
+                "gRPC listening" => grpc_addr = Some(addr),
+                "admin listening" => admin_addr = Some(addr),
+                _ => break addr,
+            }
+        };
         Self {
             child,
             addr,
             grpc_addr,
+            admin_addr,
             logs: Some(logs),
         }
     }
