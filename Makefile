@@ -60,7 +60,7 @@ footprint: setup
 check-deploy:
 	scripts/check-deploy.sh
 
-## Cost of API keys + TLS against plaintext, side by side (about 4 minutes): docs/bench/access.md.
+## Cost of API keys + TLS, and of tracing, against plaintext, side by side (about 9 minutes): docs/bench/access.md.
 bench-access:
 	scripts/bench-access.sh
 

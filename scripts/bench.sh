@@ -10,7 +10,7 @@
 #   2. saturation (closed loop) on the small photo of our server and the Python baseline
 #      (loadtest/baselines/fastapi_pillow_ort, deps in .venv-bench), both running, measured
 #      alternately three times each (medians used); then our server: saturation on the phone
-#      photo, an open-loop sweep, latency at 1 request/s and at 80 % of saturation (3 runs),
+#      photo, an open-loop sweep (Poisson arrivals, seed 1), latency at 1 request/s and at 80 % of saturation (3 runs),
 #      overload at 3 x saturation
 #   3. the Python baseline: saturation on the phone photo, the sweep, the same overload rate;
 #      our server again at the baseline's sweep rates

@@ -321,7 +321,7 @@ measured minutes apart in the same run), not absolute numbers across runs.
   uvicorn, one process, same model file, same preprocessing, one inference per request),
   dependencies pinned in its `requirements.txt`, installed by the script into `.venv-bench`.
 - Saturation = closed loop, 16 connections, {ours_small['duration_s']:.0f} s after a 3 s warm-up.
-  Latency runs are open loop (constant arrival rate, latency from the intended send time).
+  Latency runs are open loop (Poisson arrivals, loadtest's default, seed 1: bursty like independent clients; latency from the intended send time).
 
 ## Summary
 

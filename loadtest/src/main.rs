@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use loadtest::{run, sweep, Bodies, ClientOptions, Encoding, Mode, Report, RunConfig};
+use loadtest::{run, sweep, Arrivals, Bodies, ClientOptions, Encoding, Mode, Report, RunConfig};
 
 #[derive(Parser)]
 #[command(about = "Honest HTTP load generator: open loop without coordinated omission")]
@@ -24,9 +24,11 @@ enum Command {
         /// Closed loop with this many concurrent clients.
         #[arg(long, conflicts_with = "rate", required_unless_present = "rate")]
         concurrency: Option<usize>,
-        /// Open loop at this many requests per second.
+        /// Open loop at this many requests per second (on average; see --arrivals).
         #[arg(long)]
         rate: Option<f64>,
+        #[command(flatten)]
+        arrivals: ArrivalArgs,
     },
     /// Open-loop steps at rising rates; writes the curve as JSON and SVG.
     Sweep {
@@ -38,6 +40,8 @@ enum Command {
         /// SVG chart of throughput vs p50/p99 latency.
         #[arg(long)]
         svg: Option<PathBuf>,
+        #[command(flatten)]
+        arrivals: ArrivalArgs,
     },
     /// One SVG chart of several sweeps side by side (from their JSON files).
     Chart {
@@ -49,6 +53,33 @@ enum Command {
         #[arg(long)]
         output: PathBuf,
     },
+}
+
+/// How open-loop arrivals are spaced.
+#[derive(Args)]
+struct ArrivalArgs {
+    /// `poisson`: independent arrivals (exponential gaps), bursty like real clients; `even`:
+    /// one every 1/rate seconds.
+    #[arg(long, value_enum, default_value_t = Spacing::Poisson)]
+    arrivals: Spacing,
+    /// Seed of the Poisson schedule (the same seed repeats a run arrival for arrival).
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Spacing {
+    Poisson,
+    Even,
+}
+
+impl ArrivalArgs {
+    fn arrivals(&self) -> Arrivals {
+        match self.arrivals {
+            Spacing::Poisson => Arrivals::Poisson { seed: self.seed },
+            Spacing::Even => Arrivals::Even,
+        }
+    }
 }
 
 fn parse_series(arg: &str) -> Result<(String, PathBuf), String> {
@@ -132,10 +163,14 @@ async fn main() -> anyhow::Result<()> {
             common,
             concurrency,
             rate,
+            arrivals,
         } => {
             let mode = match (concurrency, rate) {
                 (Some(concurrency), _) => Mode::Closed { concurrency },
-                (None, Some(rate)) => Mode::Open { rate },
+                (None, Some(rate)) => Mode::Open {
+                    rate,
+                    arrivals: arrivals.arrivals(),
+                },
                 (None, None) => unreachable!("clap requires one"),
             };
             let bodies = Arc::new(Bodies::load(&common.images)?);
@@ -145,11 +180,19 @@ async fn main() -> anyhow::Result<()> {
                 std::fs::write(path, serde_json::to_string_pretty(&report)?)?;
             }
         }
-        Command::Sweep { common, rates, svg } => {
+        Command::Sweep {
+            common,
+            rates,
+            svg,
+            arrivals,
+        } => {
             let bodies = Arc::new(Bodies::load(&common.images)?);
             let base = RunConfig {
                 progress: false,
-                ..common.config(Mode::Open { rate: 1.0 })?
+                ..common.config(Mode::Open {
+                    rate: 1.0,
+                    arrivals: arrivals.arrivals(),
+                })?
             };
             let reports = sweep::sweep(&base, &rates, bodies).await?;
             if let Some(path) = &common.output {

@@ -6,6 +6,8 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
+use crate::arrivals::Arrivals;
+
 /// Latencies are recorded in microseconds, 1 us .. 10 min, 3 significant digits.
 pub fn new_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 600_000_000, 3).expect("valid histogram bounds")
@@ -14,6 +16,9 @@ pub fn new_histogram() -> Histogram<u64> {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Report {
     pub mode: String,
+    /// How an open loop spaced its arrivals; absent for closed loops (and older reports).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arrivals: Option<Arrivals>,
     /// Target arrival rate (open loop) or concurrency (closed loop).
     pub offered: f64,
     pub duration_s: f64,
@@ -55,6 +60,7 @@ impl Latency {
 impl Report {
     pub fn new(
         mode: &str,
+        arrivals: Option<Arrivals>,
         offered: f64,
         elapsed: Duration,
         statuses: BTreeMap<String, u64>,
@@ -63,6 +69,7 @@ impl Report {
         let ok = statuses.get("200").copied().unwrap_or(0);
         Self {
             mode: mode.to_owned(),
+            arrivals,
             offered,
             duration_s: elapsed.as_secs_f64(),
             sent: statuses.values().sum(),
@@ -75,9 +82,14 @@ impl Report {
 
     pub fn summary(&self) -> String {
         let l = &self.latency_ms;
+        let mode = match self.arrivals {
+            Some(Arrivals::Poisson { seed }) => format!("{} (poisson, seed {seed})", self.mode),
+            Some(Arrivals::Even) => format!("{} (even)", self.mode),
+            None => self.mode.clone(),
+        };
         format!(
             "{} offered {:.1}: {} sent, {} ok ({:.1}/s) in {:.1}s | p50 {:.1} ms p90 {:.1} p99 {:.1} p99.9 {:.1} max {:.1} | statuses {:?}",
-            self.mode, self.offered, self.sent, self.ok, self.throughput_rps, self.duration_s, l.p50, l.p90, l.p99, l.p999, l.max, self.statuses
+            mode, self.offered, self.sent, self.ok, self.throughput_rps, self.duration_s, l.p50, l.p90, l.p99, l.p999, l.max, self.statuses
         )
     }
 }

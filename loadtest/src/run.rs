@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::bail;
 use tokio::time::Instant;
 
+use crate::arrivals::{Arrivals, Schedule};
 use crate::report::{new_histogram, Report};
 use crate::{Bodies, Encoding};
 
@@ -15,8 +16,9 @@ use crate::{Bodies, Encoding};
 pub enum Mode {
     /// `n` clients back to back.
     Closed { concurrency: usize },
-    /// Constant arrival rate (requests per second), latency from the intended send time.
-    Open { rate: f64 },
+    /// Arrivals at `rate` requests per second on average, spaced as `arrivals` says; latency
+    /// from the intended send time.
+    Open { rate: f64, arrivals: Arrivals },
 }
 
 #[derive(Clone, Debug)]
@@ -151,15 +153,14 @@ pub async fn run(config: &RunConfig, bodies: Arc<Bodies>) -> anyhow::Result<Repo
             }
             concurrency as f64
         }
-        Mode::Open { rate } => {
-            if rate <= 0.0 {
+        Mode::Open { rate, arrivals } => {
+            if !(rate > 0.0 && rate.is_finite()) {
                 bail!("--rate must be positive");
             }
-            let period = Duration::from_secs_f64(1.0 / rate);
             let mut outstanding = tokio::task::JoinSet::new();
             let mut i = 0u64;
-            loop {
-                let intended = started + period.mul_f64(i as f64);
+            for offset in Schedule::new(rate, arrivals) {
+                let intended = started + offset;
                 if i >= limit || stop_at.is_some_and(|t| intended >= t) {
                     break;
                 }
@@ -179,12 +180,13 @@ pub async fn run(config: &RunConfig, bodies: Arc<Bodies>) -> anyhow::Result<Repo
     }
     let elapsed = started.elapsed();
     let tally = tally.lock().unwrap_or_else(|p| p.into_inner());
-    let mode = match config.mode {
-        Mode::Closed { .. } => "closed",
-        Mode::Open { .. } => "open",
+    let (mode, arrivals) = match config.mode {
+        Mode::Closed { .. } => ("closed", None),
+        Mode::Open { arrivals, .. } => ("open", Some(arrivals)),
     };
     Ok(Report::new(
         mode,
+        arrivals,
         offered,
         elapsed,
         tally.statuses.clone(),

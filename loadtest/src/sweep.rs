@@ -8,16 +8,20 @@ use plotters::prelude::*;
 use crate::run::{run, Mode, RunConfig};
 use crate::{Bodies, Report};
 
-/// Runs one open-loop step per rate.
+/// Runs one open-loop step per rate, spaced as `base`'s open mode says.
 pub async fn sweep(
     base: &RunConfig,
     rates: &[f64],
     bodies: Arc<Bodies>,
 ) -> anyhow::Result<Vec<Report>> {
     let mut reports = Vec::new();
+    let arrivals = match base.mode {
+        Mode::Open { arrivals, .. } => arrivals,
+        Mode::Closed { .. } => anyhow::bail!("a sweep is open loop"),
+    };
     for &rate in rates {
         let config = RunConfig {
-            mode: Mode::Open { rate },
+            mode: Mode::Open { rate, arrivals },
             ..base.clone()
         };
         let report = run(&config, bodies.clone()).await?;
@@ -137,7 +141,14 @@ mod tests {
         h.record_n(p50_ms * 1000, 98).expect("in range");
         h.record_n(p99_ms * 1000, 2).expect("in range");
         let statuses = BTreeMap::from([("200".to_owned(), 100)]);
-        Report::new("open", rate, Duration::from_secs(10), statuses, &h)
+        Report::new(
+            "open",
+            Some(crate::Arrivals::Even),
+            rate,
+            Duration::from_secs(10),
+            statuses,
+            &h,
+        )
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::routing::post;
-use loadtest::{run, Bodies, Encoding, Mode, RunConfig};
+use loadtest::{run, Arrivals, Bodies, Encoding, Mode, RunConfig};
 use tokio::sync::Semaphore;
 
 const SERVICE: Duration = Duration::from_millis(20);
@@ -51,7 +51,14 @@ async fn open_loop_latency_includes_queueing_that_closed_loop_hides() {
     let bodies = Arc::new(Bodies::from_bytes("x", vec![1, 2, 3]));
     // Twice the capacity for 2 s: requests queue up; each waits longer than the one before.
     let open = run(
-        &config(url.clone(), Mode::Open { rate: 100.0 }, 2.0),
+        &config(
+            url.clone(),
+            Mode::Open {
+                rate: 100.0,
+                arrivals: Arrivals::Poisson { seed: 1 },
+            },
+            2.0,
+        ),
         bodies.clone(),
     )
     .await
@@ -101,7 +108,14 @@ async fn a_bounded_run_stops_on_time() {
     let counted = RunConfig {
         duration: None,
         requests: Some(7),
-        ..config(url.clone(), Mode::Open { rate: 200.0 }, 0.0)
+        ..config(
+            url.clone(),
+            Mode::Open {
+                rate: 200.0,
+                arrivals: Arrivals::Even,
+            },
+            0.0,
+        )
     };
     assert_eq!(run(&counted, bodies.clone()).await.expect("run").sent, 7);
     // Only loopback targets without --allow-remote.
