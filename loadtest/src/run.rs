@@ -158,8 +158,7 @@ pub async fn run(config: &RunConfig, bodies: Arc<Bodies>) -> anyhow::Result<Repo
                 bail!("--rate must be positive");
             }
             let mut outstanding = tokio::task::JoinSet::new();
-            let mut i = 0u64;
-            for offset in Schedule::new(rate, arrivals) {
+            for (i, offset) in (0u64..).zip(Schedule::new(rate, arrivals)) {
                 let intended = started + offset;
                 if i >= limit || stop_at.is_some_and(|t| intended >= t) {
                     break;
@@ -168,7 +167,6 @@ pub async fn run(config: &RunConfig, bodies: Arc<Bodies>) -> anyhow::Result<Repo
                 // The latency clock starts at the intended time, even if we are late.
                 outstanding.spawn(send(i, intended));
                 while outstanding.try_join_next().is_some() {}
-                i += 1;
             }
             while outstanding.join_next().await.is_some() {}
             rate
