@@ -3,6 +3,10 @@
 # the binary, ONNX Runtime's shared libraries (the same pinned PyPI wheels as the build: the CPU
 # build for fp32, the OpenVINO build for bf16), a non-root
 # user, and the fused-model cache on a writable path meant for a volume.
+#
+# Built for the architecture it runs on: linux/amd64 or linux/arm64 (TARGETARCH picks the ONNX
+# Runtime wheel). Both at once: docker buildx build --platform linux/amd64,linux/arm64 .
+# On arm64 the OpenVINO runtime is absent (its wheel is x86_64 only): --precision bf16 refuses.
 
 FROM docker.io/library/rust:1.95-bookworm AS builder
 WORKDIR /src
@@ -10,12 +14,18 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends python3-pip=23.* nasm=2.16.* \
  && rm -rf /var/lib/apt/lists/*
 COPY . .
-RUN scripts/setup-ort.sh /opt/ort \
- && scripts/setup-ort-openvino.sh /opt/ort-openvino \
+# Set by BuildKit from --platform (amd64, arm64); the builder's own architecture otherwise.
+ARG TARGETARCH
+RUN arch="${TARGETARCH:-$(uname -m)}" \
+ && REPVGG_ARCH="$arch" scripts/setup-ort.sh /opt/ort \
+ && mkdir -p /out/ort-openvino \
+ && if [ "$arch" = amd64 ] || [ "$arch" = x86_64 ]; then \
+      REPVGG_ARCH="$arch" scripts/setup-ort-openvino.sh /opt/ort-openvino \
+      && cp /opt/ort-openvino/*.so* /out/ort-openvino/; \
+    fi \
  && cargo build --release --locked --bin repvgg-serve \
  && install -D target/release/repvgg-serve /out/repvgg-serve \
- && install -D /opt/ort/libonnxruntime.so.1.31.1 /out/libonnxruntime.so.1.31.1 \
- && mkdir -p /out/ort-openvino && cp /opt/ort-openvino/*.so* /out/ort-openvino/
+ && install -D /opt/ort/libonnxruntime.so.1.31.1 /out/libonnxruntime.so.1.31.1
 
 FROM docker.io/library/debian:bookworm-slim
 ARG VERSION=0.1.0

@@ -7,6 +7,14 @@
 set -euo pipefail
 source "$(dirname "$0")/lib/wheel.sh"
 
+# `onnxruntime-openvino` is published for x86_64 only: no bf16 engine elsewhere (exit 3, which
+# `make test` tolerates on those machines; `serve --precision bf16` refuses there too).
+ARCH=$(target_arch)
+if [ "$ARCH" != x86_64 ]; then
+  echo "setup-ort-openvino: onnxruntime-openvino has no wheel for $ARCH; --precision bf16 is x86_64 only" >&2
+  exit 3
+fi
+
 VERSION=1.24.1
 WHEEL=onnxruntime_openvino-${VERSION}-cp311-cp311-manylinux_2_28_x86_64.whl
 WHEEL_SHA256=3007c803634cc69c6d52af1dea7ce729d9bb62b9a11070fd2f959119199007a8

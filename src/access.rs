@@ -242,6 +242,11 @@ impl Access {
         })
     }
 
+    /// Whether keys are required at all (a key file was given).
+    pub(crate) fn is_configured(&self) -> bool {
+        self.keys.is_some()
+    }
+
     /// The verdict for a call that needs `role` and came with this `Authorization` value.
     pub(crate) fn check(&self, authorization: Option<&[u8]>, role: Role) -> Verdict {
         let Some(file) = &self.keys else {

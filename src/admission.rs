@@ -59,6 +59,7 @@ impl Admissions {
     }
 
     /// Places taken now.
+    #[cfg(test)]
     pub fn in_use(&self) -> usize {
         self.capacity - self.places.available_permits()
     }

@@ -3,7 +3,9 @@
 //! The request flow, module by module:
 //!
 //! ```text
-//! http (axum: body -> images)            src/http
+//! http (axum: body -> images), grpc      src/http, src/grpc
+//!   -> models (name, version -> that version's pipeline)  src/models.rs
+//!   -> pipeline (admission, deadlines)                   src/pipeline.rs
 //!   -> preprocess (worker pool: decode, resize, crop)   src/preprocess
 //!   -> batching (queue -> batch tensor)                  src/batching
 //!   -> inference (ONNX Runtime session threads)          src/inference
@@ -25,6 +27,7 @@ pub mod fuzzing;
 pub mod http;
 pub mod inference;
 pub mod model;
+pub mod models;
 pub mod preprocess;
 pub mod server;
 pub mod supervise;
@@ -36,8 +39,10 @@ pub(crate) mod access;
 pub(crate) mod admission;
 pub(crate) mod batching;
 pub(crate) mod body_budget;
+pub(crate) mod cores;
 pub(crate) mod grpc;
 mod labels;
+pub(crate) mod memory;
 pub(crate) mod metrics;
 pub(crate) mod pipeline;
 pub(crate) mod v2;

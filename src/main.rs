@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use repvgg_serve::config::ServeConfig;
-use repvgg_serve::config::{Cli, Command, LogFormat};
+use repvgg_serve::config::{ClassifyArgs, Cli, Command, LogFormat};
 use repvgg_serve::inference::Precision;
 use repvgg_serve::telemetry::Telemetry;
 use repvgg_serve::{commands, compare, server};
@@ -31,8 +31,11 @@ fn run(command: Command, log_format: LogFormat) -> anyhow::Result<()> {
         return serve(config, log_format);
     }
     init_tracing(log_format, None);
+    if let Command::Classify(args) = command {
+        return classify(*args);
+    }
     match command {
-        Command::Serve(_) => unreachable!("served above"),
+        Command::Serve(_) | Command::Classify(_) => unreachable!("run above"),
         Command::Export {
             checkpoint,
             output,
@@ -150,6 +153,21 @@ fn serve(config: ServeConfig, log_format: LogFormat) -> anyhow::Result<()> {
             tracing::info!(addr = %admin.local_addr()?, "admin listening");
         }
         tracing::info!(addr = %listener.local_addr()?, "listening");
+        if config.ui {
+            let scheme = if config.tls.is_some() {
+                "https"
+            } else {
+                "http"
+            };
+            let page = listener.local_addr()?;
+            tracing::info!("try it in a browser: {scheme}://{page}/");
+            if let Some(admin) = &admin {
+                tracing::info!(
+                    "live dashboard: {scheme}://{}/dashboard",
+                    admin.local_addr()?
+                );
+            }
+        }
         if config.access.api_keys_file.is_none() && !config.addr.ip().is_loopback() {
             tracing::warn!(
                 host = %config.addr.ip(),
@@ -169,6 +187,38 @@ fn serve(config: ServeConfig, log_format: LogFormat) -> anyhow::Result<()> {
             telemetry.finish(std::time::Duration::from_secs(5)).await;
         }
         served
+    })
+}
+
+/// `classify`: the pipeline in this process (or the server at `--url`), the job, the summary
+/// on stderr.
+fn classify(args: ClassifyArgs) -> anyhow::Result<()> {
+    use commands::classify::{run, Classifier};
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async {
+        let job = &args.job;
+        let summary = match &job.url {
+            Some(url) => {
+                let remote =
+                    commands::classify::Remote::connect(url, job.api_key.as_deref()).await?;
+                run(job, Classifier::Remote(Box::new(remote))).await?
+            }
+            None => {
+                let config = args.pipeline.config().map_err(anyhow::Error::msg)?;
+                let app = server::App::start(config).await?;
+                let all = app.state.models.all();
+                let [served] = &all[..] else {
+                    anyhow::bail!(
+                        "classify runs one model version; the repository serves {}: pass \
+                         --checkpoint or --model instead",
+                        all.len()
+                    );
+                };
+                run(job, Classifier::Local(served, app.state.limits)).await?
+            }
+        };
+        eprintln!("{summary}");
+        Ok(())
     })
 }
 

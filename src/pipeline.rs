@@ -19,10 +19,11 @@ use tracing::Instrument;
 
 use crate::admission::{Admission, QueueFull};
 use crate::batching::{Batcher, Job};
+use crate::cores::Cores;
 use crate::inference::{InferenceError, InputShape, ModelInput};
-use crate::metrics::{Metrics, Outcome, StageTimings};
+use crate::metrics::{ModelMetrics, Outcome, StageTimings};
 use crate::preprocess::pool::{PoolError, PreprocessPool};
-use crate::preprocess::PreprocessError;
+use crate::preprocess::{PreprocessConfig, PreprocessError};
 use crate::telemetry::STAGES;
 
 /// One image as a client sent it.
@@ -98,20 +99,27 @@ impl From<PoolError> for PipelineError {
 #[derive(Clone, Debug)]
 pub struct Pipeline {
     pool: Arc<PreprocessPool>,
+    /// This model's resize and crop.
+    preprocess: PreprocessConfig,
+    /// The core budget a decode leases one core of (shared with the inference runs).
+    cores: Cores,
     batcher: Batcher,
-    metrics: Arc<Metrics>,
+    metrics: ModelMetrics,
     shape: InputShape,
 }
 
 impl Pipeline {
-    pub fn new(
-        pool: Arc<PreprocessPool>,
+    pub(crate) fn new(
+        (pool, preprocess): (Arc<PreprocessPool>, PreprocessConfig),
+        cores: Cores,
         batcher: Batcher,
-        metrics: Arc<Metrics>,
+        metrics: ModelMetrics,
         shape: InputShape,
     ) -> Self {
         Self {
             pool,
+            preprocess,
+            cores,
             batcher,
             metrics,
             shape,
@@ -121,6 +129,11 @@ impl Pipeline {
     /// Floats a [`Input::Tensor`] must hold.
     pub fn tensor_len(&self) -> usize {
         self.shape.slot_len()
+    }
+
+    /// Images admitted at once (`--queue-capacity`).
+    pub fn capacity(&self) -> usize {
+        self.batcher.capacity()
     }
 
     /// Side of the square model input.
@@ -204,18 +217,21 @@ impl Pipeline {
         let _place = admission;
         let (input, preprocess) = match input {
             Input::Encoded(bytes) => {
-                // The span covers the wait for a worker as well as the work; `worker_ms` is
-                // the work alone.
+                // The span covers the wait for a core and a worker as well as the work;
+                // `worker_ms` is the work alone.
                 let span = tracing::debug_span!(
                     target: STAGES,
                     "preprocess",
                     worker_ms = tracing::field::Empty
                 );
-                let preprocessed = self
-                    .pool
-                    .run(bytes, deadline)
-                    .instrument(span.clone())
-                    .await?;
+                let preprocessed = async {
+                    let core = tokio::time::timeout_at(deadline.into(), self.cores.lease(1))
+                        .await
+                        .map_err(|_| PoolError::DeadlineExceeded)?;
+                    self.pool.run(self.preprocess, bytes, deadline, core).await
+                }
+                .instrument(span.clone())
+                .await?;
                 span.record("worker_ms", preprocessed.elapsed.as_secs_f64() * 1e3);
                 self.metrics.preprocessed(preprocessed.elapsed);
                 (ModelInput::Crop(preprocessed.crop), preprocessed.elapsed)
@@ -275,11 +291,6 @@ impl Pipeline {
     pub fn fail_queued(&self, cause: &str) {
         self.batcher.fail_queued(cause);
     }
-
-    /// The preprocessing pool, for its shutdown once every handle is gone.
-    pub fn into_pool(self) -> Arc<PreprocessPool> {
-        self.pool
-    }
 }
 
 /// An image's wait for its batch. However the wait ends, the job is withdrawn: the answer
@@ -303,12 +314,12 @@ impl Drop for Waiting<'_> {
 /// Records an image's outcome once; an image whose future is dropped (client gone) counts as
 /// cancelled.
 struct OutcomeGuard<'a> {
-    metrics: &'a Metrics,
+    metrics: &'a ModelMetrics,
     outcome: Option<Outcome>,
 }
 
 impl<'a> OutcomeGuard<'a> {
-    fn new(metrics: &'a Metrics) -> Self {
+    fn new(metrics: &'a ModelMetrics) -> Self {
         Self {
             metrics,
             outcome: None,
@@ -336,4 +347,15 @@ pub fn top_classes(logits: &[f32], k: usize) -> Vec<usize> {
     order.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]));
     order.truncate(k);
     order
+}
+
+/// Softmax over the logits, then the `k` most probable classes with their probabilities.
+pub fn top_probabilities(logits: &[f32], k: usize) -> Vec<(usize, f32)> {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let exp: Vec<f64> = logits.iter().map(|&l| f64::from(l - max).exp()).collect();
+    let sum: f64 = exp.iter().sum();
+    top_classes(logits, k)
+        .into_iter()
+        .map(|class_id| (class_id, (exp[class_id] / sum) as f32))
+        .collect()
 }

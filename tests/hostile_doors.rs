@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use common::grpc::{self, MODEL_INFER};
 use common::process::{proc_status_bytes, ServerProcess};
-use common::server::{metric_value, TestServer};
+use common::server::{metric_value, series_sum, TestServer};
 use common::*;
 use futures_util::future::join_all;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -276,7 +276,8 @@ async fn cancelled_requests_leave_no_count_and_no_place_behind() {
     assert_eq!(inflight, 0.0, "requests still counted in flight");
     assert_eq!(admitted, 0.0, "admission places still taken");
     let metrics = server.metrics().await;
-    assert_eq!(metric_value(&metrics, "repvgg_queue_depth"), 0.0);
+    assert!(metrics.contains(r#"repvgg_queue_depth{model="repvgg",version="1"}"#));
+    assert_eq!(series_sum(&metrics, "repvgg_queue_depth", &[]), 0.0);
     assert_eq!(metric_value(&metrics, "repvgg_admission_capacity"), 512.0);
     // And the places are really free: a request is served at once.
     assert_eq!(server.classify(image).await.status(), 200);

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::server::{metric_value, TestServer};
+use common::server::{series_sum, TestServer};
 use common::*;
 use futures_util::future::join_all;
 use serde_json::Value;
@@ -45,8 +45,8 @@ async fn concurrent_requests_share_batches_and_answer_as_one_at_a_time() {
         .collect();
     let concurrent = join_all(images.iter().map(|b| post_image(&server, b.clone()))).await;
     let metrics = server.metrics().await;
-    let batches = metric_value(&metrics, "repvgg_batch_size_count");
-    let images_batched = metric_value(&metrics, "repvgg_batch_size_sum");
+    let batches = series_sum(&metrics, "repvgg_batch_size_count", &[]);
+    let images_batched = series_sum(&metrics, "repvgg_batch_size_sum", &[]);
     assert_eq!(images_batched, 8.0);
     assert!(
         batches < 8.0,
@@ -101,17 +101,20 @@ async fn a_full_queue_answers_503_without_computing() {
     let metrics = server.metrics().await;
     // Only the answered images were computed, and the refused ones were not even decoded:
     // admission happens on arrival, before preprocessing.
-    assert_eq!(metric_value(&metrics, "repvgg_batch_size_sum"), ok as f64);
     assert_eq!(
-        metric_value(&metrics, "repvgg_preprocess_duration_seconds_count"),
+        series_sum(&metrics, "repvgg_batch_size_sum", &[]),
         ok as f64
     );
     assert_eq!(
-        metric_value(&metrics, r#"repvgg_images_total{outcome="ok"}"#),
+        series_sum(&metrics, "repvgg_preprocess_duration_seconds_count", &[]),
         ok as f64
     );
     assert_eq!(
-        metric_value(&metrics, r#"repvgg_images_total{outcome="rejected"}"#),
+        series_sum(&metrics, "repvgg_images_total", &[("outcome", "ok")]),
+        ok as f64
+    );
+    assert_eq!(
+        series_sum(&metrics, "repvgg_images_total", &[("outcome", "rejected")]),
         full.len() as f64
     );
     server.stop().await;
@@ -133,9 +136,9 @@ async fn an_expired_deadline_answers_504_without_computing() {
     assert_eq!(status, 504);
     assert_eq!(body["error_type"], "deadline_exceeded");
     let metrics = server.metrics().await;
-    assert_eq!(metric_value(&metrics, "repvgg_batch_size_count"), 0.0);
+    assert_eq!(series_sum(&metrics, "repvgg_batch_size_count", &[]), 0.0);
     assert_eq!(
-        metric_value(&metrics, r#"repvgg_images_total{outcome="expired"}"#),
+        series_sum(&metrics, "repvgg_images_total", &[("outcome", "expired")]),
         1.0
     );
     server.stop().await;
@@ -145,8 +148,15 @@ async fn an_expired_deadline_answers_504_without_computing() {
 /// behind slow decodes (the only worker busy for seconds with four bombs, ~0.65 s each on a
 /// 2-core EPYC) is answered 504 at its deadline, not when the worker frees up; and no admitted
 /// image is refused later (no 503).
+///
+/// The image's deadline must come before the bombs' (decodes stop at their own deadlines, which
+/// would free the worker): its headers go first, which starts its clock, the bombs 100 ms later,
+/// and its body only once the bombs hold the worker and the queue.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn waiting_for_a_preprocessing_worker_ends_at_the_deadline() {
+    use std::time::{Duration, Instant};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
     let checkpoint = fixture("checkpoints/tiny_official_train.pth");
     let server = TestServer::start(&[
         "--checkpoint",
@@ -157,20 +167,40 @@ async fn waiting_for_a_preprocessing_worker_ends_at_the_deadline() {
         "1000",
     ])
     .await;
-    let bomb = bomb();
-    let bombs = join_all((0..4).map(|_| post_image(&server, bomb.clone())));
+    let image = std::fs::read(fixture("images/horse.png")).expect("fixture");
+    let mut stream = tokio::net::TcpStream::connect(server.addr)
+        .await
+        .expect("connect");
+    let sent = Instant::now();
+    let head = format!(
+        "POST /classify HTTP/1.1\r\nhost: x\r\ncontent-type: image/png\r\n\
+         content-length: {}\r\nconnection: close\r\n\r\n",
+        image.len()
+    );
+    stream.write_all(head.as_bytes()).await.expect("headers");
     let queued = async {
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        let image = std::fs::read(fixture("images/horse.png")).expect("fixture");
-        let sent = std::time::Instant::now();
-        let answer = post_image(&server, image).await;
-        (answer, sent.elapsed())
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        stream.write_all(&image).await.expect("body");
+        let mut answer = Vec::new();
+        stream.read_to_end(&mut answer).await.expect("answer");
+        (
+            String::from_utf8_lossy(&answer).into_owned(),
+            sent.elapsed(),
+        )
     };
-    let (bombs, ((status, body, _), waited)) = tokio::join!(bombs, queued);
-    assert_eq!(status, 504, "{body}");
-    assert_eq!(body["error_type"], "deadline_exceeded");
+    let bomb = bomb();
+    let bombs = async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        join_all((0..4).map(|_| post_image(&server, bomb.clone()))).await
+    };
+    let (bombs, (answer, waited)) = tokio::join!(bombs, queued);
+    assert!(answer.starts_with("HTTP/1.1 504"), "{answer}");
     assert!(
-        waited < std::time::Duration::from_millis(1600),
+        answer.contains("\"error_type\":\"deadline_exceeded\""),
+        "{answer}"
+    );
+    assert!(
+        waited < Duration::from_millis(1600),
         "answered after {waited:?} with a 1000 ms deadline"
     );
     for (status, body, _) in bombs {

@@ -7,7 +7,7 @@ mod common;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::server::{metric_value, TestServer};
+use common::server::{metric_value, series_sum, TestServer};
 use common::*;
 use serde_json::Value;
 
@@ -177,6 +177,8 @@ async fn a_real_prometheus_scrapes_the_service() {
             .as_str()
             .expect("expr")
             .replace("$job", ".*")
+            .replace("$model", ".*")
+            .replace("$version", ".*")
             .replace("$__rate_interval", "1m");
         let body: Value = client
             .get(format!("{base}/api/v1/query"))
@@ -211,6 +213,8 @@ async fn a_real_prometheus_scrapes_the_service() {
     assert_eq!(ready[0]["value"][1], "1");
     assert_eq!(info[0]["metric"]["classes"], "10");
     assert_eq!(info[0]["metric"]["fused"], "true");
+    assert_eq!(info[0]["metric"]["model"], "repvgg");
+    assert_eq!(info[0]["metric"]["version"], "1");
     server.stop().await;
 }
 
@@ -267,10 +271,7 @@ async fn counts(server: &TestServer, status: u16, outcome: &str) -> (f64, f64) {
                 r#"repvgg_requests_total{{protocol="http",route="/classify",status="{status}"}}"#
             ),
         ),
-        metric_value(
-            &text,
-            &format!(r#"repvgg_images_total{{outcome="{outcome}"}}"#),
-        ),
+        series_sum(&text, "repvgg_images_total", &[("outcome", outcome)]),
     )
 }
 

@@ -1,7 +1,9 @@
 //! Supervision: when a part of the pipeline dies (a panic injected into the batching driver
 //! or an inference thread), readiness drops, every request still waiting gets 500 within 1 s
-//! (a healthy session may finish the batch it holds), and the server ends with an error (the
-//! binary then exits non-zero).
+//! of the fault (a healthy session may finish the batch it holds), and the server ends with an
+//! error (the binary then exits non-zero). The second is counted from the fault, not from
+//! the sending: decoding six images in a debug build on a busy CI machine is not what is
+//! measured.
 
 mod common;
 
@@ -31,7 +33,11 @@ async fn fault_fails_waiting_requests_and_the_server(point: FaultPoint) {
     );
 
     server.state.supervisor.inject(point);
-    let sent = Instant::now();
+    let supervisor = server.state.supervisor.clone();
+    let fault = tokio::spawn(async move {
+        supervisor.failed().await;
+        Instant::now()
+    });
     let answers = join_all((0..6).map(|_| {
         server
             .client
@@ -40,6 +46,7 @@ async fn fault_fails_waiting_requests_and_the_server(point: FaultPoint) {
             .send()
     }))
     .await;
+    let answered = Instant::now();
     // The queued images are shared between the idle sessions when the delay ends: the batch
     // the dying thread took fails; a healthy session may finish its share first (200).
     let mut failed = 0;
@@ -61,12 +68,13 @@ async fn fault_fails_waiting_requests_and_the_server(point: FaultPoint) {
         );
     }
     assert!(failed >= 1, "{point:?}: no request failed");
-    let took = sent.elapsed();
+    let fault = fault.await.expect("the failure is recorded");
+    let took = answered.saturating_duration_since(fault);
     assert!(
         took <= Duration::from_secs(1),
-        "{point:?}: waiting requests answered after {took:?}"
+        "{point:?}: waiting requests answered {took:?} after the fault"
     );
-    while server.state.readiness.is_ready() && sent.elapsed() < Duration::from_secs(1) {
+    while server.state.readiness.is_ready() && fault.elapsed() < Duration::from_secs(1) {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     assert!(

@@ -230,17 +230,29 @@ async fn a_client_traceparent_parents_the_request_and_stage_spans_on_http_and_gr
         "traced-grpc",
     );
 
-    // The exporter's counters on the admin listener: what it sent, nothing dropped.
-    let metrics = reqwest::get(format!(
-        "http://{}/metrics",
-        server.admin_addr.as_deref().expect("admin on")
-    ))
-    .await
-    .expect("metrics")
-    .text()
-    .await
-    .expect("text");
-    assert!(metric_value(&metrics, "repvgg_trace_spans_exported_total") >= 12.0);
+    // The exporter's counters on the admin listener: what it sent, nothing dropped. It counts an
+    // export once the receiver has answered, which can be just after the spans reached the test,
+    // so read until the count arrives (bounded).
+    let admin = server.admin_addr.as_deref().expect("admin on");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let metrics = loop {
+        let metrics = reqwest::get(format!("http://{admin}/metrics"))
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text");
+        if metric_value(&metrics, "repvgg_trace_spans_exported_total") >= 12.0
+            || tokio::time::Instant::now() > deadline
+        {
+            break metrics;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(
+        metric_value(&metrics, "repvgg_trace_spans_exported_total") >= 12.0,
+        "spans exported within 10 s"
+    );
     assert_eq!(
         metric_value(&metrics, "repvgg_trace_spans_dropped_total"),
         0.0

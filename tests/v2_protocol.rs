@@ -145,15 +145,19 @@ fn sigterm_answers_accepted_v2_requests_on_both_protocols() {
         .expect("a free port")
         .port()
         .to_string();
+    let admin_port = free_port().to_string();
     let tiny = tiny();
     let server = ServerProcess::start(&[
         "--checkpoint",
         &tiny,
         "--grpc-port",
         &grpc_port,
+        // The client waits on /stats until every image is admitted, then sends SIGTERM.
+        "--admin-port",
+        &admin_port,
         // Hold each batch so that the requests are still queued when SIGTERM comes.
         "--max-queue-delay-ms",
-        "800",
+        "1500",
         "--max-batch-size",
         "32",
     ]);
@@ -166,6 +170,8 @@ fn sigterm_answers_accepted_v2_requests_on_both_protocols() {
         &format!("127.0.0.1:{grpc_port}"),
         "--pid",
         &pid,
+        "--admin",
+        &format!("127.0.0.1:{admin_port}"),
     ]);
     assert!(
         report.contains("http 6/6, grpc 6/6"),
@@ -218,5 +224,47 @@ async fn tritonclient_speaks_tls_on_both_ports() {
         2,
     )
     .await;
+    server.stop().await;
+}
+
+/// `--model-control explicit` as tritonclient drives it: the repository index, unload and load
+/// (HTTP on the admin listener, gRPC on the gRPC port, both with an admin key), the model's
+/// readiness and inference following each; an inference key may not control models.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tritonclient_controls_models_in_a_repository() {
+    const KEY: &str = "tritonclient-0123456789";
+    const ADMIN: &str = "tritonclient-admin-0123456789";
+    let dir = tempfile::tempdir().expect("tempdir");
+    let keys = dir.path().join("keys");
+    std::fs::write(&keys, format!("inference {KEY}\nadmin {ADMIN}\n")).expect("keys");
+    let version = dir.path().join("models/m/1");
+    std::fs::create_dir_all(&version).expect("mkdir");
+    std::fs::copy(tiny(), version.join("m.pth")).expect("copy");
+    let repository = dir.path().join("models");
+    let server = TestServer::start(&[
+        "--model-repository",
+        repository.to_str().expect("utf-8"),
+        "--model-control",
+        "explicit",
+        "--api-keys-file",
+        keys.to_str().expect("utf-8"),
+    ])
+    .await;
+    let (http, grpc) = (server.addr.to_string(), server.grpc_addr.to_string());
+    let admin = server.admin_addr.to_string();
+    let args = [
+        "repository",
+        "--http",
+        &http,
+        "--grpc",
+        &grpc,
+        "--admin",
+        &admin,
+        "--key",
+        KEY,
+        "--admin-key",
+        ADMIN,
+    ];
+    checks_pass(args, 4).await;
     server.stop().await;
 }

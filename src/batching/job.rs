@@ -34,7 +34,6 @@ pub struct Prediction {
     pub logits: Vec<f32>,
     pub queue: Duration,
     pub inference: Duration,
-    pub batch_size: usize,
 }
 
 /// A batch cut by the batcher: its jobs in order. The inference thread that takes it builds
@@ -45,4 +44,6 @@ pub struct Batch {
     pub cut_at: Instant,
     /// Returned to the batcher as soon as the run is done: one permit per session.
     pub permit: OwnedSemaphorePermit,
+    /// The cores the run leased from the budget decoding shares; returned with the permit.
+    pub(crate) cores: crate::cores::Lease,
 }

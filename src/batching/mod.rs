@@ -8,17 +8,25 @@
 //! ```
 //!
 //! Permits: one per session. While every session is busy the next batch forms in the queue,
-//! and it leaves the moment a session frees up, with everything that queued meanwhile (up to
-//! the maximum batch size), shared with any other session that is idle too (two images for
-//! two idle sessions: one each, side by side, not a batch of two on one core while the other
-//! waits). Cutting it earlier, as soon as one job is there, would commit a
-//! batch of one under moderate load and leave the rest of the run's arrivals waiting a whole
-//! extra run (measured: p99 at 80 % load 9 x p50 that way, see docs/benchmarks.md).
+//! and it leaves the moment a session frees up with its share of what queued meanwhile: the
+//! queue divided by the number of narrow sessions, busy ones included (up to the maximum batch
+//! size). Two images for two idle sessions run one each, side by side; four images queued
+//! behind two busy sessions leave as two batches of two as the sessions free up, not as one
+//! batch of four on one session's single thread while the other's core idles (that batch was
+//! the slowest 1 % of requests at 30-45 % load: docs/anatomy.md). Cutting earlier, as soon as
+//! one job is there, would commit a batch of one under moderate load and leave the rest of
+//! the run's arrivals waiting a whole extra run (measured: p99 at 80 % load 9 x p50 that way,
+//! see docs/benchmarks.md).
+//! Cores ([`crate::cores`]): before it cuts a batch the driver leases the cores the run
+//! needs from the budget decoding shares, so a batch is cut only when it can run at once and
+//! keeps gathering arrivals while decodes hold the cores; the wide lane is taken only when
+//! every core is free.
 //! Admission ([`crate::admission`]): an image takes one of `capacity` places on arrival, before
 //! preprocessing, and its waiter holds the place; a waiter that goes (client gone, deadline)
 //! takes its job out of the queue ([`Batcher::prune`]), so the queue never holds more than
 //! `capacity` live jobs and never refuses one.
 
+mod driver;
 mod job;
 pub mod queue;
 mod runner;
@@ -45,10 +53,12 @@ use std::time::Instant;
 use tokio::sync::{Notify, Semaphore};
 
 use crate::admission::{Admission, Admissions, QueueFull};
+use crate::cores::Cores;
 use crate::inference::InferenceError;
-use crate::metrics::Metrics;
-use crate::supervise::{FaultPoint, Supervisor};
-use queue::{Pending, Poll, Queue, QueueConfig};
+use crate::metrics::ModelMetrics;
+use crate::supervise::Supervisor;
+use driver::Driver;
+use queue::{Pending, Queue, QueueConfig};
 
 impl Pending for Job {
     fn enqueued(&self) -> Instant {
@@ -76,19 +86,22 @@ struct Shared {
     /// Wakes the driver when a job arrives or the batcher closes.
     wake: Notify,
     closed: AtomicBool,
-    metrics: Arc<Metrics>,
+    metrics: ModelMetrics,
     /// Places for images in the service (see [`crate::admission`]).
     admissions: Admissions,
     supervisor: Supervisor,
 }
 
 impl Batcher {
-    /// Starts the driver task. Batches go to `batches`; `sessions` inference threads read it.
-    pub fn start(
+    /// Starts the driver task. Batches go to `lanes`; `sessions` narrow inference threads read
+    /// its narrow channel, each run leasing `run_cores` of `cores` (a wide run: all of them).
+    pub(crate) fn start(
         config: QueueConfig,
         sessions: usize,
         lanes: Lanes,
-        metrics: Arc<Metrics>,
+        (cores, run_cores): (Cores, u32),
+        admissions: Admissions,
+        metrics: ModelMetrics,
         supervisor: Supervisor,
     ) -> (Self, tokio::task::JoinHandle<()>) {
         let shared = Arc::new(Shared {
@@ -96,7 +109,7 @@ impl Batcher {
             wake: Notify::new(),
             closed: AtomicBool::new(false),
             metrics: metrics.clone(),
-            admissions: Admissions::new(config.capacity, metrics.clone()),
+            admissions,
             supervisor,
         });
         let permits = Arc::new(Semaphore::new(sessions));
@@ -104,7 +117,15 @@ impl Batcher {
         let driver = tokio::spawn({
             let shared = shared.clone();
             async move {
-                drive(shared, permits, sessions, lanes, &watch).await;
+                let driver = Driver {
+                    shared,
+                    permits,
+                    sessions,
+                    lanes,
+                    cores,
+                    run_cores,
+                };
+                driver.drive(&watch).await;
             }
         });
         (Self { shared }, driver)
@@ -154,11 +175,6 @@ impl Batcher {
         self.shared.supervisor.failed().await
     }
 
-    /// Admission places taken now.
-    pub fn admitted(&self) -> usize {
-        self.shared.admissions.in_use()
-    }
-
     /// No more jobs will come: the driver sends what is queued and stops.
     pub fn close(&self) {
         self.shared.closed.store(true, Ordering::SeqCst);
@@ -177,68 +193,6 @@ impl Batcher {
             let _ = job
                 .reply
                 .send(Err(InferenceError::Failed(cause.to_owned())));
-        }
-    }
-}
-
-async fn drive(
-    shared: Arc<Shared>,
-    permits: Arc<Semaphore>,
-    sessions: usize,
-    lanes: Lanes,
-    watch: &crate::supervise::Watch,
-) {
-    loop {
-        let Ok(permit) = permits.clone().acquire_owned().await else {
-            return;
-        };
-        let (jobs, left_queued) = loop {
-            let (poll, removed, left) = {
-                let mut queue = shared.queue.lock().unwrap_or_else(|p| p.into_inner());
-                // This session and every other one idle now share what is queued.
-                let free = 1 + permits.available_permits();
-                let (poll, removed) = queue.poll(Instant::now(), free);
-                shared.metrics.set_queue_depth(queue.len());
-                (poll, removed, queue.len())
-            };
-            if removed != Default::default() {
-                tracing::debug!(
-                    ?removed,
-                    "dropped queued jobs that were abandoned or past their deadline"
-                );
-            }
-            shared.supervisor.fault_point(FaultPoint::Driver);
-            match poll {
-                Poll::Ready(jobs) => break (jobs, left),
-                Poll::WaitUntil(at) => {
-                    tokio::select! {
-                        () = shared.wake.notified() => {}
-                        () = tokio::time::sleep_until(at.into()) => {}
-                    }
-                }
-                Poll::Idle if shared.closed.load(Ordering::SeqCst) => return,
-                Poll::Idle => shared.wake.notified().await,
-            }
-        };
-        let mut permit = permit;
-        let mut lane = &lanes.narrow;
-        if let Some(wide) = &lanes.wide {
-            let others = u32::try_from(sessions - 1).unwrap_or(u32::MAX);
-            if left_queued == 0 {
-                if let Ok(rest) = permits.clone().try_acquire_many_owned(others) {
-                    permit.merge(rest);
-                    lane = wide;
-                }
-            }
-        }
-        let batch = Batch {
-            jobs,
-            cut_at: Instant::now(),
-            permit,
-        };
-        if lane.send(batch).is_err() {
-            watch.ended("every inference thread is gone");
-            return;
         }
     }
 }
@@ -266,6 +220,38 @@ mod tests {
 
     type JobAnswer = Result<job::Prediction, InferenceError>;
 
+    type Receiver = crossbeam_channel::Receiver<Batch>;
+
+    /// A batcher with two narrow sessions of one core each, batches of at most `max_batch`
+    /// cut at once, and a wide lane when `wide`: the batcher, the narrow and wide receivers.
+    fn start(max_batch: usize, cores: Cores, wide: bool) -> (Batcher, Receiver, Receiver) {
+        let (narrow, narrow_rx) = crossbeam_channel::unbounded();
+        let (wide_tx, wide_rx) = crossbeam_channel::unbounded();
+        let config = QueueConfig {
+            max_batch,
+            max_delay: Duration::ZERO,
+            capacity: 16,
+        };
+        let lanes = Lanes {
+            narrow,
+            wide: wide.then_some(wide_tx),
+        };
+        let supervisor = Supervisor::default();
+        let metrics = Arc::new(crate::metrics::Metrics::new());
+        let admissions = Admissions::new(config.capacity, metrics.clone());
+        let metrics = metrics.for_model("m", 1);
+        let (batcher, _driver) = Batcher::start(
+            config,
+            2,
+            lanes,
+            (cores, 1),
+            admissions,
+            metrics,
+            supervisor,
+        );
+        (batcher, narrow_rx, wide_rx)
+    }
+
     /// The next batch on `rx`, letting the driver task run meanwhile.
     async fn next(rx: &crossbeam_channel::Receiver<Batch>) -> Batch {
         for _ in 0..5000 {
@@ -282,24 +268,7 @@ mod tests {
     /// together.
     #[tokio::test]
     async fn a_lone_batch_takes_the_wide_lane_and_a_busy_server_the_narrow_ones() {
-        let (narrow, narrow_rx) = crossbeam_channel::unbounded();
-        let (wide, wide_rx) = crossbeam_channel::unbounded();
-        let config = QueueConfig {
-            max_batch: 1,
-            max_delay: Duration::ZERO,
-            capacity: 16,
-        };
-        let lanes = Lanes {
-            narrow,
-            wide: Some(wide),
-        };
-        let (batcher, _driver) = Batcher::start(
-            config,
-            2,
-            lanes,
-            Arc::new(Metrics::new()),
-            Supervisor::default(),
-        );
+        let (batcher, narrow_rx, wide_rx) = start(1, Cores::new(2), true);
 
         // Idle and nothing else queued: every permit, the wide session.
         let (lone, _a) = job();
@@ -321,5 +290,69 @@ mod tests {
             wide_rx.is_empty(),
             "a busy server keeps the narrow sessions"
         );
+    }
+
+    /// The core budget shared with decoding: no batch is cut while decodes hold every core, a
+    /// batch cut beside a decode takes a narrow session (the wide one needs every core), and a
+    /// lone image on an idle machine gets them all.
+    #[tokio::test]
+    async fn a_batch_waits_for_its_cores_and_the_wide_lane_needs_them_all() {
+        let cores = Cores::new(2);
+        let (batcher, narrow_rx, wide_rx) = start(8, cores.clone(), true);
+        let (first_decode, second_decode) = (cores.lease(1).await, cores.lease(1).await);
+        let (first, _a) = job();
+        batcher.submit(first);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(
+            narrow_rx.is_empty() && wide_rx.is_empty(),
+            "a batch was cut while decodes held every core"
+        );
+        drop(first_decode);
+        let batch = next(&narrow_rx).await;
+        assert_eq!(batch.cores.cores(), 1);
+        assert!(wide_rx.is_empty(), "the wide lane beside a decode");
+        drop((batch, second_decode));
+
+        let (lone, _c) = job();
+        batcher.submit(lone);
+        let batch = next(&wide_rx).await;
+        assert_eq!((batch.cores.cores(), cores.in_use()), (2, 2));
+    }
+
+    /// What is queued when a session frees up is shared by every narrow session, busy ones
+    /// too: four images queued behind two busy sessions do not leave as one batch of four on
+    /// one session's threads while the other's cores idle after its run.
+    #[tokio::test]
+    async fn queued_images_are_shared_by_every_session_not_taken_by_the_first_free() {
+        let (batcher, narrow_rx, _) = start(8, Cores::unlimited(), false);
+        let (first, _a) = job();
+        batcher.submit(first);
+        let busy = next(&narrow_rx).await;
+        let (second, _b) = job();
+        batcher.submit(second);
+        let other = next(&narrow_rx).await;
+        // Both sessions busy: four images queue.
+        let _waiting: Vec<_> = (0..4)
+            .map(|_| {
+                let (queued, answer) = job();
+                batcher.submit(queued);
+                answer
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(narrow_rx.is_empty());
+        drop(busy);
+        let half = next(&narrow_rx).await;
+        assert_eq!(half.jobs.len(), 2, "the first free session took its share");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(narrow_rx.is_empty(), "the rest waits for a session");
+        // Each session that frees up takes its share of what is left (with a run's time
+        // linear in its images, a smaller batch never finishes the last image later).
+        drop(other);
+        let quarter = next(&narrow_rx).await;
+        assert_eq!(quarter.jobs.len(), 1, "ceil(2 left / 2 sessions)");
+        drop(half);
+        assert_eq!(next(&narrow_rx).await.jobs.len(), 1);
+        drop(quarter);
     }
 }

@@ -12,7 +12,7 @@ use std::time::Instant;
 use super::job::{Batch, Job, Prediction};
 use super::watchdog::Watchdog;
 use crate::inference::{batch_tensor, Engine, InputShape};
-use crate::metrics::Metrics;
+use crate::metrics::ModelMetrics;
 use crate::supervise::{FaultPoint, Supervisor};
 use crate::telemetry::STAGES;
 
@@ -27,7 +27,7 @@ impl Workers {
     pub fn spawn(
         engines: Vec<(Engine, crossbeam_channel::Receiver<Batch>)>,
         shape: InputShape,
-        metrics: Arc<Metrics>,
+        metrics: ModelMetrics,
         supervisor: &Supervisor,
         watchdog: &Arc<Watchdog>,
     ) -> Self {
@@ -71,7 +71,7 @@ impl Workers {
 struct Thread<'a> {
     index: usize,
     shape: InputShape,
-    metrics: &'a Metrics,
+    metrics: &'a ModelMetrics,
     supervisor: &'a Supervisor,
     watchdog: &'a Watchdog,
 }
@@ -116,6 +116,7 @@ impl Thread<'_> {
                 jobs,
                 cut_at,
                 permit,
+                cores,
             } = batch;
             // Skip jobs whose client left while the batch waited.
             let total = jobs.len();
@@ -128,7 +129,7 @@ impl Thread<'_> {
                 );
             }
             if live.is_empty() {
-                drop(permit);
+                drop((permit, cores));
                 continue;
             }
             let (batch_span, job_spans) = self.stage_spans(&mut live);
@@ -140,14 +141,13 @@ impl Thread<'_> {
             let result = engine.run(&tensor, live.len(), shape.size, shape.size);
             drop(running);
             let inference = started.elapsed();
-            drop(permit);
+            drop((permit, cores));
             match &result {
                 Ok(_) => metrics.batch_done(live.len(), inference),
                 Err(e) => tracing::error!(error = %e, batch = live.len(), "inference failed"),
             }
             drop((batch_span, job_spans));
             let classes = engine.num_classes();
-            let batch_size = live.len();
             for (i, job) in live.into_iter().enumerate() {
                 let _entered = job.span.enter();
                 let answer = result
@@ -157,7 +157,6 @@ impl Thread<'_> {
                         logits: logits[i * classes..(i + 1) * classes].to_vec(),
                         queue: cut_at.saturating_duration_since(job.enqueued),
                         inference,
-                        batch_size,
                     });
                 // The receiver may have gone meanwhile; nothing to do then.
                 let _ = job.reply.send(answer);

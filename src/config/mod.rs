@@ -1,6 +1,9 @@
 //! Command-line flags and `REPVGG_*` environment variables (clap), validated into typed
 //! configs before anything is loaded or any port is bound.
 
+mod classify_args;
+mod model_plan;
+pub mod repository;
 mod serve_args;
 mod serve_config;
 
@@ -9,6 +12,8 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::inference::precision::Precision;
+pub use classify_args::{ClassifyArgs, ClassifyJob, OutputFormat, PipelineArgs};
+pub use model_plan::{ModelPlan, PlanDefaults};
 pub use serve_args::{
     AccessArgs, BatchingArgs, GrpcArgs, ListenArgs, ModelArgs, PreprocessArgs, RequestLimits,
     ServeArgs, ShutdownArgs, ThreadArgs,
@@ -42,6 +47,10 @@ pub enum Command {
     /// Serve POST /classify and the v2 protocol (REST and gRPC); fuses a training checkpoint at
     /// start-up (demo weights without one).
     Serve(Box<ServeArgs>),
+    /// Classify many images in this process with the service's own pipeline (batches, every
+    /// core), writing one record per image (top-k classes or the error) as JSON lines or CSV,
+    /// with progress, a summary and --resume.
+    Classify(Box<ClassifyArgs>),
     /// Write the (fused, or with --unfused the three-branch) network of a checkpoint as ONNX.
     Export {
         #[arg(long)]

@@ -7,6 +7,9 @@ use clap::Args;
 
 use crate::inference::precision::Precision;
 
+/// The largest `--max-batch-size` (and `max_batch_size` of a repository model).
+pub(crate) const MAX_BATCH_SIZE: usize = 256;
+
 /// `repvgg-serve serve` flags, by topic (each group is a section of `--help`). Every flag has a
 /// `REPVGG_*` environment variable.
 #[derive(Debug, Args)]
@@ -55,6 +58,10 @@ pub struct ListenArgs {
     /// (a sidecar or `kubectl port-forward`).
     #[arg(long, env = "REPVGG_ADMIN_HOST")]
     pub admin_host: Option<String>,
+    /// The page to try the service at `/` on the public port (it calls `/classify` like any
+    /// client) and the live dashboard at `/dashboard` on the admin listener. `false`: both 404.
+    #[arg(long, env = "REPVGG_UI", default_value_t = true, action = clap::ArgAction::Set)]
+    pub ui: bool,
 }
 
 /// Who may call what.
@@ -95,6 +102,23 @@ pub struct ModelArgs {
     /// An ONNX model written by `repvgg-serve export`, served as it is.
     #[arg(long, env = "REPVGG_MODEL")]
     pub model: Option<PathBuf>,
+    /// Serve every model of a repository in Triton's layout, DIR/<model>/<version>/<one
+    /// checkpoint or .onnx>, with an optional DIR/<model>/config.json (README: Model
+    /// repository). Instead of --checkpoint / --model; --model-name and --labels do not apply.
+    #[arg(long, env = "REPVGG_MODEL_REPOSITORY", conflicts_with_all = ["checkpoint", "model", "labels"])]
+    pub model_repository: Option<PathBuf>,
+    /// `none`: the repository's versions are loaded at start and served until exit.
+    /// `explicit`: also load, reload and unload models while serving through the v2 repository
+    /// extension on the admin listener (`POST /v2/repository/models/{m}/load`, `.../unload`,
+    /// `/v2/repository/index`; admin key), as Triton's EXPLICIT mode; everything is loaded at
+    /// start.
+    /// `poll`: the repository is scanned every --model-poll-interval-ms and what it holds is
+    /// served (a version directory must appear complete: write `.N`, rename to `N`).
+    #[arg(long, env = "REPVGG_MODEL_CONTROL", value_enum, default_value_t = crate::models::ModelControl::None)]
+    pub model_control: crate::models::ModelControl,
+    /// With --model-control poll: how often the repository is scanned.
+    #[arg(long, env = "REPVGG_MODEL_POLL_INTERVAL_MS", value_parser = clap::builder::RangedU64ValueParser::<u64>::new().range(100..=3_600_000), default_value_t = 5_000)]
+    pub model_poll_interval_ms: u64,
     /// Variant of the random demo model used when neither --checkpoint nor --model is given.
     #[arg(long, env = "REPVGG_DEMO_VARIANT", default_value = "A0")]
     pub demo_variant: String,
@@ -113,11 +137,17 @@ pub struct ModelArgs {
     #[arg(long, env = "REPVGG_LABELS")]
     pub labels: Option<PathBuf>,
     /// Numeric precision: `fp32` (ONNX Runtime's CPU provider: exact, as PyTorch computes) or
-    /// `bf16` (ONNX Runtime's OpenVINO provider with bf16 inference: several times faster on
-    /// CPUs with `amx_bf16` or `avx512_bf16`, refused on others; logits move slightly, see
-    /// `repvgg-serve compare`). bf16 needs the OpenVINO runtime: scripts/setup-ort-openvino.sh.
+    /// `bf16` (ONNX Runtime's OpenVINO provider with bf16 inference: 2-6 times faster on CPUs
+    /// with AMX or on AMD Zen 4, refused on CPUs without `amx_bf16` or `avx512_bf16` and
+    /// wherever start-up measures it not faster, see --bf16-min-speedup; logits move slightly,
+    /// see `repvgg-serve compare`). bf16 needs the OpenVINO runtime: scripts/setup-ort-openvino.sh.
     #[arg(long, env = "REPVGG_PRECISION", value_enum, default_value_t = Precision::Fp32)]
     pub precision: Precision,
+    /// With --precision bf16: the speed-up over fp32 that bf16 must show on the start-up check
+    /// batch (both engines timed side by side), or the start is refused with both timings.
+    /// 0 serves bf16 whatever the timing.
+    #[arg(long, env = "REPVGG_BF16_MIN_SPEEDUP", value_parser = min_speedup, default_value_t = crate::inference::bf16_speed::DEFAULT_MIN_SPEEDUP)]
+    pub bf16_min_speedup: f64,
     /// Path of the ONNX Runtime library (default: ORT_DYLIB_PATH, then .ort/ from setup:
     /// libonnxruntime.so.1.31.1; with --precision bf16, .ort-openvino/libonnxruntime.so.1.24.1).
     #[arg(long, env = "REPVGG_ORT_DYLIB")]
@@ -130,7 +160,7 @@ pub struct ModelArgs {
 pub struct BatchingArgs {
     /// Largest batch sent to ONNX Runtime. Larger batches raise throughput a little on CPU and
     /// add latency; the warm-up runs at this size.
-    #[arg(long, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=256), env = "REPVGG_MAX_BATCH_SIZE", default_value_t = 8)]
+    #[arg(long, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=MAX_BATCH_SIZE as u64), env = "REPVGG_MAX_BATCH_SIZE", default_value_t = 8)]
     pub max_batch_size: usize,
     /// How long the first queued image waits for others before a partial batch leaves (ms).
     /// 0 = take whatever is queued when a session is free (best at low load).
@@ -173,6 +203,16 @@ pub struct ThreadArgs {
     /// it adds only its activations). `false` keeps just the narrow sessions.
     #[arg(long, env = "REPVGG_WIDE_SESSION", default_value_t = true, action = clap::ArgAction::Set)]
     pub wide_session: bool,
+    /// One budget of CPU cores for decoding and inference: a model run leases as many cores as
+    /// its session has threads (the wide session: all), a decode one, and whoever cannot get
+    /// its cores waits, so CPU-bound threads never outnumber the cores. Off by default: on a
+    /// 2-core EPYC (A0) it cost 9-13 % of the saturation throughput in three runs, and its
+    /// effect on p99 under Poisson arrivals was inside the run-to-run spread (docs/anatomy.md).
+    #[arg(long, env = "REPVGG_CORE_BUDGET", default_value_t = false, action = clap::ArgAction::Set)]
+    pub core_budget: bool,
+    /// Cores in the budget (default: the cores this process may use).
+    #[arg(long, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1024), env = "REPVGG_CORES")]
+    pub cores: Option<usize>,
     /// Preprocessing (decode + resize) worker threads (default: all cores).
     #[arg(long, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1024), env = "REPVGG_PREPROCESS_WORKERS")]
     pub preprocess_workers: Option<usize>,
@@ -312,4 +352,12 @@ pub struct TraceArgs {
     #[arg(long, env = "OTEL_BSP_SCHEDULE_DELAY", default_value_t = 5000,
           value_parser = clap::value_parser!(u64).range(1..=600_000))]
     pub otlp_export_delay_ms: u64,
+}
+
+/// `--bf16-min-speedup`: a finite number from 0 to 100.
+fn min_speedup(text: &str) -> Result<f64, String> {
+    text.parse::<f64>()
+        .ok()
+        .filter(|v| (0.0..=100.0).contains(v))
+        .ok_or_else(|| format!("`{text}` is not a speed-up from 0 to 100 (e.g. 1.1)"))
 }

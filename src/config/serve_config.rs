@@ -1,10 +1,13 @@
 //! `ServeArgs` -> the validated `ServeConfig` the server starts from: checks across flags,
 //! files that must exist, the CPU for bf16, and the defaults that depend on the machine.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::model_plan::{ModelPlan, PlanDefaults};
+use super::repository::{self, ModelSettings};
 use super::ServeArgs;
 use crate::inference::precision::{CpuBf16, Precision};
 use crate::model::ModelSource;
@@ -18,13 +21,25 @@ pub struct ServeConfig {
     pub grpc_addr: Option<SocketAddr>,
     /// Admin listener; `None` when `--admin-port 0`.
     pub admin_addr: Option<SocketAddr>,
+    /// The page at `/` and the dashboard at `/dashboard` (`--ui`).
+    pub ui: bool,
     pub access: AccessConfig,
     /// TLS on every listener; `None`: plaintext.
     pub tls: Option<crate::tls::TlsFiles>,
-    pub model_name: String,
-    pub source: ModelSource,
+    /// What is served: one model version from --checkpoint / --model (or the demo), or every
+    /// version a model repository's policies pick. Never empty.
+    pub models: Vec<ModelPlan>,
+    /// Repository models whose `config.json` splits traffic between versions.
+    pub splits: BTreeMap<String, repository::Split>,
+    /// What a version loaded later takes from the flags.
+    pub defaults: PlanDefaults,
+    /// `--model-control`: whether versions change while serving.
+    pub model_control: crate::models::ModelControl,
+    /// `--model-poll-interval-ms`.
+    pub model_poll_interval: Duration,
+    /// `--model-repository`, when the models come from one.
+    pub repository: Option<PathBuf>,
     pub cache_dir: Option<PathBuf>,
-    pub labels: Option<PathBuf>,
     pub ort_dylib: Option<PathBuf>,
     pub batching: BatchingConfig,
     pub inference: InferenceConfig,
@@ -48,7 +63,6 @@ pub struct AccessConfig {
 
 #[derive(Clone, Debug)]
 pub struct BatchingConfig {
-    pub max_batch_size: usize,
     pub max_queue_delay: Duration,
     pub queue_capacity: usize,
     pub request_timeout: Duration,
@@ -57,10 +71,12 @@ pub struct BatchingConfig {
 #[derive(Clone, Debug)]
 pub struct InferenceConfig {
     pub precision: Precision,
-    pub sessions: usize,
-    pub intra_threads: usize,
+    /// bf16 only: the speed-up over fp32 it must show at start-up.
+    pub bf16_min_speedup: f64,
     pub spinning: bool,
     pub wide_session: bool,
+    /// `--core-budget`: cores shared by decoding and inference, `None` when off.
+    pub core_budget: Option<usize>,
 }
 
 /// HTTP/2 limits of the gRPC port.
@@ -83,9 +99,6 @@ pub struct PreprocessLimits {
     pub max_images_per_request: usize,
     pub body_timeout: Duration,
     pub max_pixels: u64,
-    /// Overrides of the model's resize / crop.
-    pub resize: Option<u32>,
-    pub crop: Option<u32>,
     pub jpeg_dct_scaling: bool,
     /// `--mean` / `--std`.
     pub normalization: crate::preprocess::normalize::Normalization,
@@ -161,40 +174,47 @@ impl ServeArgs {
                 .map(|origin| cors_origin(origin))
                 .collect::<Result<_, _>>()?,
         };
-        let source = match (model.checkpoint, model.model) {
-            (Some(path), None) => ModelSource::Checkpoint(existing(path, "--checkpoint")?),
-            (None, Some(path)) => ModelSource::Onnx(existing(path, "--model")?),
-            _ => {
-                if crate::model::variants::find(&model.demo_variant).is_none() {
-                    return Err(format!(
-                        "--demo-variant `{}` is not a RepVGG variant (known: {})",
-                        model.demo_variant,
-                        crate::model::variants::names().join(", ")
-                    ));
-                }
-                ModelSource::Demo {
-                    variant: model.demo_variant,
-                    seed: 0,
-                }
-            }
-        };
-        let labels = model.labels.map(|p| existing(p, "--labels")).transpose()?;
-        let name_ok = |c: char| c.is_ascii_alphanumeric() || "_.-".contains(c);
-        if model.model_name.is_empty() || !model.model_name.chars().all(name_ok) {
-            return Err(format!(
-                "--model-name `{}` must be letters, digits, '_', '.' or '-'",
-                model.model_name
-            ));
-        }
         if let (Some(resize), Some(crop)) = (preprocess.resize, preprocess.crop) {
             if crop > resize {
                 return Err(format!("--crop {crop} is larger than --resize {resize}"));
             }
         }
-        let sessions = threads.sessions.unwrap_or(match model.precision {
-            Precision::Fp32 => cores.min(2),
-            Precision::Bf16 => 1,
-        });
+        let defaults = PlanDefaults {
+            resize: preprocess.resize,
+            crop: preprocess.crop,
+            max_batch_size: batching.max_batch_size,
+            sessions: threads.sessions,
+            intra_threads: threads.intra_threads,
+            cores,
+            precision: model.precision,
+        };
+        let mut splits = BTreeMap::new();
+        let models = match &model.model_repository {
+            Some(dir) => repository::scan(dir)?
+                .into_iter()
+                .flat_map(|model| {
+                    if let Some(split) = &model.split {
+                        splits.insert(model.name.clone(), split.clone());
+                    }
+                    defaults.plans(model)
+                })
+                .collect(),
+            None => {
+                repository::check_name(&model.model_name)
+                    .map_err(|e| format!("--model-name: {e}"))?;
+                let settings = ModelSettings {
+                    labels: model.labels.map(|p| existing(p, "--labels")).transpose()?,
+                    ..ModelSettings::default()
+                };
+                let source = model_source(model.checkpoint, model.model, model.demo_variant)?;
+                vec![defaults.plan(model.model_name, 1, source, settings)]
+            }
+        };
+        if model.model_control != crate::models::ModelControl::None
+            && model.model_repository.is_none()
+        {
+            return Err("--model-control explicit or poll needs --model-repository DIR".into());
+        }
         if model.precision == Precision::Bf16 {
             CpuBf16::detect().require_native()?;
         }
@@ -203,25 +223,28 @@ impl ServeArgs {
             grpc_addr: (listen.grpc_port != 0).then(|| SocketAddr::new(ip, listen.grpc_port)),
             admin_addr: (listen.admin_port != 0)
                 .then(|| SocketAddr::new(admin_ip, listen.admin_port)),
+            ui: listen.ui,
             access,
             tls,
-            model_name: model.model_name,
-            source,
+            models,
+            splits,
+            defaults,
+            model_control: model.model_control,
+            model_poll_interval: Duration::from_millis(model.model_poll_interval_ms),
+            repository: model.model_repository,
             cache_dir: (!model.no_cache).then_some(model.cache_dir),
-            labels,
             ort_dylib: model.ort_dylib,
             batching: BatchingConfig {
-                max_batch_size: batching.max_batch_size,
                 max_queue_delay: Duration::from_millis(batching.max_queue_delay_ms),
                 queue_capacity: batching.queue_capacity,
                 request_timeout: Duration::from_millis(batching.request_timeout_ms),
             },
             inference: InferenceConfig {
                 precision: model.precision,
-                sessions,
-                intra_threads: threads.intra_threads.unwrap_or((cores / sessions).max(1)),
+                bf16_min_speedup: model.bf16_min_speedup,
                 spinning: threads.ort_spinning,
                 wide_session: threads.wide_session,
+                core_budget: threads.core_budget.then(|| threads.cores.unwrap_or(cores)),
             },
             preprocess: PreprocessLimits {
                 workers: threads.preprocess_workers.unwrap_or(cores),
@@ -233,8 +256,6 @@ impl ServeArgs {
                     .unwrap_or_else(crate::preprocess::budget::default_budget),
                 body_timeout: Duration::from_millis(limits.body_timeout_ms),
                 max_pixels: limits.max_pixels,
-                resize: preprocess.resize,
-                crop: preprocess.crop,
                 jpeg_dct_scaling: preprocess.jpeg_dct_scaling,
                 normalization: crate::preprocess::normalize::Normalization {
                     mean: channels(preprocess.mean.as_deref(), "--mean", MEAN, |_| true)?,
@@ -297,6 +318,30 @@ fn cors_origin(origin: &str) -> Result<http::HeaderValue, String> {
         return Err(error());
     }
     http::HeaderValue::from_str(origin).map_err(|_| error())
+}
+
+/// The one model of `--checkpoint`, `--model`, or the demo.
+fn model_source(
+    checkpoint: Option<PathBuf>,
+    onnx: Option<PathBuf>,
+    demo_variant: String,
+) -> Result<ModelSource, String> {
+    Ok(match (checkpoint, onnx) {
+        (Some(path), None) => ModelSource::Checkpoint(existing(path, "--checkpoint")?),
+        (None, Some(path)) => ModelSource::Onnx(existing(path, "--model")?),
+        _ => {
+            if crate::model::variants::find(&demo_variant).is_none() {
+                return Err(format!(
+                    "--demo-variant `{demo_variant}` is not a RepVGG variant (known: {})",
+                    crate::model::variants::names().join(", ")
+                ));
+            }
+            ModelSource::Demo {
+                variant: demo_variant,
+                seed: 0,
+            }
+        }
+    })
 }
 
 fn existing(path: PathBuf, flag: &str) -> Result<PathBuf, String> {

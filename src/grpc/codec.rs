@@ -91,6 +91,9 @@ impl WireLimits for proto::ServerReadyRequest {}
 impl WireLimits for proto::ModelReadyRequest {}
 impl WireLimits for proto::ServerMetadataRequest {}
 impl WireLimits for proto::ModelMetadataRequest {}
+impl WireLimits for proto::RepositoryIndexRequest {}
+impl WireLimits for proto::RepositoryModelLoadRequest {}
+impl WireLimits for proto::RepositoryModelUnloadRequest {}
 
 impl WireLimits for proto::ModelInferRequest {
     /// `parameters` (4), `inputs` (5), `outputs` (6), `raw_input_contents` (7).

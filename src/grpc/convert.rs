@@ -12,7 +12,11 @@ use super::proto::infer_parameter::ParameterChoice;
 use super::proto::model_infer_request::{InferInputTensor, InferRequestedOutputTensor};
 use super::proto::model_infer_response::InferOutputTensor;
 use super::proto::model_metadata_response::TensorMetadata as ProtoTensorMetadata;
-use super::proto::{InferParameter, ModelInferRequest, ModelInferResponse, ModelMetadataResponse};
+use super::proto::repository_index_response::ModelIndex;
+use super::proto::{
+    InferParameter, ModelInferRequest, ModelInferResponse, ModelMetadataResponse,
+    RepositoryIndexResponse,
+};
 
 /// An empty string is the protocol's "not given".
 fn given(text: String) -> Option<String> {
@@ -122,7 +126,7 @@ pub fn response(answer: InferResponse) -> ModelInferResponse {
         .collect();
     ModelInferResponse {
         model_name: answer.model_name,
-        model_version: answer.model_version.to_owned(),
+        model_version: answer.model_version,
         id: answer.id.unwrap_or_default(),
         outputs,
         raw_output_contents,
@@ -151,6 +155,21 @@ pub fn metadata(meta: ModelMetadata) -> ModelMetadataResponse {
 
 /// The one mapping of the service's errors to gRPC status codes: the client-facing error is
 /// classified once ([`ApiError`]), and its HTTP status translated as gRPC's HTTP mapping does.
+/// The repository index as the protocol's message.
+pub fn index(entries: Vec<crate::models::IndexEntry>) -> RepositoryIndexResponse {
+    RepositoryIndexResponse {
+        models: entries
+            .into_iter()
+            .map(|e| ModelIndex {
+                name: e.name,
+                version: e.version,
+                state: e.state.into(),
+                reason: e.reason,
+            })
+            .collect(),
+    }
+}
+
 pub fn status(error: impl Into<ApiError>) -> tonic::Status {
     use axum::http::StatusCode;
     use tonic::Code;
@@ -195,7 +214,11 @@ mod tests {
     #[test]
     fn errors_map_to_grpc_codes() {
         assert_eq!(
-            status(V2Error::UnknownModel("x".into(), "repvgg".into())).code(),
+            status(V2Error::UnknownModel {
+                name: "x".into(),
+                known: "'repvgg'".into()
+            })
+            .code(),
             tonic::Code::NotFound
         );
         assert_eq!(

@@ -10,6 +10,11 @@ use crate::access::{Access, Role, Verdict};
 use crate::http::observe::REQUEST_ID;
 use crate::metrics::{Metrics, Protocol};
 
+/// Methods of the repository extension (model control): an `admin` key, and only when keys are
+/// configured (the gRPC port is public; with an open service, control is on the admin
+/// listener's REST routes only).
+const CONTROL: &str = "/inference.GRPCInferenceService/Repository";
+
 /// Methods any client may call.
 const OPEN: &[&str] = &[
     "/grpc.health.v1.Health/Check",
@@ -46,7 +51,19 @@ pub(crate) fn admit(
         .headers
         .get(http::header::AUTHORIZATION)
         .map(|value| value.as_bytes());
-    let (reason, status) = match access.check(authorization, Role::Inference) {
+    let role = if request.uri.path().starts_with(CONTROL) {
+        if !access.is_configured() {
+            metrics.access_denied(Protocol::Grpc, "forbidden");
+            return Err(tonic::Status::permission_denied(
+                "model control over gRPC needs API keys (--api-keys-file) and an admin key; \
+                 without keys use the admin listener's /v2/repository routes",
+            ));
+        }
+        Role::Admin
+    } else {
+        Role::Inference
+    };
+    let (reason, status) = match access.check(authorization, role) {
         Verdict::Allowed => return Ok(()),
         Verdict::Unauthorized => (
             "unauthorized",

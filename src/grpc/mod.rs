@@ -64,7 +64,14 @@ pub(crate) async fn serve(
     limits: GrpcLimits,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
-    let max_message = max_message_bytes(state.limits.max_body_bytes, state.pipeline.tensor_len());
+    let largest_tensor = state
+        .models
+        .all()
+        .iter()
+        .map(|served| served.pipeline.tensor_len())
+        .max()
+        .unwrap_or_default();
+    let max_message = max_message_bytes(state.limits.max_body_bytes, largest_tensor);
     let metrics = state.metrics.clone();
     let health = health(state.readiness.watch());
     let service = GrpcInferenceServiceServer::new(Service { state })
@@ -123,6 +130,12 @@ fn health(
 /// The inference service's full name, as health checks ask for it.
 const SERVICE_NAME: &str = "inference.GRPCInferenceService";
 
+/// Calls that probes make: not counted as API requests in `/stats`.
+const PROBES: &[&str] = &[SERVER_LIVE, SERVER_READY, MODEL_READY];
+const SERVER_LIVE: &str = "/inference.GRPCInferenceService/ServerLive";
+const SERVER_READY: &str = "/inference.GRPCInferenceService/ServerReady";
+const MODEL_READY: &str = "/inference.GRPCInferenceService/ModelReady";
+
 impl Service {
     /// Runs one call with the in-flight gauge and the request series.
     async fn observed<T>(
@@ -148,6 +161,13 @@ impl Service {
         if code != tonic::Code::Ok {
             tracing::info!(method, ?code, "grpc call failed");
         }
+        if !PROBES.contains(&method) {
+            metrics.api_request(
+                (code != tonic::Code::Ok)
+                    .then(|| format!("{code:?}"))
+                    .as_deref(),
+            );
+        }
         result.map(Response::new)
     }
 
@@ -162,17 +182,15 @@ impl GrpcInferenceService for Service {
         &self,
         _: Request<ServerLiveRequest>,
     ) -> Result<Response<ServerLiveResponse>, Status> {
-        self.observed("/inference.GRPCInferenceService/ServerLive", async {
-            Ok(ServerLiveResponse { live: true })
-        })
-        .await
+        self.observed(SERVER_LIVE, async { Ok(ServerLiveResponse { live: true }) })
+            .await
     }
 
     async fn server_ready(
         &self,
         _: Request<ServerReadyRequest>,
     ) -> Result<Response<ServerReadyResponse>, Status> {
-        self.observed("/inference.GRPCInferenceService/ServerReady", async {
+        self.observed(SERVER_READY, async {
             Ok(ServerReadyResponse {
                 ready: self.ready(),
             })
@@ -184,10 +202,10 @@ impl GrpcInferenceService for Service {
         &self,
         request: Request<ModelReadyRequest>,
     ) -> Result<Response<ModelReadyResponse>, Status> {
-        self.observed("/inference.GRPCInferenceService/ModelReady", async {
+        self.observed(MODEL_READY, async {
             let ModelReadyRequest { name, version } = request.into_inner();
             self.state
-                .catalog
+                .models
                 .find(&name, Some(&version))
                 .map_err(convert::status)?;
             Ok(ModelReadyResponse {
@@ -220,11 +238,12 @@ impl GrpcInferenceService for Service {
     ) -> Result<Response<ModelMetadataResponse>, Status> {
         self.observed("/inference.GRPCInferenceService/ModelMetadata", async {
             let ModelMetadataRequest { name, version } = request.into_inner();
-            let catalog = &self.state.catalog;
-            let kind = catalog
+            let models = &self.state.models;
+            let (served, kind) = models
                 .find(&name, Some(&version))
                 .map_err(convert::status)?;
-            Ok(convert::metadata(catalog.metadata(kind)))
+            let versions = models.versions(&served.name);
+            Ok(convert::metadata(served.catalog.metadata(kind, &versions)))
         })
         .await
     }
@@ -237,17 +256,73 @@ impl GrpcInferenceService for Service {
         let deadline = arrived + self.state.limits.request_timeout;
         self.observed("/inference.GRPCInferenceService/ModelInfer", async {
             let request = convert::request(request.into_inner()).map_err(convert::status)?;
-            let answer = crate::v2::infer(
-                &self.state.catalog,
-                &self.state.pipeline,
-                request,
-                arrived,
-                deadline,
-            )
-            .await
-            .map_err(convert::status)?;
+            let (served, kind) = self
+                .state
+                .models
+                .find(&request.model, request.version.as_deref())
+                .map_err(convert::status)?;
+            let target = crate::v2::Target {
+                catalog: &served.catalog,
+                pipeline: &served.pipeline,
+                kind,
+                version: served.version,
+            };
+            let answer = crate::v2::infer(target, request, arrived, deadline)
+                .await
+                .map_err(convert::status)?;
             Ok(convert::response(answer))
         })
+        .await
+    }
+
+    async fn repository_index(
+        &self,
+        request: Request<RepositoryIndexRequest>,
+    ) -> Result<Response<RepositoryIndexResponse>, Status> {
+        self.observed("/inference.GRPCInferenceService/RepositoryIndex", async {
+            let entries = self.state.control.index(request.into_inner().ready);
+            Ok(convert::index(entries))
+        })
+        .await
+    }
+
+    async fn repository_model_load(
+        &self,
+        request: Request<RepositoryModelLoadRequest>,
+    ) -> Result<Response<RepositoryModelLoadResponse>, Status> {
+        self.observed(
+            "/inference.GRPCInferenceService/RepositoryModelLoad",
+            async {
+                let request = request.into_inner();
+                let parameters = request.parameters.keys().map(String::as_str);
+                self.state
+                    .control
+                    .load(&request.model_name, parameters)
+                    .await
+                    .map_err(convert::status)?;
+                Ok(RepositoryModelLoadResponse {})
+            },
+        )
+        .await
+    }
+
+    async fn repository_model_unload(
+        &self,
+        request: Request<RepositoryModelUnloadRequest>,
+    ) -> Result<Response<RepositoryModelUnloadResponse>, Status> {
+        self.observed(
+            "/inference.GRPCInferenceService/RepositoryModelUnload",
+            async {
+                let request = request.into_inner();
+                let parameters = request.parameters.keys().map(String::as_str);
+                self.state
+                    .control
+                    .unload(&request.model_name, parameters)
+                    .await
+                    .map_err(convert::status)?;
+                Ok(RepositoryModelUnloadResponse {})
+            },
+        )
         .await
     }
 }

@@ -20,11 +20,15 @@ use super::dto::{
 };
 use super::error::{ApiError, ErrorBody};
 use super::AppState;
-use crate::pipeline::{top_classes, Answer, Input};
+use crate::pipeline::{top_probabilities, Answer, Input};
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ClassifyParams {
+    /// The model to classify with; may be left out when the server has one model.
+    pub model: Option<String>,
+    /// Its version (default: the newest).
+    pub version: Option<String>,
     /// How many classes to return, best first (default 5; capped at the number of classes).
     pub top_k: Option<usize>,
     /// Also return the raw logits in class order.
@@ -50,8 +54,9 @@ pub struct ClassifyParams {
     ),
     responses(
         (status = 200, description = "One image: predictions. Several: `results` in request order.", body = ClassifyResponse),
-        (status = 400, description = "Empty body, undecodable image, malformed multipart, bad base64 or JSON, more images than --max-images-per-request", body = ErrorBody),
+        (status = 400, description = "No ?model= on a server with several models, empty body, undecodable image, malformed multipart, bad base64 or JSON, more images than --max-images-per-request", body = ErrorBody),
         (status = 408, description = "Body not received within the body timeout", body = ErrorBody),
+        (status = 404, description = "Unknown model or version (`?model=`, `?version=`)", body = ErrorBody),
         (status = 413, description = "Body over the size limit", body = ErrorBody),
         (status = 415, description = "Unsupported content type or image format", body = ErrorBody),
         (status = 422, description = "Image over the pixel limit, a JPEG with more than 100 scans, or needing more memory to decode than the whole decode budget", body = ErrorBody),
@@ -69,6 +74,9 @@ pub async fn classify(
     let arrived = Instant::now();
     let deadline = arrived + state.limits.request_timeout;
     let Query(params) = params.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let served = state
+        .models
+        .route(params.model.as_deref(), params.version.as_deref())?;
     // Readiness is not checked here: during the lame-duck delay after SIGTERM `/readyz` says
     // 503 so that load balancers stop routing here, while requests they still route are served.
     let body_timeout = state.limits.body_timeout;
@@ -86,18 +94,18 @@ pub async fn classify(
     let top_k = params
         .top_k
         .unwrap_or(5)
-        .clamp(1, state.model.info.num_classes);
-    let model = (&state.model.info).into();
+        .clamp(1, served.model.info.num_classes);
+    let model = served.as_ref().into();
     let (names, inputs): (Vec<_>, Vec<_>) = images
         .into_iter()
         .map(|ImageInput { name, bytes }| (name, Input::Encoded(bytes)))
         .unzip();
-    let answers = state
+    let answers = served
         .pipeline
         .classify_each(inputs, arrived, deadline)
         .await;
     let render = |answer: Answer| Classification {
-        predictions: top_predictions(&answer.logits, top_k, &state.model.labels),
+        predictions: top_predictions(&answer.logits, top_k, &served.model.labels),
         timings_ms: answer.timings.into(),
         logits: params.logits.then_some(answer.logits),
     };
@@ -150,15 +158,12 @@ pub async fn classify(
 
 /// Softmax over the logits, then the `k` most probable classes.
 fn top_predictions(logits: &[f32], k: usize, labels: &[String]) -> Vec<Prediction> {
-    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let exp: Vec<f64> = logits.iter().map(|&l| f64::from(l - max).exp()).collect();
-    let sum: f64 = exp.iter().sum();
-    top_classes(logits, k)
+    top_probabilities(logits, k)
         .into_iter()
-        .map(|class_id| Prediction {
+        .map(|(class_id, probability)| Prediction {
             class_id,
             label: labels[class_id].clone(),
-            probability: (exp[class_id] / sum) as f32,
+            probability,
         })
         .collect()
 }

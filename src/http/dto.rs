@@ -3,12 +3,16 @@
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::inference::{Agreement, Precision};
-use crate::model::{Dialect, Form, ModelInfo};
+use crate::inference::{Agreement, Bf16Timing, Precision};
+use crate::model::{Dialect, Form};
+use crate::models::{BatchingDetails, InputDetails};
 
 /// The model that answered, in every `/classify` response.
 #[derive(Clone, Debug, Serialize, ToSchema)]
 pub struct ModelRef {
+    /// The model's name and the version that answered.
+    pub name: String,
+    pub version: u64,
     /// Named variant (A0 ... D2se), or null for a custom architecture.
     pub variant: Option<String>,
     pub num_classes: usize,
@@ -17,9 +21,12 @@ pub struct ModelRef {
     pub checkpoint_sha256: Option<String>,
 }
 
-impl From<&ModelInfo> for ModelRef {
-    fn from(info: &ModelInfo) -> Self {
+impl From<&crate::models::Served> for ModelRef {
+    fn from(served: &crate::models::Served) -> Self {
+        let info = &served.model.info;
         Self {
+            name: served.name.clone(),
+            version: served.version,
             variant: info.variant.clone(),
             num_classes: info.num_classes,
             demo: info.demo,
@@ -113,6 +120,9 @@ pub struct ModelsResponse {
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ModelDetails {
+    /// The model's name (`--model-name`, or its directory in the repository).
+    pub name: String,
+    pub version: u64,
     pub variant: Option<String>,
     pub num_classes: usize,
     pub demo: bool,
@@ -137,32 +147,10 @@ pub struct ModelDetails {
     /// bf16 only: its logits against fp32's on the start-up check batch.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bf16_agreement: Option<Agreement>,
-}
-
-#[derive(Clone, Copy, Debug, Serialize, ToSchema)]
-pub struct InputDetails {
-    /// Shorter side after resize.
-    pub resize: u32,
-    /// Model input is `crop x crop` RGB.
-    pub crop: u32,
-    pub max_pixels: u64,
-    pub max_body_bytes: usize,
-    /// What crops are normalised with (`--mean`, `--std`; ImageNet's by default): tensors sent
-    /// to the `-tensor` model must be normalised the same way.
-    pub normalization: crate::preprocess::normalize::Normalization,
-}
-
-#[derive(Clone, Debug, Serialize, ToSchema)]
-pub struct BatchingDetails {
-    pub max_batch_size: usize,
-    pub max_queue_delay_ms: u64,
-    pub queue_capacity: usize,
-    pub request_timeout_ms: u64,
-    pub sessions: usize,
-    pub intra_threads: usize,
-    /// A session with every core that takes lone images (`--wide-session`, fp32).
-    pub wide_session: bool,
-    pub preprocess_workers: usize,
+    /// bf16 only: its time per image against fp32's on the start-up check batch (bf16 is
+    /// served only when faster by `--bf16-min-speedup`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bf16_timing: Option<Bf16Timing>,
 }
 
 /// `GET /healthz` and `GET /readyz`.

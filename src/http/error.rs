@@ -7,6 +7,7 @@ use axum::Json;
 use serde::Serialize;
 
 use crate::body_budget::BodyError;
+use crate::models::ControlError;
 use crate::pipeline::PipelineError;
 use crate::preprocess::PreprocessError;
 use crate::v2::V2Error;
@@ -58,6 +59,12 @@ pub enum ApiError {
     /// A v2 model name or version the server does not have.
     #[error("{0}")]
     UnknownModel(String),
+    /// Loading or unloading models while serving is not configured.
+    #[error("{0}")]
+    ModelControlOff(String),
+    /// A model load failed; what was serving is unchanged.
+    #[error("{0}")]
+    LoadFailed(String),
     #[error("{}", crate::access::UNAUTHORIZED)]
     Unauthorized,
     #[error("{}", crate::access::FORBIDDEN)]
@@ -74,7 +81,11 @@ pub struct ErrorBody {
 impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::EmptyBody | Self::BadRequest(_) | Self::Undecodable(_) => StatusCode::BAD_REQUEST,
+            Self::EmptyBody
+            | Self::BadRequest(_)
+            | Self::Undecodable(_)
+            | Self::ModelControlOff(_)
+            | Self::LoadFailed(_) => StatusCode::BAD_REQUEST,
             Self::UnsupportedMediaType(_)
             | Self::UnsupportedImageFormat(_)
             | Self::UnsupportedEncoding(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -118,6 +129,8 @@ impl ApiError {
             Self::Inference(_) => "inference_failed",
             Self::NotFound => "not_found",
             Self::UnknownModel(_) => "unknown_model",
+            Self::ModelControlOff(_) => "model_control_off",
+            Self::LoadFailed(_) => "load_failed",
             Self::Unauthorized => "unauthorized",
             Self::Forbidden => "forbidden",
         }
@@ -131,9 +144,16 @@ impl ApiError {
     }
 }
 
+/// The error type of a failed response, for the request counters (`crate::http::observe`).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ErrorType(pub(crate) &'static str);
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut response = (self.status(), Json(self.body())).into_response();
+        response
+            .extensions_mut()
+            .insert(ErrorType(self.error_type()));
         if self.status() == StatusCode::SERVICE_UNAVAILABLE {
             response.headers_mut().insert(
                 header::RETRY_AFTER,
@@ -189,10 +209,22 @@ impl From<PipelineError> for ApiError {
     }
 }
 
+impl From<ControlError> for ApiError {
+    fn from(e: ControlError) -> Self {
+        match e {
+            ControlError::Off => Self::ModelControlOff(e.to_string()),
+            ControlError::UnknownModel(_) => Self::UnknownModel(e.to_string()),
+            ControlError::InvalidName(message) => Self::BadRequest(message),
+            ControlError::Parameter { .. } => Self::BadRequest(e.to_string()),
+            ControlError::LoadFailed { .. } => Self::LoadFailed(e.to_string()),
+        }
+    }
+}
+
 impl From<V2Error> for ApiError {
     fn from(e: V2Error) -> Self {
         match e {
-            V2Error::UnknownModel(..) | V2Error::UnknownVersion { .. } => {
+            V2Error::UnknownModel { .. } | V2Error::UnknownVersion { .. } => {
                 Self::UnknownModel(e.to_string())
             }
             V2Error::Invalid(message) => Self::BadRequest(message),

@@ -32,16 +32,16 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<Health>, ApiEr
     }
 }
 
-/// The served model: variant, classes, input size, checkpoint hash and file name, demo flag,
-/// batching.
+/// The served model versions: name, version, variant, classes, input size, checkpoint hash and
+/// file name, demo flag, batching.
 #[utoipa::path(get, path = "/v1/models", responses((status = 200, body = ModelsResponse)), tag = "models")]
 pub async fn models(State(state): State<AppState>) -> Json<ModelsResponse> {
-    Json(state.model.details(false))
+    Json(super::model_details(&state.models, false))
 }
 
 /// The admin listener's `/v1/models`: as the public one, with the checkpoint's path on the host.
 pub async fn admin_models(State(state): State<AppState>) -> Json<ModelsResponse> {
-    Json(state.model.details(true))
+    Json(super::model_details(&state.models, true))
 }
 
 /// Prometheus text exposition (admin listener).

@@ -15,6 +15,7 @@ mod error;
 mod health;
 pub(crate) mod observe;
 pub mod openapi;
+mod ui;
 pub(crate) mod v2;
 
 use std::sync::Arc;
@@ -24,22 +25,19 @@ use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use axum::Router;
 
-pub use dto::{BatchingDetails, InputDetails, ModelDetails, ModelsResponse};
+pub use dto::{ModelDetails, ModelsResponse};
 pub use error::ApiError;
 
-use crate::inference::{Agreement, Precision};
 use crate::metrics::Metrics;
 use crate::model::ModelInfo;
-use crate::pipeline::Pipeline;
 
 /// Handles shared by every handler; cloning is cheap.
 #[derive(Clone, Debug)]
 pub struct AppState {
-    pub model: Arc<ServedModel>,
-    /// The classification pipeline every route calls.
-    pub pipeline: Pipeline,
-    /// The models as the v2 protocol (REST and gRPC) shows them.
-    pub catalog: crate::v2::Catalog,
+    /// The served model versions, each with the classification pipeline its routes call.
+    pub models: crate::models::Models,
+    /// Loading and unloading versions while serving (the admin listener's repository routes).
+    pub control: Arc<crate::models::Control>,
     pub metrics: Arc<Metrics>,
     pub readiness: Readiness,
     pub limits: Limits,
@@ -53,44 +51,40 @@ pub struct AppState {
     pub(crate) cors_allow_origins: Arc<[axum::http::HeaderValue]>,
 }
 
-/// The model as the HTTP layer describes it.
-#[derive(Debug)]
-pub struct ServedModel {
-    pub info: ModelInfo,
-    pub labels: Vec<String>,
-    pub input: InputDetails,
-    pub batching: BatchingDetails,
-    pub precision: Precision,
-    /// bf16 only: the start-up agreement with fp32.
-    pub agreement: Option<Agreement>,
-}
-
-impl ServedModel {
-    /// `/v1/models`; `host_path`: the checkpoint's path on the host (the admin listener) rather
-    /// than its file name (the public port).
-    fn details(&self, host_path: bool) -> ModelsResponse {
-        let info = &self.info;
-        ModelsResponse {
-            models: vec![ModelDetails {
-                variant: info.variant.clone(),
-                num_classes: info.num_classes,
-                demo: info.demo,
-                fused: info.fused,
-                checkpoint_sha256: info.checkpoint_sha256.clone(),
-                source: if host_path {
-                    info.source.clone()
-                } else {
-                    public_source(info)
-                },
-                dialect: info.dialect,
-                form: info.form,
-                input: self.input,
-                batching: self.batching.clone(),
-                precision: self.precision,
-                engine: self.precision.engine(),
-                bf16_agreement: self.agreement.clone(),
-            }],
-        }
+/// `/v1/models`: every served version; `host_path`: the checkpoint's path on the host (the
+/// admin listener) rather than its file name (the public port).
+fn model_details(models: &crate::models::Models, host_path: bool) -> ModelsResponse {
+    ModelsResponse {
+        models: models
+            .all()
+            .iter()
+            .map(|served| {
+                let model = &served.model;
+                let info = &model.info;
+                ModelDetails {
+                    name: served.name.clone(),
+                    version: served.version,
+                    variant: info.variant.clone(),
+                    num_classes: info.num_classes,
+                    demo: info.demo,
+                    fused: info.fused,
+                    checkpoint_sha256: info.checkpoint_sha256.clone(),
+                    source: if host_path {
+                        info.source.clone()
+                    } else {
+                        public_source(info)
+                    },
+                    dialect: info.dialect,
+                    form: info.form,
+                    input: model.input,
+                    batching: model.batching.clone(),
+                    precision: model.precision,
+                    engine: model.precision.engine(),
+                    bf16_agreement: model.agreement.clone(),
+                    bf16_timing: model.bf16_timing.clone(),
+                }
+            })
+            .collect(),
     }
 }
 
@@ -165,9 +159,10 @@ async fn budget_body(
 }
 
 /// The public port: classification, v2 REST and model metadata (behind an `inference` key when
-/// keys are configured), health, readiness and the OpenAPI document (open), with the body
-/// limits, the observability middleware and CORS when origins are allowed.
-pub fn router(state: AppState) -> Router {
+/// keys are configured), health, readiness, the OpenAPI document and, with `ui`, the page to
+/// try it (open), with the body limits, the observability middleware and CORS when origins
+/// are allowed.
+pub fn router(state: AppState, ui: bool) -> Router {
     let keyed = Router::new()
         .route("/classify", post(classify::classify))
         .route("/v1/models", get(health::models))
@@ -181,6 +176,7 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(health::readyz))
         .route("/openapi.json", get(openapi::openapi_json))
         .merge(v2::probes())
+        .merge(if ui { ui::page() } else { Router::new() })
         .merge(keyed)
         .fallback(|| async { ApiError::NotFound })
         .layer(axum::middleware::from_fn_with_state(
@@ -196,19 +192,41 @@ pub fn router(state: AppState) -> Router {
 }
 
 /// The admin listener: Prometheus metrics, `/stats` and the full `/v1/models`, every route
-/// behind an `admin` key when keys are configured. No request bodies.
-pub fn admin_router(state: AppState) -> Router {
+/// behind an `admin` key when keys are configured, and with `ui` the dashboard's files (open;
+/// the dashboard asks for the key to poll `/stats`). No request bodies.
+pub fn admin_router(state: AppState, ui: bool) -> Router {
     let router = Router::new()
         .route("/metrics", get(health::metrics))
         .route("/stats", get(health::stats))
         .route("/v1/models", get(health::admin_models))
+        .merge(repository_routes())
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::admin,
         ))
+        .merge(if ui { ui::dashboard() } else { Router::new() })
         .fallback(|| async { ApiError::NotFound })
         .layer(DefaultBodyLimit::max(0));
     observed(router, &state).with_state(state)
+}
+
+/// The v2 repository extension (model control), with room for its small JSON bodies.
+fn repository_routes() -> Router<AppState> {
+    use v2::repository::{self, MAX_BODY};
+    let limit = || DefaultBodyLimit::max(MAX_BODY);
+    Router::new()
+        .route(
+            "/v2/repository/index",
+            post(repository::index).layer(limit()),
+        )
+        .route(
+            "/v2/repository/models/{model}/load",
+            post(repository::load).layer(limit()),
+        )
+        .route(
+            "/v2/repository/models/{model}/unload",
+            post(repository::unload).layer(limit()),
+        )
 }
 
 /// Request id, span, counters and the one log line per request (see [`observe`]).

@@ -11,17 +11,26 @@ use axum::middleware::Next;
 use axum::response::Response;
 use tracing::Instrument;
 
+use super::error::ErrorType;
 use super::AppState;
 use crate::metrics::Protocol;
 
-/// Routes polled by probes and scrapers: counted, not logged.
+/// Routes polled by probes, scrapers and the dashboard, and the pages: counted in Prometheus,
+/// neither logged nor counted as API requests in `/stats`.
 const QUIET_ROUTES: &[&str] = &[
     "/healthz",
     "/readyz",
     "/metrics",
+    "/stats",
     "/v2/health/live",
     "/v2/health/ready",
+    "/",
+    "/dashboard",
 ];
+
+fn quiet(route: &str) -> bool {
+    QUIET_ROUTES.contains(&route) || route.starts_with("/ui/")
+}
 
 pub const REQUEST_ID: &str = "x-request-id";
 
@@ -70,6 +79,11 @@ pub async fn observe(State(state): State<AppState>, mut request: Request, next: 
         .metrics
         .request_done(Protocol::Http, &route, &status.to_string(), elapsed);
     response.headers_mut().insert(REQUEST_ID, id_header);
+    if quiet(&route) {
+        return response;
+    }
+    let error = response.extensions().get::<ErrorType>().map(|e| e.0);
+    state.metrics.api_request(error);
     let header = |name: &str| {
         response
             .headers()
@@ -78,17 +92,15 @@ pub async fn observe(State(state): State<AppState>, mut request: Request, next: 
             .unwrap_or("-")
             .to_owned()
     };
-    if !QUIET_ROUTES.contains(&route.as_str()) {
-        span.in_scope(|| {
-            tracing::info!(
-                status,
-                total_ms = elapsed.as_secs_f64() * 1e3,
-                queue_ms = %header("x-queue-time-ms"),
-                preprocess_ms = %header("x-preprocess-time-ms"),
-                inference_ms = %header("x-inference-time-ms"),
-                "request done"
-            );
-        });
-    }
+    span.in_scope(|| {
+        tracing::info!(
+            status,
+            total_ms = elapsed.as_secs_f64() * 1e3,
+            queue_ms = %header("x-queue-time-ms"),
+            preprocess_ms = %header("x-preprocess-time-ms"),
+            inference_ms = %header("x-inference-time-ms"),
+            "request done"
+        );
+    });
     response
 }

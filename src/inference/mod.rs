@@ -1,5 +1,6 @@
 //! ONNX Runtime: the process-wide environment and sessions that run batches.
 
+pub mod bf16_speed;
 mod engine;
 mod input;
 pub mod openvino;
@@ -8,6 +9,7 @@ pub mod precision;
 pub mod runtime;
 mod shared;
 
+pub use bf16_speed::Bf16Timing;
 pub use engine::{Engine, EngineConfig};
 pub use input::{batch_tensor, InputShape, ModelInput};
 pub use openvino::{Agreement, OpenVinoModel};

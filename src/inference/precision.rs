@@ -4,7 +4,8 @@
 //! runs ONNX Runtime's OpenVINO execution provider with OpenVINO's `INFERENCE_PRECISION_HINT`
 //! set to bf16: weights and activations keep fp32's range with 8 bits of mantissa, computed by
 //! AMX tiles (`amx_bf16`) or AVX-512 BF16 instructions (`avx512_bf16`). Without either, OpenVINO
-//! would emulate bf16 slower than fp32, so `bf16` is refused there.
+//! would emulate bf16 slower than fp32, so `bf16` is refused there. Having a flag is necessary,
+//! not sufficient: start-up also times bf16 against fp32 ([`super::bf16_speed`]).
 
 use std::path::PathBuf;
 
@@ -51,9 +52,11 @@ pub(crate) fn cpuinfo_field<'a>(cpuinfo: &'a str, name: &str) -> &'a str {
         .map_or("", |(_, v)| v.trim())
 }
 
-/// This CPU's model name and the bf16 flags it has.
+/// This CPU's architecture, model name and the bf16 flags it has.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CpuBf16 {
+    /// `x86_64`, `aarch64`, ... (as Rust names it).
+    pub arch: &'static str,
     pub model: String,
     pub flags: Vec<&'static str>,
 }
@@ -61,12 +64,21 @@ pub struct CpuBf16 {
 impl CpuBf16 {
     /// Reads the CPU description (see [`cpuinfo_path`]).
     pub fn detect() -> Self {
-        Self::parse(&std::fs::read_to_string(cpuinfo_path()).unwrap_or_default())
+        Self::parse_on(
+            std::env::consts::ARCH,
+            &std::fs::read_to_string(cpuinfo_path()).unwrap_or_default(),
+        )
     }
 
+    /// An x86_64 CPU described by `cpuinfo`.
     pub fn parse(cpuinfo: &str) -> Self {
+        Self::parse_on("x86_64", cpuinfo)
+    }
+
+    pub fn parse_on(arch: &'static str, cpuinfo: &str) -> Self {
         let present: Vec<&str> = cpuinfo_field(cpuinfo, "flags").split_whitespace().collect();
         Self {
+            arch,
             model: cpuinfo_field(cpuinfo, "model name").to_owned(),
             flags: BF16_FLAGS
                 .into_iter()
@@ -77,6 +89,13 @@ impl CpuBf16 {
 
     /// `Ok` with the flags in use, or the message that refuses `--precision bf16`.
     pub fn require_native(&self) -> Result<String, String> {
+        if self.arch != "x86_64" {
+            return Err(format!(
+                "--precision bf16 runs on ONNX Runtime's OpenVINO execution provider, which is \
+                 published for x86_64 only; this machine is {}. Use --precision fp32.",
+                self.arch
+            ));
+        }
         if self.flags.is_empty() {
             return Err(format!(
                 "--precision bf16 needs a CPU with native bf16 (CPU flag amx_bf16 or \
@@ -111,6 +130,19 @@ mod tests {
         assert_eq!(
             CpuBf16::parse(SPR).require_native(),
             Ok("amx_bf16 avx512_bf16".into())
+        );
+    }
+
+    #[test]
+    fn bf16_is_refused_on_aarch64_even_with_its_bf16_feature() {
+        // Graviton 3 has bf16 instructions, but the OpenVINO provider wheel is x86_64 only.
+        let graviton = "processor\t: 0\nFeatures\t: fp asimd sve bf16 i8mm\n";
+        let message = CpuBf16::parse_on("aarch64", graviton)
+            .require_native()
+            .expect_err("no bf16 engine on aarch64");
+        assert!(
+            message.contains("x86_64 only") && message.contains("aarch64"),
+            "{message}"
         );
     }
 

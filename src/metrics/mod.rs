@@ -8,68 +8,20 @@
 //! range from 0 to the request deadline.
 
 mod access;
+mod model;
+pub mod names;
 mod stats;
 mod traces;
 
 use std::time::Duration;
 
-use metrics::{Counter, Gauge, Histogram, Key, KeyName, Label, Level, Metadata, Recorder, Unit};
+use metrics::{Counter, Gauge, Key, KeyName, Label, Level, Metadata, Recorder, Unit};
 use metrics_exporter_prometheus::{
     Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
 };
 
+pub use model::ModelMetrics;
 pub use stats::{StageTimings, StatsReport};
-
-use crate::inference::Precision;
-
-/// Metric names.
-pub mod names {
-    pub const REQUESTS_TOTAL: &str = "repvgg_requests_total";
-    pub const REQUEST_DURATION: &str = "repvgg_request_duration_seconds";
-    pub const IMAGES_TOTAL: &str = "repvgg_images_total";
-    pub const BATCHES_TOTAL: &str = "repvgg_batches_total";
-    pub const QUEUE_WAIT: &str = "repvgg_queue_wait_seconds";
-    pub const PREPROCESS_DURATION: &str = "repvgg_preprocess_duration_seconds";
-    pub const INFERENCE_DURATION: &str = "repvgg_inference_duration_seconds";
-    pub const BATCH_SIZE: &str = "repvgg_batch_size";
-    pub const QUEUE_DEPTH: &str = "repvgg_queue_depth";
-    pub const INFLIGHT_REQUESTS: &str = "repvgg_inflight_requests";
-    pub const READY: &str = "repvgg_ready";
-    pub const CONNECTIONS: &str = "repvgg_http_connections";
-    pub const CONNECTIONS_REJECTED: &str = "repvgg_http_connections_rejected_total";
-    pub const MODEL_INFO: &str = "repvgg_model_info";
-    pub const GRPC_CONNECTIONS: &str = "repvgg_grpc_connections";
-    pub const GRPC_CONNECTIONS_REJECTED: &str = "repvgg_grpc_connections_rejected_total";
-    pub const ADMISSION_IN_USE: &str = "repvgg_admission_in_use";
-    pub const ADMISSION_CAPACITY: &str = "repvgg_admission_capacity";
-    pub const BODY_BYTES_IN_USE: &str = "repvgg_request_body_bytes_in_use";
-    pub const BODY_BUDGET_REJECTED: &str = "repvgg_request_body_budget_rejected_total";
-    pub const DECODE_BYTES_IN_USE: &str = "repvgg_decode_budget_bytes_in_use";
-    pub const DECODE_BYTES_CAPACITY: &str = "repvgg_decode_budget_bytes";
-    pub const TLS_HANDSHAKE_FAILURES: &str = "repvgg_tls_handshake_failures_total";
-    pub const TLS_RELOADS: &str = "repvgg_tls_reloads_total";
-    pub const ACCESS_DENIED: &str = "repvgg_access_denied_total";
-    pub const API_KEY_RELOADS: &str = "repvgg_api_key_reloads_total";
-    pub const TRACE_SPANS_EXPORTED: &str = "repvgg_trace_spans_exported_total";
-    pub const TRACE_SPANS_DROPPED: &str = "repvgg_trace_spans_dropped_total";
-    pub const TRACE_SPANS_FAILED: &str = "repvgg_trace_spans_failed_total";
-}
-
-/// Histogram buckets, per metric (seconds, or images for the batch size).
-const REQUEST_BUCKETS: &[f64] = &[
-    0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0, 10.0,
-    30.0,
-];
-const QUEUE_BUCKETS: &[f64] = &[
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-];
-const PREPROCESS_BUCKETS: &[f64] = &[
-    0.0005, 0.001, 0.002, 0.004, 0.008, 0.015, 0.03, 0.06, 0.12, 0.25, 0.5, 1.0,
-];
-const INFERENCE_BUCKETS: &[f64] = &[
-    0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.125, 0.15, 0.2, 0.3, 0.5, 1.0, 2.0,
-];
-const BATCH_SIZE_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0];
 
 /// What finally happened to one image.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -132,12 +84,8 @@ pub struct Metrics {
     recorder: PrometheusRecorder,
     handle: PrometheusHandle,
     process: metrics_process::Collector,
-    batches: Counter,
-    batch_size: Histogram,
-    inference: Histogram,
-    queue_wait: Histogram,
-    preprocess: Histogram,
-    queue_depth: Gauge,
+    /// Images waiting for a batch, over every model version (`/stats`).
+    queue_depth_total: std::sync::atomic::AtomicUsize,
     inflight: Gauge,
     connections: Gauge,
     connections_rejected: Counter,
@@ -301,17 +249,26 @@ impl Metrics {
             None,
             "1 when the model is loaded, warmed up and not shutting down",
         );
-        describe(MODEL_INFO, None, "The served model (value is always 1)");
+        describe(
+            MODEL_INFO,
+            None,
+            "A served model version (value is always 1)",
+        );
+        describe(
+            MODEL_VERSIONS_STOPPING,
+            None,
+            "Retired model versions still answering their last requests or releasing their memory",
+        );
+        describe(
+            MODEL_CONTROL,
+            None,
+            "Model loads and unloads while serving, by op, model and result (ok, failed)",
+        );
         let process = metrics_process::Collector::default();
         metrics::with_local_recorder(&recorder, || process.describe());
         let key = |name: &'static str| Key::from_static_name(name);
         Self {
-            batches: recorder.register_counter(&key(BATCHES_TOTAL), &METADATA),
-            batch_size: recorder.register_histogram(&key(BATCH_SIZE), &METADATA),
-            inference: recorder.register_histogram(&key(INFERENCE_DURATION), &METADATA),
-            queue_wait: recorder.register_histogram(&key(QUEUE_WAIT), &METADATA),
-            preprocess: recorder.register_histogram(&key(PREPROCESS_DURATION), &METADATA),
-            queue_depth: recorder.register_gauge(&key(QUEUE_DEPTH), &METADATA),
+            queue_depth_total: std::sync::atomic::AtomicUsize::new(0),
             inflight: recorder.register_gauge(&key(INFLIGHT_REQUESTS), &METADATA),
             connections: recorder.register_gauge(&key(CONNECTIONS), &METADATA),
             connections_rejected: recorder.register_counter(&key(CONNECTIONS_REJECTED), &METADATA),
@@ -357,36 +314,12 @@ impl Metrics {
         self.recorder
             .register_histogram(&Key::from_parts(names::REQUEST_DURATION, route), &METADATA)
             .record(elapsed.as_secs_f64());
-        self.windows.request();
     }
 
-    pub fn image_outcome(&self, outcome: Outcome) {
-        let labels = vec![Label::new("outcome", outcome.label())];
-        self.recorder
-            .register_counter(&Key::from_parts(names::IMAGES_TOTAL, labels), &METADATA)
-            .increment(1);
-    }
-
-    /// An image answered successfully, with its stage timings.
-    pub fn image_timings(&self, timings: StageTimings) {
-        self.queue_wait.record(timings.queue.as_secs_f64());
-        self.windows.image(timings);
-    }
-
-    pub fn preprocessed(&self, elapsed: Duration) {
-        self.preprocess.record(elapsed.as_secs_f64());
-    }
-
-    pub fn batch_done(&self, size: usize, inference: Duration) {
-        self.batches.increment(1);
-        self.batch_size.record(size as f64);
-        self.inference.record(inference.as_secs_f64());
-        self.windows.batch(size);
-    }
-
-    pub fn set_queue_depth(&self, depth: usize) {
-        self.queue_depth.set(depth as f64);
-        self.windows.set_queue_depth(depth);
+    /// An API request (not a probe, scrape or `/stats` poll) answered, for `/stats`; `error`:
+    /// its error type when it failed.
+    pub fn api_request(&self, error: Option<&str>) {
+        self.windows.request(error);
     }
 
     /// One more request in flight until the guard is dropped: however the request ends
@@ -418,10 +351,12 @@ impl Metrics {
     /// Admission places taken (+n) or given back (-n); `capacity` set once at start.
     pub fn admission(&self, delta: f64) {
         self.admission_in_use.increment(delta);
+        self.windows.admission(delta as i64);
     }
 
     pub fn set_admission_capacity(&self, capacity: usize) {
         self.admission_capacity.set(capacity as f64);
+        self.windows.set_admission_capacity(capacity);
     }
 
     /// Request body bytes reserved (+n) or released (-n).
@@ -445,27 +380,29 @@ impl Metrics {
 
     pub fn set_ready(&self, ready: bool) {
         self.ready.set(if ready { 1.0 } else { 0.0 });
+        self.windows.set_ready(ready);
     }
 
-    pub fn set_model_info(
-        &self,
-        variant: &str,
-        classes: usize,
-        sha256: &str,
-        fused: bool,
-        precision: Precision,
-    ) {
+    /// A model control operation (`op`: load, unload) on a model of the repository ended.
+    pub fn model_control(&self, op: &'static str, model: &str, result: &'static str) {
         let labels = vec![
-            Label::new("variant", variant.to_owned()),
-            Label::new("classes", classes.to_string()),
-            Label::new("checkpoint_sha256", sha256.to_owned()),
-            Label::new("fused", fused.to_string()),
-            Label::new("precision", precision.as_str()),
-            Label::new("engine", precision.engine()),
+            Label::new("op", op),
+            Label::new("model", model.to_owned()),
+            Label::new("result", result),
         ];
         self.recorder
-            .register_gauge(&Key::from_parts(names::MODEL_INFO, labels), &METADATA)
-            .set(1.0);
+            .register_counter(&Key::from_parts(names::MODEL_CONTROL, labels), &METADATA)
+            .increment(1);
+    }
+
+    /// Retired versions that have not stopped yet: more (+n) or fewer (-n).
+    pub fn versions_stopping(&self, delta: f64) {
+        self.recorder
+            .register_gauge(
+                &Key::from_static_name(names::MODEL_VERSIONS_STOPPING),
+                &METADATA,
+            )
+            .increment(delta);
     }
 
     /// `GET /stats`.

@@ -1,7 +1,8 @@
 //! Rolling windows for `GET /stats`: throughput and latency percentiles per stage over the
 //! last 10 s and 60 s, readable without Prometheus.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -67,6 +68,10 @@ struct Slot {
     requests: u64,
     batches: u64,
     batch_images: u64,
+    /// Batches by size: `batch_sizes[n]` batches of n images.
+    batch_sizes: Vec<u64>,
+    /// Failed requests by error type (a handful of distinct types: a list beats a map).
+    errors: Vec<(String, u64)>,
     stages: Stages,
 }
 
@@ -77,8 +82,20 @@ impl Slot {
             requests: 0,
             batches: 0,
             batch_images: 0,
+            batch_sizes: Vec::new(),
+            errors: Vec::new(),
             stages: Stages::new(),
         }
+    }
+
+    fn clear(&mut self, second: u64) {
+        self.second = second;
+        self.requests = 0;
+        self.batches = 0;
+        self.batch_images = 0;
+        self.batch_sizes.iter_mut().for_each(|n| *n = 0);
+        self.errors.clear();
+        self.stages.reset();
     }
 }
 
@@ -92,6 +109,9 @@ pub(super) struct Windows {
     started: Instant,
     slots: Vec<Mutex<Slot>>,
     queue_depth: AtomicUsize,
+    admission_in_use: AtomicI64,
+    admission_capacity: AtomicUsize,
+    ready: AtomicBool,
     total_images: AtomicU64,
     total_requests: AtomicU64,
     total_batches: AtomicU64,
@@ -103,6 +123,9 @@ impl Windows {
             started: Instant::now(),
             slots: (0..SLOTS).map(|_| Mutex::new(Slot::new())).collect(),
             queue_depth: AtomicUsize::new(0),
+            admission_in_use: AtomicI64::new(0),
+            admission_capacity: AtomicUsize::new(0),
+            ready: AtomicBool::new(false),
             total_images: AtomicU64::new(0),
             total_requests: AtomicU64::new(0),
             total_batches: AtomicU64::new(0),
@@ -116,11 +139,7 @@ impl Windows {
             .lock()
             .unwrap_or_else(|p| p.into_inner());
         if slot.second != second {
-            slot.second = second;
-            slot.requests = 0;
-            slot.batches = 0;
-            slot.batch_images = 0;
-            slot.stages.reset();
+            slot.clear(second);
         }
         update(&mut slot);
     }
@@ -130,9 +149,17 @@ impl Windows {
         self.record(|slot| slot.stages.record(timings));
     }
 
-    pub(super) fn request(&self) {
+    /// A request answered; `error`: its error type when it failed.
+    pub(super) fn request(&self, error: Option<&str>) {
         self.total_requests.fetch_add(1, Ordering::Relaxed);
-        self.record(|slot| slot.requests += 1);
+        self.record(|slot| {
+            slot.requests += 1;
+            let Some(error) = error else { return };
+            match slot.errors.iter_mut().find(|(e, _)| e == error) {
+                Some((_, n)) => *n += 1,
+                None => slot.errors.push((error.to_owned(), 1)),
+            }
+        });
     }
 
     pub(super) fn batch(&self, size: usize) {
@@ -140,11 +167,27 @@ impl Windows {
         self.record(|slot| {
             slot.batches += 1;
             slot.batch_images += size as u64;
+            if slot.batch_sizes.len() <= size {
+                slot.batch_sizes.resize(size + 1, 0);
+            }
+            slot.batch_sizes[size] += 1;
         });
     }
 
     pub(super) fn set_queue_depth(&self, depth: usize) {
         self.queue_depth.store(depth, Ordering::Relaxed);
+    }
+
+    pub(super) fn admission(&self, delta: i64) {
+        self.admission_in_use.fetch_add(delta, Ordering::Relaxed);
+    }
+
+    pub(super) fn set_admission_capacity(&self, capacity: usize) {
+        self.admission_capacity.store(capacity, Ordering::Relaxed);
+    }
+
+    pub(super) fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::Relaxed);
     }
 
     pub(super) fn report(&self) -> StatsReport {
@@ -166,7 +209,12 @@ impl Windows {
         }
         StatsReport {
             uptime_seconds: uptime.as_secs_f64(),
+            ready: self.ready.load(Ordering::Relaxed),
             queue_depth: self.queue_depth.load(Ordering::Relaxed),
+            admission: Admission {
+                in_use: self.admission_in_use.load(Ordering::Relaxed).max(0) as u64,
+                capacity: self.admission_capacity.load(Ordering::Relaxed),
+            },
             totals: Totals {
                 images: self.total_images.load(Ordering::Relaxed),
                 requests: self.total_requests.load(Ordering::Relaxed),
@@ -184,6 +232,8 @@ struct Window {
     requests: u64,
     batches: u64,
     batch_images: u64,
+    batch_sizes: BTreeMap<usize, u64>,
+    errors: BTreeMap<String, u64>,
     stages: Stages,
 }
 
@@ -194,6 +244,8 @@ impl Window {
             requests: 0,
             batches: 0,
             batch_images: 0,
+            batch_sizes: BTreeMap::new(),
+            errors: BTreeMap::new(),
             stages: Stages::new(),
         }
     }
@@ -202,6 +254,12 @@ impl Window {
         self.requests += slot.requests;
         self.batches += slot.batches;
         self.batch_images += slot.batch_images;
+        for (size, &n) in slot.batch_sizes.iter().enumerate().filter(|(_, &n)| n > 0) {
+            *self.batch_sizes.entry(size).or_default() += n;
+        }
+        for (error, n) in &slot.errors {
+            *self.errors.entry(error.clone()).or_default() += n;
+        }
         self.stages.add(&slot.stages);
     }
 
@@ -221,6 +279,8 @@ impl Window {
             } else {
                 self.batch_images as f64 / self.batches as f64
             },
+            batch_sizes: self.batch_sizes.clone(),
+            errors: self.errors.clone(),
             latency_ms: StageReport {
                 queue: Percentiles::of(queue),
                 preprocess: Percentiles::of(preprocess),
@@ -235,13 +295,25 @@ impl Window {
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct StatsReport {
     pub uptime_seconds: f64,
+    /// Whether `/readyz` says ready.
+    pub ready: bool,
+    /// Images waiting in the batching queue.
     pub queue_depth: usize,
+    pub admission: Admission,
     pub totals: Totals,
     pub last_10s: WindowReport,
     pub last_60s: WindowReport,
 }
 
-/// Counts since start: images classified, HTTP requests answered, batches run.
+/// Images admitted (being preprocessed, queued or inferred) against `--queue-capacity`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Admission {
+    pub in_use: u64,
+    pub capacity: usize,
+}
+
+/// Counts since start: images classified, API requests answered (HTTP and gRPC; probes,
+/// scrapes, `/stats` polls and the UI's files are not counted), batches run.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Totals {
     pub images: u64,
@@ -255,6 +327,10 @@ pub struct WindowReport {
     pub images_per_second: f64,
     pub requests_per_second: f64,
     pub mean_batch_size: f64,
+    /// Batches run, by their number of images (`{"1": 40, "4": 3}`).
+    pub batch_sizes: BTreeMap<usize, u64>,
+    /// Failed requests by error type: the HTTP `error_type`, or the gRPC status name.
+    pub errors: BTreeMap<String, u64>,
     pub latency_ms: StageReport,
 }
 

@@ -27,7 +27,7 @@ use super::checkpoint::{self, hex, Checkpoint, Dialect};
 use super::{init, onnx, variants, Form, ModelError, RepVgg};
 
 /// Where the served model comes from.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ModelSource {
     /// A `.pth` or `.safetensors` checkpoint, training or deploy form, fused at start-up.
     Checkpoint(PathBuf),
@@ -35,6 +35,16 @@ pub enum ModelSource {
     Onnx(PathBuf),
     /// Deterministic random weights of a named variant: a demo, not a classifier.
     Demo { variant: String, seed: u64 },
+}
+
+impl ModelSource {
+    /// The file the weights come from (none for the demo).
+    pub fn path(&self) -> Option<&std::path::Path> {
+        match self {
+            Self::Checkpoint(path) | Self::Onnx(path) => Some(path),
+            Self::Demo { .. } => None,
+        }
+    }
 }
 
 /// What the service knows about the model it serves (also written into the ONNX metadata).

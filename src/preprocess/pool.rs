@@ -16,6 +16,7 @@ use tokio::sync::oneshot;
 
 use super::budget::DecodeBudget;
 use super::{PreprocessConfig, PreprocessError};
+use crate::cores::Lease;
 use crate::supervise::Supervisor;
 
 /// A preprocessed image: the 8-bit crop, normalised later into the batch tensor.
@@ -41,6 +42,10 @@ type Slot = Arc<Mutex<Option<Bytes>>>;
 
 struct Task {
     bytes: Slot,
+    /// The model's resize and crop (the pool serves every model).
+    config: PreprocessConfig,
+    /// The core this decode leased ([`crate::cores`]); returned when the task is done or skipped.
+    core: Lease,
     deadline: Instant,
     reply: oneshot::Sender<Result<Preprocessed, PreprocessError>>,
     span: tracing::Span,
@@ -58,12 +63,7 @@ pub struct PreprocessPool {
 impl PreprocessPool {
     /// Starts `workers` threads; every decode first reserves its peak memory in `budget`
     /// (refused at once when it does not fit).
-    pub fn start(
-        workers: usize,
-        config: PreprocessConfig,
-        budget: DecodeBudget,
-        supervisor: &Supervisor,
-    ) -> Self {
+    pub fn start(workers: usize, budget: DecodeBudget, supervisor: &Supervisor) -> Self {
         let (tasks, rx) = crossbeam_channel::unbounded::<Task>();
         let handles = (0..workers)
             .map(|i| {
@@ -86,6 +86,7 @@ impl PreprocessPool {
                             let _entered = task.span.enter();
                             let started = Instant::now();
                             let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                                let config = &task.config;
                                 let cost = super::decode::decode_cost(&bytes, config.max_pixels)?;
                                 let _reservation = budget.reserve(cost)?;
                                 config.crop_rgb_until(&bytes, &stop)
@@ -97,6 +98,7 @@ impl PreprocessPool {
                                 crop,
                                 elapsed: started.elapsed(),
                             });
+                            drop(task.core);
                             let _ = task.reply.send(result);
                         }
                     })
@@ -106,12 +108,21 @@ impl PreprocessPool {
         Self { tasks, handles }
     }
 
-    /// Preprocesses one admitted image on the pool, waiting at most until `deadline`.
-    pub async fn run(&self, bytes: Bytes, deadline: Instant) -> Result<Preprocessed, PoolError> {
+    /// Preprocesses one admitted image on the pool as `config` says, waiting at most until
+    /// `deadline`.
+    pub(crate) async fn run(
+        &self,
+        config: PreprocessConfig,
+        bytes: Bytes,
+        deadline: Instant,
+        core: Lease,
+    ) -> Result<Preprocessed, PoolError> {
         let (reply, answer) = oneshot::channel();
         let slot: Slot = Arc::new(Mutex::new(Some(bytes)));
         let task = Task {
             bytes: slot.clone(),
+            config,
+            core,
             deadline,
             reply,
             span: tracing::Span::current(),

@@ -1,7 +1,6 @@
-//! Start-up and shutdown: model -> sessions (warmed up) -> inference threads -> batcher ->
-//! preprocessing pool -> HTTP; and the reverse, in order, on SIGTERM/SIGINT.
-
-mod load;
+//! Start-up and shutdown: preprocessing pool -> for each model version: model -> sessions
+//! (warmed up) -> inference threads -> batcher ([`version`]) -> HTTP, gRPC, admin; and the
+//! reverse, in order, on SIGTERM/SIGINT.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -10,165 +9,70 @@ use std::time::Instant;
 use anyhow::Context;
 use tokio::net::TcpListener;
 
-use crate::batching::queue::QueueConfig;
-use crate::batching::Batcher;
-use crate::batching::{Batch, Lanes, Watchdog, Workers};
+use crate::admission::Admissions;
 use crate::body_budget::BodyBudget;
 use crate::config::ServeConfig;
+use crate::cores::Cores;
 use crate::http::connections::{self, Drained};
-use crate::http::{self, AppState, BatchingDetails, InputDetails, Limits, Readiness, ServedModel};
-use crate::inference::{InferenceError, InputShape};
+use crate::http::{self, AppState, Limits, Readiness};
 use crate::metrics::Metrics;
-use crate::pipeline::Pipeline;
+use crate::models::{Control, Shared};
 use crate::preprocess::budget::DecodeBudget;
 use crate::preprocess::pool::PreprocessPool;
-use crate::preprocess::PreprocessConfig;
 use crate::supervise::Supervisor;
-use load::{load, Loaded};
 
 /// A loaded, warmed-up service, not yet listening.
 #[derive(Debug)]
 pub struct App {
     pub state: AppState,
     config: ServeConfig,
-    workers: Workers,
-    driver: tokio::task::JoinHandle<()>,
-    watchdog: tokio::task::JoinHandle<()>,
+    /// The preprocessing pool every version shares, shut down once every pipeline is gone.
+    pool: Arc<PreprocessPool>,
     /// Re-read the API key file and the TLS files while the service runs.
     watches: Vec<tokio::task::JoinHandle<()>>,
     tls: Option<crate::tls::Tls>,
-    /// The inference threads' channels, kept to fail the batches a dead thread leaves in them.
-    batches: Vec<crossbeam_channel::Receiver<Batch>>,
 }
 
 impl App {
-    /// Loads (and fuses) the model, builds and warms up the sessions, starts the threads.
+    /// Loads (and fuses) every model version, builds and warms up their sessions, starts the
+    /// threads. Versions load one after the other: each load uses every core.
     pub async fn start(config: ServeConfig) -> anyhow::Result<Self> {
         let started = Instant::now();
         let metrics = Arc::new(Metrics::new());
         let readiness = Readiness::new(metrics.clone());
-        let prep_config = config.clone();
-        let Loaded {
-            info,
-            from_cache,
-            engines,
-            wide,
-            agreement,
-            warm_up_per_image,
-        } = tokio::task::spawn_blocking(move || load(&prep_config))
-            .await
-            .context("model loading panicked")??;
-        if info.demo {
-            tracing::warn!(
-                "DEMO MODEL ({}): RANDOM weights, predictions are meaningless. \
-                 Pass --checkpoint FILE (or --model FILE.onnx) to serve real weights.",
-                info.source
-            );
-        }
-        let labels = crate::labels::load(config.labels.as_deref(), info.num_classes)?;
-        let preprocess = PreprocessConfig {
-            resize: config.preprocess.resize.unwrap_or(info.resize),
-            crop: config.preprocess.crop.unwrap_or(info.crop),
-            max_pixels: config.preprocess.max_pixels,
-            jpeg_dct_scaling: config.preprocess.jpeg_dct_scaling,
-        };
-        if preprocess.crop > preprocess.resize {
-            anyhow::bail!(
-                "crop {} is larger than resize {}",
-                preprocess.crop,
-                preprocess.resize
-            );
-        }
-        let precision = config.inference.precision;
-        metrics.set_model_info(
-            info.variant.as_deref().unwrap_or("custom"),
-            info.num_classes,
-            info.checkpoint_sha256.as_deref().unwrap_or(""),
-            info.fused,
-            precision,
-        );
-
-        let shape = InputShape {
-            size: preprocess.crop as usize,
-            normalization: config.preprocess.normalization,
-        };
         let supervisor = Supervisor::default();
-        let (narrow_tx, narrow_rx) = crossbeam_channel::unbounded();
-        let mut paired: Vec<_> = engines
-            .into_iter()
-            .map(|e| (e, narrow_rx.clone()))
-            .collect();
-        let mut batches = vec![narrow_rx];
-        let wide_session = wide.is_some();
-        let wide_tx = wide.map(|engine| {
-            let (tx, rx) = crossbeam_channel::unbounded();
-            paired.push((engine, rx.clone()));
-            batches.push(rx);
-            tx
-        });
-        let watchdog = Arc::new(Watchdog::new(
-            paired.len(),
-            warm_up_per_image,
-            config.batching.max_batch_size,
-        ));
-        tracing::info!(
-            bound_ms = watchdog.bound().as_millis() as u64,
-            "inference watchdog: a batch running longer fails the process"
-        );
-        let workers = Workers::spawn(paired, shape, metrics.clone(), &supervisor, &watchdog);
-        let watchdog = tokio::spawn(watchdog.watch(supervisor.clone()));
-        let b = &config.batching;
-        let (batcher, driver) = Batcher::start(
-            QueueConfig {
-                max_batch: b.max_batch_size,
-                max_delay: b.max_queue_delay,
-                capacity: b.queue_capacity,
-            },
-            config.inference.sessions,
-            Lanes {
-                narrow: narrow_tx,
-                wide: wide_tx,
-            },
-            metrics.clone(),
-            supervisor.clone(),
-        );
         let budget = DecodeBudget::new(config.preprocess.max_decode_bytes).observed(&metrics);
         tracing::info!(
             max_decode_mib = budget.total() / (1 << 20),
             "decode memory budget"
         );
-        let pool =
-            PreprocessPool::start(config.preprocess.workers, preprocess, budget, &supervisor);
-        let model = ServedModel {
-            labels,
-            input: InputDetails {
-                resize: preprocess.resize,
-                crop: preprocess.crop,
-                max_pixels: preprocess.max_pixels,
-                max_body_bytes: config.preprocess.max_body_bytes,
-                normalization: config.preprocess.normalization,
+        let pool = Arc::new(PreprocessPool::start(
+            config.preprocess.workers,
+            budget,
+            &supervisor,
+        ));
+        let shared = Shared {
+            admissions: Admissions::new(config.batching.queue_capacity, metrics.clone()),
+            cores: match config.inference.core_budget {
+                Some(total) => Cores::new(total),
+                None => Cores::unlimited(),
             },
-            batching: BatchingDetails {
-                max_batch_size: b.max_batch_size,
-                max_queue_delay_ms: b.max_queue_delay.as_millis() as u64,
-                queue_capacity: b.queue_capacity,
-                request_timeout_ms: b.request_timeout.as_millis() as u64,
-                sessions: config.inference.sessions,
-                intra_threads: config.inference.intra_threads,
-                wide_session,
-                preprocess_workers: config.preprocess.workers,
-            },
-            precision,
-            agreement,
-            info,
+            metrics: metrics.clone(),
+            supervisor: supervisor.clone(),
+            pool: pool.clone(),
         };
-        let catalog =
-            crate::v2::Catalog::new(&config.model_name, shape, Arc::new(model.labels.clone()));
+        let control = Arc::new(Control::start(config.clone(), shared).await?);
+        let mut watches = Vec::new();
+        if config.model_control == crate::models::ModelControl::Poll {
+            watches.push(tokio::spawn(
+                control.clone().poll(config.model_poll_interval),
+            ));
+        }
         let access = match &config.access.api_keys_file {
             Some(path) => crate::access::Access::from_file(path)?,
             None => crate::access::Access::open(),
         };
-        let mut watches = vec![tokio::spawn(access.clone().watch(metrics.clone()))];
+        watches.push(tokio::spawn(access.clone().watch(metrics.clone())));
         let tls = match &config.tls {
             Some(files) => {
                 let tls = crate::tls::Tls::load(files.clone(), metrics.clone())?;
@@ -181,13 +85,12 @@ impl App {
         let state = AppState {
             access,
             cors_allow_origins: config.access.cors_allow_origins.clone().into(),
-            catalog,
-            model: Arc::new(model),
-            pipeline: Pipeline::new(Arc::new(pool), batcher, metrics.clone(), shape),
+            models: control.models().clone(),
+            control,
             metrics,
             readiness,
             limits: Limits {
-                request_timeout: b.request_timeout,
+                request_timeout: config.batching.request_timeout,
                 max_body_bytes: config.preprocess.max_body_bytes,
                 body_timeout: config.preprocess.body_timeout,
                 max_images_per_request: config.preprocess.max_images_per_request,
@@ -199,24 +102,20 @@ impl App {
             ),
         };
         state.readiness.set(true);
+        let precision = config.inference.precision;
         tracing::info!(
             elapsed_ms = started.elapsed().as_millis() as u64,
-            variant = state.model.info.variant.as_deref().unwrap_or("custom"),
-            classes = state.model.info.num_classes,
+            versions = state.models.all().len(),
             precision = precision.as_str(),
             engine = precision.engine(),
-            from_cache,
-            "model ready"
+            "ready"
         );
         Ok(Self {
             state,
             config,
-            workers,
-            driver,
-            watchdog,
+            pool,
             watches,
             tls,
-            batches,
         })
     }
 
@@ -237,12 +136,9 @@ impl App {
         let Self {
             state,
             config,
-            workers,
-            driver,
-            watchdog,
+            pool,
             watches,
             tls,
-            batches,
         } = self;
         let Listeners {
             http: listener,
@@ -275,7 +171,7 @@ impl App {
         };
         let http = connections::serve(
             listening(listener, crate::tls::Listener::Http),
-            http::router(state.clone()),
+            http::router(state.clone(), config.ui),
             state.metrics.clone(),
             stopped(stopping.clone()),
             grace,
@@ -284,7 +180,7 @@ impl App {
         let admin = admin.map(|listener| {
             let serving = connections::serve(
                 listening(listener, crate::tls::Listener::Admin),
-                http::admin_router(state.clone()),
+                http::admin_router(state.clone(), config.ui),
                 state.metrics.clone(),
                 stopped(stopping.clone()),
                 grace,
@@ -353,19 +249,18 @@ impl App {
                 grpc?;
             },
             cause = state.supervisor.failed() => {
-                return fail(&state, &batches, servers, &cause).await;
+                return fail(&state, servers, &cause).await;
             }
         }
         if let Some(admin) = admin {
             let _ = admin.await;
         }
         watches.iter().for_each(tokio::task::JoinHandle::abort);
-        state.pipeline.close();
-        let _ = driver.await;
-        watchdog.abort();
-        let pool = state.pipeline.into_pool();
+        let control = state.control.clone();
+        drop(state);
+        control.stop_all().await;
+        drop(control);
         tokio::task::spawn_blocking(move || {
-            workers.join();
             if let Ok(pool) = Arc::try_unwrap(pool) {
                 pool.shutdown();
             }
@@ -391,20 +286,11 @@ pub struct Listeners {
 /// orchestrator restarts it.
 async fn fail(
     state: &AppState,
-    batches: &[crossbeam_channel::Receiver<Batch>],
     servers: tokio::task::JoinHandle<impl Sized>,
     cause: &str,
 ) -> anyhow::Result<()> {
     state.readiness.set(false);
-    state.pipeline.fail_queued(cause);
-    state.pipeline.close();
-    for batch in batches.iter().flat_map(|b| b.try_iter()) {
-        for job in batch.jobs {
-            let _ = job
-                .reply
-                .send(Err(InferenceError::Failed(cause.to_owned())));
-        }
-    }
+    state.control.fail_all(cause).await;
     tokio::time::sleep(FAILURE_FLUSH).await;
     servers.abort();
     anyhow::bail!("the serving pipeline failed: {cause}")

@@ -1,9 +1,9 @@
 //! The Open Inference Protocol (KServe v2) as the service speaks it, independent of transport:
-//! the two models it shows, their metadata, and inference on them through the
-//! [`crate::pipeline`]. `crate::http::v2` (REST, JSON and binary tensors) and `crate::grpc`
+//! the two models it shows for each served model, their metadata, and inference on them through
+//! the [`crate::pipeline`] (which version a name means is [`crate::models`]' business). `crate::http::v2` (REST, JSON and binary tensors) and `crate::grpc`
 //! (tonic) only translate their wire formats to and from the types here.
 //!
-//! - `{name}` (default `repvgg`): input `image`, `BYTES`, shape `[-1]`, each element one
+//! - `{name}` (default `repvgg`, or the repository's directory name): input `image`, `BYTES`, shape `[-1]`, each element one
 //!   encoded image; the service decodes, resizes and crops it.
 //! - `{name}-tensor`: input `input`, `FP32`, shape `[-1, 3, S, S]`, already normalised.
 //!
@@ -25,8 +25,8 @@ pub const MAX_BATCH: usize = 64;
 pub const MAX_INPUTS: usize = 1;
 /// Dimensions of an input's shape (the tensor model's has 4).
 pub const MAX_DIMS: usize = 8;
-/// The one model version.
-pub const VERSION: &str = "1";
+/// What the tensor twin of a model adds to its name.
+pub const TENSOR_SUFFIX: &str = "-tensor";
 /// The only output of both models.
 pub const OUTPUT: &str = "logits";
 /// Protocol extensions spoken.
@@ -35,10 +35,14 @@ pub const EXTENSIONS: &[&str] = &["classification", "binary_tensor_data"];
 /// Why a v2 call failed; each protocol maps it to its status in one place.
 #[derive(Clone, Debug, thiserror::Error)]
 pub enum V2Error {
-    #[error("unknown model '{0}' (this server has '{1}' and '{1}-tensor')")]
-    UnknownModel(String, String),
-    #[error("model '{model}' has no version '{version}' (only version 1)")]
-    UnknownVersion { model: String, version: String },
+    #[error("unknown model '{name}' (this server has {known})")]
+    UnknownModel { name: String, known: String },
+    #[error("model '{model}' has no version '{version}' (versions: {available})")]
+    UnknownVersion {
+        model: String,
+        version: String,
+        available: String,
+    },
     /// A request that does not fit the model or the protocol (400 / INVALID_ARGUMENT).
     #[error("{0}")]
     Invalid(String),
@@ -76,7 +80,7 @@ pub struct ModelMetadata {
     pub parameters: crate::preprocess::normalize::Normalization,
 }
 
-/// The served models, named after `--model-name`.
+/// One served model version as the protocol shows it: `{name}` and `{name}-tensor`.
 #[derive(Clone, Debug)]
 pub struct Catalog {
     name: String,
@@ -95,32 +99,10 @@ impl Catalog {
     ) -> Self {
         Self {
             name: name.to_owned(),
-            tensor_name: format!("{name}-tensor"),
+            tensor_name: format!("{name}{TENSOR_SUFFIX}"),
             size: shape.size as i64,
             normalization: shape.normalization,
             labels,
-        }
-    }
-
-    pub fn model_names(&self) -> [&str; 2] {
-        [&self.name, &self.tensor_name]
-    }
-
-    /// The model a name (and optional version; empty means any) refers to.
-    pub fn find(&self, name: &str, version: Option<&str>) -> Result<ModelKind, V2Error> {
-        let kind = if name == self.name {
-            ModelKind::Image
-        } else if name == self.tensor_name {
-            ModelKind::Tensor
-        } else {
-            return Err(V2Error::UnknownModel(name.to_owned(), self.name.clone()));
-        };
-        match version {
-            None | Some("") | Some(VERSION) => Ok(kind),
-            Some(other) => Err(V2Error::UnknownVersion {
-                model: name.to_owned(),
-                version: other.to_owned(),
-            }),
         }
     }
 
@@ -139,13 +121,14 @@ impl Catalog {
         }
     }
 
-    pub fn metadata(&self, kind: ModelKind) -> ModelMetadata {
+    /// The metadata of the image or tensor model; `versions`: every served version.
+    pub fn metadata(&self, kind: ModelKind, versions: &[u64]) -> ModelMetadata {
         ModelMetadata {
             name: match kind {
                 ModelKind::Image => self.name.clone(),
                 ModelKind::Tensor => self.tensor_name.clone(),
             },
-            versions: vec![VERSION.to_owned()],
+            versions: versions.iter().map(u64::to_string).collect(),
             platform: "repvgg-serve",
             inputs: vec![self.input(kind)],
             outputs: vec![TensorMetadata {
@@ -187,7 +170,7 @@ pub struct RequestedOutput {
 #[derive(Debug)]
 pub struct InferResponse {
     pub model_name: String,
-    pub model_version: &'static str,
+    pub model_version: String,
     pub id: Option<String>,
     pub outputs: Vec<OutputTensor>,
 }
@@ -199,16 +182,29 @@ pub struct OutputTensor {
     pub data: TensorData,
 }
 
-/// Runs a request: the model and its input checked, every image through the pipeline (admitted
-/// together: one request, one answer), the requested outputs built.
+/// Which served version a request runs on, found by [`crate::models::Models::find`].
+#[derive(Clone, Copy, Debug)]
+pub struct Target<'a> {
+    pub catalog: &'a Catalog,
+    pub pipeline: &'a Pipeline,
+    pub kind: ModelKind,
+    pub version: u64,
+}
+
+/// Runs a request on its target: the input checked, every image through the pipeline
+/// (admitted together: one request, one answer), the requested outputs built.
 pub async fn infer(
-    catalog: &Catalog,
-    pipeline: &Pipeline,
+    target: Target<'_>,
     request: InferRequest,
     arrived: Instant,
     deadline: Instant,
 ) -> Result<InferResponse, V2Error> {
-    let kind = catalog.find(&request.model, request.version.as_deref())?;
+    let Target {
+        catalog,
+        pipeline,
+        kind,
+        version,
+    } = target;
     let expected = catalog.input(kind);
     let [input]: [InputTensor; 1] = request.inputs.try_into().map_err(|inputs: Vec<_>| {
         V2Error::Invalid(format!(
@@ -252,7 +248,7 @@ pub async fn infer(
         .collect();
     Ok(InferResponse {
         model_name: request.model,
-        model_version: VERSION,
+        model_version: version.to_string(),
         id: request.id,
         outputs,
     })
@@ -378,24 +374,14 @@ mod tests {
     }
 
     #[test]
-    fn models_are_found_by_name_and_version() {
+    fn metadata_shows_both_inputs_and_every_version() {
         let c = catalog();
-        assert_eq!(c.find("repvgg", None).expect("ok"), ModelKind::Image);
-        assert_eq!(
-            c.find("repvgg-tensor", Some("1")).expect("ok"),
-            ModelKind::Tensor
-        );
-        assert!(matches!(
-            c.find("resnet", None),
-            Err(V2Error::UnknownModel(..))
-        ));
-        assert!(matches!(
-            c.find("repvgg", Some("2")),
-            Err(V2Error::UnknownVersion { .. })
-        ));
-        let meta = c.metadata(ModelKind::Tensor);
+        let meta = c.metadata(ModelKind::Tensor, &[1, 3]);
+        assert_eq!(meta.name, "repvgg-tensor");
+        assert_eq!(meta.versions, ["1", "3"]);
         assert_eq!(meta.inputs[0].shape, [-1, 3, 4, 4]);
         assert_eq!(meta.outputs[0].shape, [-1, 10]);
+        assert_eq!(c.metadata(ModelKind::Image, &[1]).inputs[0].name, "image");
     }
 
     fn tensor(shape: Vec<i64>, values: usize) -> InputTensor {

@@ -155,8 +155,10 @@ pub fn free_port() -> u16 {
 
 pub const LOCAL_SERVE: [&str; 5] = ["--host", "127.0.0.1", "--port", "0", "--no-cache"];
 
+pub mod cli;
 pub mod grpc;
 pub mod process;
+pub mod repository;
 pub mod server;
 pub mod tls;
 

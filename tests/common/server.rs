@@ -109,6 +109,20 @@ impl TestServer {
             .expect("request")
     }
 
+    /// `POST /classify?logits=true&<query>` with `image`: the status and the JSON answer.
+    #[allow(dead_code)]
+    pub async fn classify_with(&self, query: &str, image: &[u8]) -> (u16, serde_json::Value) {
+        let response = self
+            .client
+            .post(self.url(&format!("/classify?logits=true&{query}")))
+            .body(image.to_vec())
+            .send()
+            .await
+            .expect("request");
+        let status = response.status().as_u16();
+        (status, response.json().await.expect("JSON"))
+    }
+
     /// Waits (at most `within`) for the server to end on its own; its result.
     pub async fn ended_within(mut self, within: std::time::Duration) -> anyhow::Result<()> {
         let task = self.task.take().expect("server task");
@@ -135,4 +149,22 @@ pub fn metric_value(text: &str, series: &str) -> f64 {
                 .ok()
         })
         .unwrap_or(0.0)
+}
+
+/// The sum of every series of metric `name` that carries all of `labels` (`key="value"`), 0
+/// when none does: model series carry `model` and `version` labels, summed here over versions.
+#[allow(dead_code)]
+pub fn series_sum(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let (metric, rest) = series.split_once('{').unwrap_or((series, ""));
+            let wanted = metric == name
+                && labels
+                    .iter()
+                    .all(|(key, value)| rest.contains(&format!("{key}=\"{value}\"")));
+            wanted.then(|| value.parse::<f64>().ok()).flatten()
+        })
+        .sum()
 }

@@ -5,9 +5,11 @@ the server; every check compares with the same server's own `/classify`.
     client_checks.py checks --protocol http|grpc --http HOST:PORT --grpc HOST:PORT
                             --busy-http HOST:PORT --busy-grpc HOST:PORT
                             --fixtures DIR --queue-capacity N
-    client_checks.py sigterm --http HOST:PORT --grpc HOST:PORT --fixtures DIR --pid PID
+    client_checks.py sigterm --http HOST:PORT --grpc HOST:PORT --fixtures DIR --pid PID --admin HOST:PORT
     client_checks.py keys --http HOST:PORT --grpc HOST:PORT --fixtures DIR --key KEY
     client_checks.py tls --http HOST:PORT --grpc HOST:PORT --fixtures DIR --ca CA.pem
+    client_checks.py repository --http HOST:PORT --grpc HOST:PORT --admin HOST:PORT
+                                --fixtures DIR --key KEY --admin-key KEY
 
 Prints one line per check and exits 1 when any failed.
 """
@@ -387,6 +389,10 @@ def run_sigterm(args):
                     done.set()
         return callback
 
+    # Connect both clients before anything is sent (grpcio connects lazily: on a busy machine
+    # the first call's connection could otherwise come after SIGTERM closed the listener).
+    http.is_server_live()
+    grpc.is_server_live()
     for i in range(per_protocol):
         name = names[i % len(names)]
         data = np.array([checks.image(name)], dtype=np.object_)
@@ -396,8 +402,15 @@ def run_sigterm(args):
         g = grpcclient.InferInput("image", [1], "BYTES")
         g.set_data_from_numpy(data)
         grpc.async_infer(MODEL, [g], callback=grpc_callback(i))
-    # The server holds each batch for --max-queue-delay-ms: the requests are in flight now.
-    time.sleep(0.3)
+    # The server holds each batch for --max-queue-delay-ms: wait until it has admitted every
+    # image (its /stats on the admin listener), so that all of them are in flight at SIGTERM.
+    admitted, deadline = 0, time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with urllib.request.urlopen(f"http://{args.admin}/stats", timeout=5) as answer:
+            admitted = json.load(answer)["admission"]["in_use"]
+        if admitted >= 2 * per_protocol:
+            break
+        time.sleep(0.02)
     with lock:
         answered_early = len(grpc_results) + sum(p._greenlet.ready() for _, p in pending_http)
     killed_at = time.monotonic()
@@ -405,6 +418,8 @@ def run_sigterm(args):
     failures = []
     if answered_early:
         failures.append(f"setup: {answered_early} requests were answered before SIGTERM")
+    if admitted < 2 * per_protocol:
+        failures.append(f"setup: only {admitted} of {2 * per_protocol} images admitted before SIGTERM")
     for name, pending in pending_http:
         try:
             close(pending.get_result().as_numpy("logits")[0], expected[name], 1e-4, f"http {name}")
@@ -510,9 +525,68 @@ def run_tls(args):
     return checks.failed
 
 
+def run_repository(args):
+    """Model control as tritonclient calls it (`--model-control explicit`, API keys on): the
+    repository index, unload and load of model `m`, over HTTP (the admin listener, admin key)
+    and gRPC (the gRPC port, admin key), each seen by `is_model_ready` and an inference on the
+    public port; an inference key may not control models."""
+    checks = Checks(args)
+    data = np.array([checks.image(JPEGS[0])], dtype=np.object_)
+    clients = {
+        "http": (
+            httpclient.InferenceServerClient(url=args.admin),
+            httpclient.InferenceServerClient(url=args.http),
+            "Authorization",
+        ),
+        "grpc": (
+            grpcclient.InferenceServerClient(url=args.grpc),
+            grpcclient.InferenceServerClient(url=args.grpc),
+            "authorization",
+        ),
+    }
+    for protocol, (control, public, header) in clients.items():
+        admin = {header: f"Bearer {args.admin_key}"}
+        inference = {header: f"Bearer {args.key}"}
+        module = httpclient if protocol == "http" else grpcclient
+
+        def infer(public=public, module=module, inference=inference):
+            inp = module.InferInput("image", list(data.shape), "BYTES")
+            inp.set_data_from_numpy(data)
+            return public.infer("m", [inp], headers=inference).as_numpy("logits")
+
+        def index(control=control, admin=admin, protocol=protocol):
+            if protocol == "http":
+                entries = control.get_model_repository_index(headers=admin)
+                return [(e["name"], e["version"], e["state"]) for e in entries]
+            entries = control.get_model_repository_index(headers=admin).models
+            return [(e.name, e.version, e.state) for e in entries]
+
+        def cycle(
+            control=control, public=public, admin=admin, inference=inference, index=index, infer=infer, protocol=protocol
+        ):
+            assert index() == [("m", "1", "READY")], index()
+            control.unload_model("m", headers=admin)
+            if protocol == "http":  # 404: the client reads "not ready"
+                assert not public.is_model_ready("m", headers=inference), "ready after unload"
+            else:  # NOT_FOUND, as for any model the server does not have
+                expect_error(lambda: public.is_model_ready("m", headers=inference), "NOT_FOUND", "unknown model")
+            assert index() == [("m", "1", "UNAVAILABLE")], index()
+            control.load_model("m", headers=admin)
+            assert public.is_model_ready("m", "1", headers=inference), "not ready after load"
+            assert infer().shape == (1, 10), "inference after the load"
+
+        def forbidden(control=control, inference=inference, protocol=protocol):
+            status = "403" if protocol == "http" else "StatusCode.PERMISSION_DENIED"
+            expect_error(lambda: control.unload_model("m", headers=inference), status, "")
+
+        checks.run(f"{protocol} index, unload and load", cycle)
+        checks.run(f"{protocol} an inference key may not control models", forbidden)
+    return checks.failed
+
+
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("mode", choices=["checks", "sigterm", "keys", "tls"])
+    parser.add_argument("mode", choices=["checks", "sigterm", "keys", "tls", "repository"])
     parser.add_argument("--protocol", choices=["http", "grpc"])
     parser.add_argument("--http", required=True)
     parser.add_argument("--grpc", required=True)
@@ -521,10 +595,18 @@ def main():
     parser.add_argument("--busy-http", help="a server with --queue-capacity 2 that holds batches")
     parser.add_argument("--busy-grpc")
     parser.add_argument("--pid", type=int)
+    parser.add_argument("--admin", help="the server's admin listener (its /stats)")
     parser.add_argument("--key", help="an inference API key the server accepts")
     parser.add_argument("--ca", help="the PEM file of the CA that signed the server's certificate")
+    parser.add_argument("--admin-key", help="an admin API key the server accepts")
     args = parser.parse_args()
-    modes = {"checks": run_checks, "sigterm": run_sigterm, "keys": run_keys, "tls": run_tls}
+    modes = {
+        "checks": run_checks,
+        "sigterm": run_sigterm,
+        "keys": run_keys,
+        "tls": run_tls,
+        "repository": run_repository,
+    }
     failed = modes[args.mode](args)
     sys.exit(1 if failed else 0)
 

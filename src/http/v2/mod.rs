@@ -3,9 +3,11 @@
 //! service's JSON errors (`{"error": "...", "error_type": "..."}`: clients read `error`).
 
 mod bounded;
+pub(crate) mod repository;
 pub mod wire;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::{Path, Request, State};
@@ -17,6 +19,7 @@ use serde::Serialize;
 use super::body::read_body;
 use super::error::{ApiError, ErrorBody};
 use super::AppState;
+use crate::models::Served;
 use crate::v2::{self, ModelKind, ModelMetadata};
 
 /// The v2 health routes (open to probes when keys are configured).
@@ -51,10 +54,13 @@ pub struct ServerMetadata {
 
 type ModelPath = Path<HashMap<String, String>>;
 
-fn find(state: &AppState, path: &HashMap<String, String>) -> Result<ModelKind, ApiError> {
+fn find(
+    state: &AppState,
+    path: &HashMap<String, String>,
+) -> Result<(Arc<Served>, ModelKind), ApiError> {
     let model = path.get("model").map(String::as_str).unwrap_or_default();
     let version = path.get("version").map(String::as_str);
-    Ok(state.catalog.find(model, version)?)
+    Ok(state.models.find(model, version)?)
 }
 
 /// Server metadata: name, version, extensions.
@@ -98,7 +104,9 @@ pub async fn model_metadata(
     State(state): State<AppState>,
     Path(path): ModelPath,
 ) -> Result<Json<ModelMetadata>, ApiError> {
-    Ok(Json(state.catalog.metadata(find(&state, &path)?)))
+    let (served, kind) = find(&state, &path)?;
+    let versions = state.models.versions(&served.name);
+    Ok(Json(served.catalog.metadata(kind, &versions)))
 }
 
 /// 200 when the model can serve (also at `/v2/models/{model}/versions/{version}/ready`).
@@ -146,7 +154,7 @@ pub async fn infer(
 ) -> Result<Response, ApiError> {
     let arrived = Instant::now();
     let deadline = arrived + state.limits.request_timeout;
-    find(&state, &path)?;
+    let (served, kind) = find(&state, &path)?;
     let timeout = state.limits.body_timeout;
     let (parts, body) = read_body(
         request,
@@ -176,13 +184,12 @@ pub async fn infer(
         path.remove("model").unwrap_or_default(),
         path.remove("version"),
     )?;
-    let response = v2::infer(
-        &state.catalog,
-        &state.pipeline,
-        parsed.request,
-        arrived,
-        deadline,
-    )
-    .await?;
+    let target = v2::Target {
+        catalog: &served.catalog,
+        pipeline: &served.pipeline,
+        kind,
+        version: served.version,
+    };
+    let response = v2::infer(target, parsed.request, arrived, deadline).await?;
     Ok(wire::render(response, &parsed.binary_outputs))
 }

@@ -64,7 +64,7 @@ pub struct JsonRequestedOutput {
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct JsonInferResponse {
     pub model_name: String,
-    pub model_version: &'static str,
+    pub model_version: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
     pub outputs: Vec<JsonOutput>,

@@ -1,12 +1,12 @@
 //! Start-up's blocking half: checkpoint -> fused graph -> warmed-up engines (and, for bf16,
-//! the agreement check), off the async runtime.
+//! the agreement check and the speed check against fp32), off the async runtime.
 
 use std::time::{Duration, Instant};
 
-use crate::config::ServeConfig;
+use crate::config::{ModelPlan, ServeConfig};
 use crate::inference::{
-    openvino, Agreement, Engine, EngineConfig, InferenceError, OpenVinoModel, Precision,
-    SharedModel,
+    openvino, precision::CpuBf16, Agreement, Bf16Timing, Engine, EngineConfig, InferenceError,
+    OpenVinoModel, Precision, SharedModel,
 };
 use crate::model;
 
@@ -16,18 +16,19 @@ use crate::model;
 /// by every session; a batch-1 run warms each session. bf16: OpenVINO compiles the fused graph
 /// in each session (blobs cached); each session runs every batch size the batcher can cut, so
 /// that no request pays for a first run of its shape; then a fixed batch runs through bf16 and
-/// through the fp32 CPU provider and the agreement is checked.
-pub(super) fn load(config: &ServeConfig) -> anyhow::Result<Loaded> {
+/// through the fp32 CPU provider, the agreement is checked and both are timed (bf16 must be
+/// faster by `--bf16-min-speedup`).
+pub(super) fn load(config: &ServeConfig, plan: &ModelPlan) -> anyhow::Result<Loaded> {
     let started = Instant::now();
-    let prepared = model::prepare(&config.source, config.cache_dir.as_deref())?;
+    let prepared = model::prepare(&plan.source, config.cache_dir.as_deref())?;
     let engine_config = EngineConfig {
-        intra_threads: config.inference.intra_threads,
+        intra_threads: plan.intra_threads,
         spinning: config.inference.spinning,
     };
-    let crop = config.preprocess.crop.unwrap_or(prepared.info.crop) as usize;
-    let sessions = config.inference.sessions;
+    let crop = plan.crop.unwrap_or(prepared.info.crop) as usize;
+    let sessions = plan.sessions;
     let library = config.ort_dylib.as_deref();
-    let (engines, wide, agreement, warm_up_per_image) = match config.inference.precision {
+    let (engines, wide, bf16_check, warm_up_per_image) = match config.inference.precision {
         Precision::Fp32 => {
             let shared = SharedModel::load(&prepared, library)?;
             tracing::info!(
@@ -45,7 +46,7 @@ pub(super) fn load(config: &ServeConfig) -> anyhow::Result<Loaded> {
             // `batching::Lanes`). It shares the weights; it adds its activations only.
             let wide = if config.inference.wide_session && sessions > 1 {
                 let wide_config = EngineConfig {
-                    intra_threads: config.inference.intra_threads * sessions,
+                    intra_threads: plan.intra_threads * sessions,
                     ..engine_config
                 };
                 let (mut wide, _) = build_sessions(1, || shared.session(&wide_config), &[1], crop)?;
@@ -57,17 +58,12 @@ pub(super) fn load(config: &ServeConfig) -> anyhow::Result<Loaded> {
         }
         Precision::Bf16 => {
             let model = OpenVinoModel::load(&prepared, library)?;
-            let sizes = openvino::warm_sizes(config.batching.max_batch_size);
+            let sizes = openvino::warm_sizes(plan.max_batch_size);
             let (mut engines, warm) =
                 build_sessions(sessions, || model.session(&engine_config), &sizes, crop)?;
-            let agreement = check_bf16(
-                &model,
-                &mut engines[0],
-                crop,
-                config.inference.intra_threads,
-            )?;
+            let check = check_bf16(&model, &mut engines[0], crop, plan.intra_threads, config)?;
             // bf16 runs one session with every core by default (measured best); no wide lane.
-            (engines, None, Some(agreement), warm)
+            (engines, None, Some(check), warm)
         }
     };
     let model::PreparedModel {
@@ -78,7 +74,7 @@ pub(super) fn load(config: &ServeConfig) -> anyhow::Result<Loaded> {
         from_cache,
         engines,
         wide,
-        agreement,
+        bf16_check,
         warm_up_per_image,
     })
 }
@@ -132,17 +128,20 @@ fn build_sessions(
 }
 
 /// Runs the fixed check batch through a bf16 engine and through the fp32 CPU provider of the
-/// same runtime; refuses to start when the agreement shows a broken engine.
+/// same runtime (as many threads); refuses to start when the agreement shows a broken engine,
+/// or when bf16 is not faster than fp32 by the margin.
 fn check_bf16(
     model: &OpenVinoModel,
     bf16: &mut Engine,
     crop: usize,
-    threads: usize,
-) -> anyhow::Result<Agreement> {
+    intra_threads: usize,
+    config: &ServeConfig,
+) -> anyhow::Result<Bf16Check> {
     let batch = openvino::check_batch(crop);
     let images = openvino::CHECK_IMAGES;
     let candidate = bf16.run(&batch, images, crop, crop)?;
-    let reference = model.reference(threads)?.run(&batch, images, crop, crop)?;
+    let mut fp32 = model.reference(intra_threads)?;
+    let reference = fp32.run(&batch, images, crop, crop)?;
     let agreement = Agreement::measure(&reference, &candidate, bf16.num_classes());
     tracing::info!(
         images = agreement.images,
@@ -156,7 +155,33 @@ fn check_bf16(
     agreement
         .check()
         .map_err(|reason| anyhow::anyhow!("refusing to serve bf16: {reason}"))?;
-    Ok(agreement)
+    // Both engines have run this batch once above, so no first-run cost is timed.
+    let timing = Bf16Timing::measure(
+        || fp32.run(&batch, images, crop, crop).map(drop),
+        || bf16.run(&batch, images, crop, crop).map(drop),
+        images,
+        config.inference.bf16_min_speedup,
+    )?;
+    tracing::info!(
+        images = timing.images,
+        fp32_ms_per_image = timing.fp32_ms_per_image,
+        bf16_ms_per_image = timing.bf16_ms_per_image,
+        speedup = timing.speedup,
+        min_speedup = timing.min_speedup,
+        forced = timing.forced,
+        "bf16 against fp32: time on the start-up check batch"
+    );
+    let cpu = CpuBf16::detect();
+    timing
+        .check(&format!("{}, {}", cpu.model, cpu.flags.join(" ")))
+        .map_err(|reason| anyhow::anyhow!("refusing to serve bf16: {reason}"))?;
+    Ok(Bf16Check { agreement, timing })
+}
+
+/// What start-up measured of bf16 against fp32 (`/v1/models`).
+pub(super) struct Bf16Check {
+    pub(super) agreement: Agreement,
+    pub(super) timing: Bf16Timing,
 }
 
 /// What [`load`] hands to the serving side; nothing of the checkpoint or the graph bytes.
@@ -166,8 +191,8 @@ pub(super) struct Loaded {
     pub(super) engines: Vec<Engine>,
     /// fp32 with several sessions: one more session with all their threads, for lone images.
     pub(super) wide: Option<Engine>,
-    /// bf16 only: how its logits compare with fp32 on the check batch.
-    pub(super) agreement: Option<Agreement>,
+    /// bf16 only: how its logits and its speed compare with fp32 on the check batch.
+    pub(super) bf16_check: Option<Bf16Check>,
     /// The slowest session's warm-up time per image.
     pub(super) warm_up_per_image: Duration,
 }

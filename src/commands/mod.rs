@@ -1,5 +1,7 @@
 //! The subcommands besides `serve`: `export`, `inspect`, `init` (glue over [`crate::model`]),
-//! and `probe` (a health check of a running server).
+//! `probe` (a health check of a running server) and `classify` (bulk, in-process).
+
+pub mod classify;
 
 use std::path::Path;
 
