@@ -47,7 +47,8 @@ COPY --from=builder /out/ort-openvino/ /usr/local/lib/ort-openvino/
 # MALLOC_MMAP_THRESHOLD_: buffers of 4 MiB and more are mmapped and go back to the system when
 # freed. glibc's default raises the threshold up to 32 MiB after the first large free, and the
 # start-up's fusion and graph optimisation then stay resident: B3 held 730 MiB after a cold
-# start instead of 497 MiB (docs/footprint.md).
+# start instead of 497 MiB (docs/footprint.md). The binary sets the same itself when the
+# variable is absent; it stays here to say so, and to be changed in one place.
 ENV ORT_DYLIB_PATH=/usr/local/lib/libonnxruntime.so.1.31.1 \
     ORT_OPENVINO_DYLIB_PATH=/usr/local/lib/ort-openvino/libonnxruntime.so.1.24.1 \
     MALLOC_MMAP_THRESHOLD_=4194304 \

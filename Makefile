@@ -6,7 +6,7 @@ ORT_LIB := .ort/libonnxruntime.so.1.31.1
 PORT ?= 8080
 ARGS ?=
 
-.PHONY: run test setup build lint fuzz deny soak bench anatomy bench-access bench-classify bench-logging footprint check-deploy container-smoke clean-cache
+.PHONY: run test setup build lint fuzz deny soak bench anatomy bench-access bench-classify bench-logging bench-reload footprint check-deploy container-smoke clean-cache
 
 ## Fetch libonnxruntime.so.1.31.1 into .ort/ (pinned wheel, sha256 checked); nasm for SIMD JPEG.
 setup: $(ORT_LIB)
@@ -63,6 +63,12 @@ bench-logging: setup
 ## photos: docs/bench/classify.md. About 3 minutes.
 bench-classify: setup
 	scripts/bench-classify.sh
+
+## Reloads under Poisson load at 50 % of saturation (A0 -> A0', B3 -> B3': non-200 answers, p99 by
+## second around the load call, peak memory, time to the first answer from the new version) and
+## two models sharing the cores against each alone: docs/bench/reload.md. About 8 minutes.
+bench-reload: setup
+	scripts/bench-reload.sh
 
 ## Time to ready and memory of every variant next to raw ONNX Runtime; writes
 ## docs/footprint.md. About 5 minutes.

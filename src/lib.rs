@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! http (axum: body -> images), grpc      src/http, src/grpc
-//!   -> models (name, version -> that version's pipeline)  src/models.rs
+//!   -> models (name, version -> that version's pipeline)  src/models
 //!   -> pipeline (admission, deadlines)                   src/pipeline.rs
 //!   -> preprocess (worker pool: decode, resize, crop)   src/preprocess
 //!   -> batching (queue -> batch tensor)                  src/batching
@@ -26,6 +26,7 @@ pub mod config;
 pub mod fuzzing;
 pub mod http;
 pub mod inference;
+pub mod memory;
 pub mod model;
 pub mod models;
 pub mod preprocess;
@@ -42,7 +43,6 @@ pub(crate) mod body_budget;
 pub(crate) mod cores;
 pub(crate) mod grpc;
 mod labels;
-pub(crate) mod memory;
 pub(crate) mod metrics;
 pub(crate) mod pipeline;
 pub(crate) mod v2;

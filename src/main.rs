@@ -15,6 +15,7 @@ use tracing_subscriber::{EnvFilter, Layer, Registry};
 type BoxedLayer = Box<dyn Layer<Registry> + Send + Sync>;
 
 fn main() -> ExitCode {
+    repvgg_serve::memory::fix_mmap_threshold();
     let cli = Cli::parse();
     match run(cli.command, cli.log_format) {
         Ok(()) => ExitCode::SUCCESS,

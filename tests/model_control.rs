@@ -5,7 +5,9 @@
 
 mod common;
 
-use common::repository::{control, eventually, explicit, index, put_version};
+use common::repository::{
+    control, derived_checkpoint, eventually, explicit, index, put_file, put_version,
+};
 use common::server::{series_sum, TestServer};
 use common::*;
 use serde_json::{json, Value};
@@ -18,7 +20,6 @@ use serde_json::{json, Value};
 async fn explicit_control_loads_and_unloads_versions_while_serving_and_drops_nothing() {
     let dir = tempfile::tempdir().expect("temp dir");
     let train = std::fs::read(fixture("checkpoints/tiny_official_train.pth")).expect("fixture");
-    let deploy = std::fs::read(fixture("checkpoints/tiny_official_deploy.pth")).expect("fixture");
     put_version(dir.path(), "m", 1, &train);
     let server = explicit(dir.path()).await;
     let image = std::fs::read(fixture("images/chelsea.png")).expect("fixture");
@@ -26,21 +27,29 @@ async fn explicit_control_loads_and_unloads_versions_while_serving_and_drops_not
     let unavailable =
         |version: &str| ("m".to_owned(), version.to_owned(), "UNAVAILABLE".to_owned());
     assert_eq!(index(&server).await, [ready("1")]);
+    let (_, answer) = server.classify_with("model=m", &image).await;
+    let old = logits(&answer);
 
-    // Version 2 appears on disk: listed, not served until loaded.
-    put_version(dir.path(), "m", 2, &deploy);
+    // Version 2 (other weights) appears on disk: listed, not served until loaded.
+    let new_weights = derived_checkpoint(10, 1.5, 0.25);
+    put_file(dir.path(), "m", 2, "weights.safetensors", &new_weights);
     assert_eq!(index(&server).await, [ready("1"), unavailable("2")]);
 
-    // Load it while four clients classify without pause: every request is answered 200, by
-    // version 1 before the swap and by version 2 after it, never by anything else.
+    // Load it while four clients classify without pause. The policy serves the latest version
+    // only, so the load that makes version 2 routable also retires version 1 (Triton's order:
+    // the new one is up before the old one goes). Every request is answered 200, with version
+    // 1's logits or version 2's and nothing else; every request sent after the load call
+    // returned gets version 2's.
+    let started = std::time::Instant::now();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let traffic = (0..4).map(|_| {
         let (stop, image) = (stop.clone(), image.clone());
         let client = server.client.clone();
-        let url = server.url("/classify?model=m");
+        let url = server.url("/classify?model=m&logits=true");
         tokio::spawn(async move {
             let mut seen = Vec::new();
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let sent = std::time::Instant::now();
                 let response = client
                     .post(&url)
                     .body(image.clone())
@@ -49,32 +58,53 @@ async fn explicit_control_loads_and_unloads_versions_while_serving_and_drops_not
                     .expect("send");
                 let status = response.status().as_u16();
                 let body: Value = response.json().await.expect("JSON");
-                seen.push((status, body["model"]["version"].as_u64()));
+                let version = body["model"]["version"].as_u64();
+                seen.push((sent, status, version, logits(&body)));
             }
             seen
         })
     });
     let traffic: Vec<_> = traffic.collect();
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(1000)).await;
     let (status, answer) = control(&server, "/v2/repository/models/m/load", json!({})).await;
+    let loaded = std::time::Instant::now();
     assert_eq!(status, 200, "{answer}");
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(1000)).await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let mut seen = Vec::new();
     for client in traffic {
         seen.extend(client.await.expect("client"));
     }
-    assert!(seen.iter().all(|(status, _)| *status == 200), "{seen:?}");
-    let first_new = seen.iter().position(|(_, v)| *v == Some(2));
+    let rate = seen.len() as f64 / started.elapsed().as_secs_f64();
+    assert!(rate >= 20.0, "{rate:.1} requests/s, fewer than 20");
+    let (_, answer) = server.classify_with("model=m&version=2", &image).await;
+    let new = logits(&answer);
     assert!(
-        first_new.is_some(),
-        "version 2 answered after the load: {seen:?}"
+        max_abs_diff(&old, &new) > 0.1,
+        "the versions' logits differ"
     );
-    assert!(
-        seen.iter().any(|(_, v)| *v == Some(1)),
-        "version 1 answered before it"
+    for (sent, status, version, got) in &seen {
+        assert_eq!(*status, 200);
+        let reference = match version {
+            Some(1) => &old,
+            Some(2) => &new,
+            other => panic!("answered by version {other:?}"),
+        };
+        let worst = max_abs_diff(got, reference);
+        assert!(worst <= 1e-4, "version {version:?}: max |delta| {worst}");
+        assert!(
+            *sent < loaded || *version == Some(2),
+            "version 1 answered a request sent after the load returned"
+        );
+    }
+    let by = |v: u64| seen.iter().filter(|s| s.2 == Some(v)).count();
+    println!(
+        "{} requests at {rate:.0}/s: {} by version 1, then {} by version 2",
+        seen.len(),
+        by(1),
+        by(2)
     );
-    assert!(seen.iter().all(|(_, v)| matches!(v, Some(1 | 2))));
+    assert!(by(1) > 0 && by(2) > 0, "v1 {} then v2 {}", by(1), by(2));
     assert_eq!(index(&server).await, [unavailable("1"), ready("2")]);
 
     // A truncated version 3 fails to load: version 2 keeps serving, and everyone is told why.
@@ -190,6 +220,67 @@ async fn explicit_control_loads_and_unloads_versions_while_serving_and_drops_not
     server.stop().await;
 }
 
+/// Before a load while serving, its estimated peak must fit between what the process holds and
+/// `--memory-limit-mib`: a load that does not fit is refused with the numbers and the serving
+/// version stays; under a limit it fits, the same load goes through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_load_that_does_not_fit_the_memory_limit_is_refused_with_the_numbers() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let train = std::fs::read(fixture("checkpoints/tiny_official_train.pth")).expect("fixture");
+    put_version(dir.path(), "m", 1, &train);
+    put_file(
+        dir.path(),
+        "m",
+        2,
+        "w.safetensors",
+        &derived_checkpoint(10, 1.5, 0.25),
+    );
+    let image = std::fs::read(fixture("images/chelsea.png")).expect("fixture");
+    let repository = dir.path().to_str().expect("utf-8");
+    let serve = |limit: &'static str| {
+        let args = [
+            "--model-repository",
+            repository,
+            "--model-control",
+            "explicit",
+        ];
+        let limit = ["--memory-limit-mib", limit];
+        async move { TestServer::start(&[&args[..], &limit[..]].concat()).await }
+    };
+    // Version 2 is hidden while the server starts: the start serves 1, the load brings 2.
+    std::fs::rename(dir.path().join("m/2"), dir.path().join("m/.2")).expect("hide");
+    let server = serve("1").await;
+    std::fs::rename(dir.path().join("m/.2"), dir.path().join("m/2")).expect("show");
+    let (status, answer) = control(&server, "/v2/repository/models/m/load", json!({})).await;
+    assert_eq!(
+        (status, answer["error_type"].as_str()),
+        (400, Some("load_failed")),
+        "{answer}"
+    );
+    let error = answer["error"].as_str().expect("error");
+    for words in [
+        "version 2",
+        "w.safetensors",
+        "not enough memory",
+        "MiB of its 1 MiB limit (0 MiB free)",
+        "unchanged",
+    ] {
+        assert!(error.contains(words), "{words:?} in: {error}");
+    }
+    let (status, body) = server.classify_with("model=m", &image).await;
+    assert_eq!((status, body["model"]["version"].as_u64()), (200, Some(1)));
+    server.stop().await;
+
+    std::fs::rename(dir.path().join("m/2"), dir.path().join("m/.2")).expect("hide");
+    let server = serve("1000000").await;
+    std::fs::rename(dir.path().join("m/.2"), dir.path().join("m/2")).expect("show");
+    let (status, answer) = control(&server, "/v2/repository/models/m/load", json!({})).await;
+    assert_eq!(status, 200, "{answer}");
+    let (status, body) = server.classify_with("model=m", &image).await;
+    assert_eq!((status, body["model"]["version"].as_u64()), (200, Some(2)));
+    server.stop().await;
+}
+
 /// Without `--model-control explicit` the repository routes answer 400 and change nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn model_control_is_off_by_default() {
@@ -276,14 +367,29 @@ async fn load_and_unload_cycles_return_their_memory() {
         "resident after the first cycle {} MiB, then {sizes_mib:?} MiB",
         mib(first)
     );
-    // Measured on a 2-core EPYC (freed pages handed back after every load and stop, sizes read
-    // once the retired version stopped): 111-121 MiB after the first cycle, 117-183 over ten
-    // unload/load cycles and 148-248 over loads beside itself; a creep that is not explained
-    // yet (the issue asks for 10 %: not met). Retired versions kept alive instead add ~115 MiB
-    // every cycle; this bound catches that within two cycles.
-    for size in sizes {
+    // Measured on a 2-core EPYC, sizes read once the retired version stopped (the process
+    // fixes glibc's mmap threshold at 4 MiB, loads on a thread that ends with the load, and
+    // hands freed pages back after every load and stop): 94-97 MiB after the first cycle; over
+    // ten unload/load cycles mostly within 3 MiB of it (medians 94-95), with single cycles up
+    // to +27 % that are gone the next cycle; loads beside itself likewise. Without the fixed
+    // threshold the same cycles wandered between +10 and +115 % (median +50 %); retired
+    // versions kept alive add ~115 MiB (+120 %) every cycle.
+    let median = |values: &[u64]| {
+        let mut sorted = values.to_vec();
+        sorted.sort_unstable();
+        sorted[sorted.len() / 2]
+    };
+    let cycles = &sizes[..10];
+    assert!(
+        median(cycles) as f64 <= first as f64 * 1.10,
+        "the median of ten unload/load cycles is {} MiB, more than 10 % above the first cycle's \
+         {} MiB: {sizes_mib:?}",
+        mib(median(cycles)),
+        mib(first)
+    );
+    for &size in &sizes {
         assert!(
-            size < first + (192 << 20),
+            size as f64 <= first as f64 * 1.50,
             "resident {} MiB against {} MiB after the first cycle: {sizes_mib:?}",
             mib(size),
             mib(first)

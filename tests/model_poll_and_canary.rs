@@ -9,9 +9,11 @@ use common::server::{series_sum, TestServer};
 use common::*;
 use serde_json::{json, Value};
 
-/// `--model-control poll`: a version renamed into place is served, a new model directory
-/// appears, a half-written version fails to load and leaves the serving one, a removed model
-/// directory is unloaded; load and unload calls are refused (the repository decides).
+/// `--model-control poll`: a version renamed into place is served; a version written in place
+/// file by file, slowly, is not touched before it is complete, then served; a new model
+/// directory appears; a half-written version that looks finished fails to load and leaves the
+/// serving one; a removed model directory is unloaded; load and unload calls are refused (the
+/// repository decides).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn poll_serves_what_the_repository_holds() {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -23,7 +25,7 @@ async fn poll_serves_what_the_repository_holds() {
         "--model-control",
         "poll",
         "--model-poll-interval-ms",
-        "100",
+        "200",
     ])
     .await;
     let image = std::fs::read(fixture("images/chelsea.png")).expect("fixture");
@@ -53,22 +55,51 @@ async fn poll_serves_what_the_repository_holds() {
         "version 2 served"
     );
 
-    // A half-written version 3: version 2 keeps serving, and the index says why.
-    put_version(dir.path(), "m", 3, &train[..train.len() / 3]);
+    // Version 3 written in place, file by file, slowly: a README first, then the weights in
+    // 20 pieces 30 ms apart (600 ms, three scans). No scan tries it until it is complete; then
+    // it is served.
+    let version = dir.path().join("m/3");
+    std::fs::create_dir_all(&version).expect("mkdir");
+    std::fs::write(version.join("README"), "version 3, being copied\n").expect("write");
+    let mut file = std::fs::File::create(version.join("weights.pth")).expect("create");
+    for piece in train.chunks(train.len().div_ceil(20)) {
+        tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+        std::io::Write::write_all(&mut file, piece).expect("write");
+        assert_eq!(
+            version_of("m").await,
+            Some(2),
+            "version 2 while 3 is copied"
+        );
+    }
+    drop(file);
+    assert!(
+        eventually(async || version_of("m").await == Some(3)).await,
+        "version 3 served once complete"
+    );
+    let failed = [("op", "load"), ("model", "m"), ("result", "failed")];
+    let metrics = server.metrics().await;
+    assert_eq!(
+        series_sum(&metrics, "repvgg_model_control_total", &failed),
+        0.0,
+        "no load was tried on the half-copied version"
+    );
+
+    // A half-written version 4 that looks finished: version 3 keeps serving, and the index says why.
+    put_version(dir.path(), "m", 4, &train[..train.len() / 3]);
     assert!(
         eventually(async || {
             let (_, entries) = control(&server, "/v2/repository/index", json!({})).await;
             entries.as_array().expect("entries").iter().any(|e| {
-                e["version"] == "3"
+                e["version"] == "4"
                     && e["reason"]
                         .as_str()
-                        .is_some_and(|r| r.contains("version 3"))
+                        .is_some_and(|r| r.contains("version 4"))
             })
         })
         .await,
         "the failed load is in the index"
     );
-    assert_eq!(version_of("m").await, Some(2));
+    assert_eq!(version_of("m").await, Some(3));
 
     // A new model directory is served; a removed one is unloaded.
     put_version(dir.path(), "n", 1, &train);

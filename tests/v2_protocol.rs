@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use common::process::ServerProcess;
+use common::repository::{derived_checkpoint, put_file, put_version};
 use common::server::{metric_value, TestServer};
 use common::*;
 
@@ -227,9 +228,11 @@ async fn tritonclient_speaks_tls_on_both_ports() {
     server.stop().await;
 }
 
-/// `--model-control explicit` as tritonclient drives it: the repository index, unload and load
-/// (HTTP on the admin listener, gRPC on the gRPC port, both with an admin key), the model's
-/// readiness and inference following each; an inference key may not control models.
+/// `--model-control explicit` as tritonclient drives it, on a repository of two models with
+/// different weights, class counts and labels (`m`: versions 1 and 2, both served; `n`: seven
+/// classes): the repository index, each version's readiness, labels and logits against
+/// `/classify`, then unload and load (HTTP on the admin listener, gRPC on the gRPC port, both
+/// with an admin key); an inference key may not control models.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tritonclient_controls_models_in_a_repository() {
     const KEY: &str = "tritonclient-0123456789";
@@ -237,13 +240,32 @@ async fn tritonclient_controls_models_in_a_repository() {
     let dir = tempfile::tempdir().expect("tempdir");
     let keys = dir.path().join("keys");
     std::fs::write(&keys, format!("inference {KEY}\nadmin {ADMIN}\n")).expect("keys");
-    let version = dir.path().join("models/m/1");
-    std::fs::create_dir_all(&version).expect("mkdir");
-    std::fs::copy(tiny(), version.join("m.pth")).expect("copy");
-    let repository = dir.path().join("models");
+    let models = dir.path().join("models");
+    let tiny = std::fs::read(tiny()).expect("fixture");
+    put_version(&models, "m", 1, &tiny);
+    put_file(
+        &models,
+        "m",
+        2,
+        "m.safetensors",
+        &derived_checkpoint(10, 1.5, 0.25),
+    );
+    let all = r#"{"version_policy": {"all": {}}}"#;
+    std::fs::write(models.join("m/config.json"), all).expect("config");
+    put_file(
+        &models,
+        "n",
+        1,
+        "n.safetensors",
+        &derived_checkpoint(7, 0.5, -0.1),
+    );
+    let labels = "n-zero\nn-one\nn-two\nn-three\nn-four\nn-five\nn-six\n";
+    std::fs::write(models.join("n/labels.txt"), labels).expect("labels");
+    let config = r#"{"labels": "labels.txt"}"#;
+    std::fs::write(models.join("n/config.json"), config).expect("config");
     let server = TestServer::start(&[
         "--model-repository",
-        repository.to_str().expect("utf-8"),
+        models.to_str().expect("utf-8"),
         "--model-control",
         "explicit",
         "--api-keys-file",
@@ -265,6 +287,6 @@ async fn tritonclient_controls_models_in_a_repository() {
         "--admin-key",
         ADMIN,
     ];
-    checks_pass(args, 4).await;
+    checks_pass(args, 6).await;
     server.stop().await;
 }

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
+use loadtest::report::Answer;
 use loadtest::{run, sweep, Arrivals, Bodies, ClientOptions, Encoding, Mode, Report, RunConfig};
 
 #[derive(Parser)]
@@ -29,6 +30,10 @@ enum Command {
         rate: Option<f64>,
         #[command(flatten)]
         arrivals: ArrivalArgs,
+        /// Write every answer here as CSV (intended send time and latency in ms, status, the
+        /// model version that answered), after a `# started_unix_ms=N` line.
+        #[arg(long)]
+        timeline: Option<PathBuf>,
     },
     /// Open-loop steps at rising rates; writes the curve as JSON and SVG.
     Sweep {
@@ -152,6 +157,7 @@ impl Common {
                 headers: self.headers.clone(),
                 ca_cert,
             },
+            timeline: false,
         })
     }
 }
@@ -164,6 +170,7 @@ async fn main() -> anyhow::Result<()> {
             concurrency,
             rate,
             arrivals,
+            timeline,
         } => {
             let mode = match (concurrency, rate) {
                 (Some(concurrency), _) => Mode::Closed { concurrency },
@@ -174,10 +181,18 @@ async fn main() -> anyhow::Result<()> {
                 (None, None) => unreachable!("clap requires one"),
             };
             let bodies = Arc::new(Bodies::load(&common.images)?);
-            let report = run(&common.config(mode)?, bodies).await?;
+            let config = RunConfig {
+                timeline: timeline.is_some(),
+                ..common.config(mode)?
+            };
+            let report = run(&config, bodies).await?;
             println!("{}", report.summary());
             if let Some(path) = &common.output {
                 std::fs::write(path, serde_json::to_string_pretty(&report)?)?;
+            }
+            if let Some(path) = &timeline {
+                let csv = Answer::csv(report.started_unix_ms, &report.timeline);
+                std::fs::write(path, csv).with_context(|| format!("writing {}", path.display()))?;
             }
         }
         Command::Sweep {

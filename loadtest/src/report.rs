@@ -31,6 +31,41 @@ pub struct Report {
     pub throughput_rps: f64,
     /// Latency of successful answers (ms).
     pub latency_ms: Latency,
+    /// When the run began (ms since the Unix epoch), to line its answers up with other events.
+    #[serde(default)]
+    pub started_unix_ms: u64,
+    /// Every answer, when the run kept them (`--timeline`); not part of the JSON report.
+    #[serde(skip)]
+    pub timeline: Vec<Answer>,
+}
+
+/// One answer of a run that keeps its timeline.
+#[derive(Clone, Debug)]
+pub struct Answer {
+    /// When the request was meant to be sent, ms after the run began.
+    pub sent_ms: f64,
+    /// From then to the whole answer (ms).
+    pub latency_ms: f64,
+    /// HTTP status, or `timeout` / `error`.
+    pub status: String,
+    /// The model version that answered (`/classify`'s `model.version`), when the answer says.
+    pub version: Option<u64>,
+}
+
+impl Answer {
+    /// The CSV of a timeline, after a `# started_unix_ms=N` line.
+    pub fn csv(started_unix_ms: u64, answers: &[Answer]) -> String {
+        let mut out =
+            format!("# started_unix_ms={started_unix_ms}\nsent_ms,latency_ms,status,version\n");
+        for a in answers {
+            let version = a.version.map(|v| v.to_string()).unwrap_or_default();
+            out += &format!(
+                "{:.3},{:.3},{},{version}\n",
+                a.sent_ms, a.latency_ms, a.status
+            );
+        }
+        out
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -77,6 +112,8 @@ impl Report {
             statuses,
             throughput_rps: ok as f64 / elapsed.as_secs_f64().max(1e-9),
             latency_ms: Latency::from_histogram(latencies),
+            started_unix_ms: 0,
+            timeline: Vec::new(),
         }
     }
 

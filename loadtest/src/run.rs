@@ -9,7 +9,7 @@ use anyhow::bail;
 use tokio::time::Instant;
 
 use crate::arrivals::{Arrivals, Schedule};
-use crate::report::{new_histogram, Report};
+use crate::report::{new_histogram, Answer, Report};
 use crate::{Bodies, Encoding};
 
 #[derive(Clone, Copy, Debug)]
@@ -38,6 +38,8 @@ pub struct RunConfig {
     pub allow_remote: bool,
     /// Headers and TLS trust for every request.
     pub client: ClientOptions,
+    /// Keep every answer (`Report::timeline`), with the version that answered it.
+    pub timeline: bool,
 }
 
 /// What every request carries and trusts beyond the defaults.
@@ -76,6 +78,7 @@ impl ClientOptions {
 struct Tally {
     statuses: BTreeMap<String, u64>,
     latencies: Option<hdrhistogram::Histogram<u64>>,
+    timeline: Vec<Answer>,
 }
 
 impl Tally {
@@ -99,6 +102,9 @@ pub async fn run(config: &RunConfig, bodies: Arc<Bodies>) -> anyhow::Result<Repo
     let client = config.client.client(config.timeout)?;
     let tally = Arc::new(Mutex::new(Tally::default()));
     let started = Instant::now();
+    let started_unix_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
     let stop_at = config.duration.map(|d| started + d);
     let limit = config.requests.unwrap_or(u64::MAX);
     let progress = config
@@ -111,21 +117,28 @@ pub async fn run(config: &RunConfig, bodies: Arc<Bodies>) -> anyhow::Result<Repo
         let tally = tally.clone();
         move |i: u64, intended: Instant| {
             let request = bodies.request(&client, &config.url, config.encoding, i);
-            let tally = tally.clone();
+            let (tally, timeline) = (tally.clone(), config.timeline);
             async move {
-                let status = match request.send().await {
+                let (status, version) = match request.send().await {
                     Ok(response) => {
                         let status = response.status().as_u16().to_string();
-                        let _ = response.bytes().await;
-                        status
+                        let body = response.bytes().await.unwrap_or_default();
+                        (status, timeline.then(|| answered_by(&body)).flatten())
                     }
-                    Err(e) if e.is_timeout() => "timeout".to_owned(),
-                    Err(_) => "error".to_owned(),
+                    Err(e) if e.is_timeout() => ("timeout".to_owned(), None),
+                    Err(_) => ("error".to_owned(), None),
                 };
-                tally
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .record(status, intended.elapsed());
+                let latency = intended.elapsed();
+                let mut tally = tally.lock().unwrap_or_else(|p| p.into_inner());
+                if timeline {
+                    tally.timeline.push(Answer {
+                        sent_ms: (intended - started).as_secs_f64() * 1e3,
+                        latency_ms: latency.as_secs_f64() * 1e3,
+                        status: status.clone(),
+                        version,
+                    });
+                }
+                tally.record(status, latency);
             }
         }
     };
@@ -177,19 +190,31 @@ pub async fn run(config: &RunConfig, bodies: Arc<Bodies>) -> anyhow::Result<Repo
         eprintln!();
     }
     let elapsed = started.elapsed();
-    let tally = tally.lock().unwrap_or_else(|p| p.into_inner());
+    let mut tally = tally.lock().unwrap_or_else(|p| p.into_inner());
     let (mode, arrivals) = match config.mode {
         Mode::Closed { .. } => ("closed", None),
         Mode::Open { arrivals, .. } => ("open", Some(arrivals)),
     };
-    Ok(Report::new(
+    let mut report = Report::new(
         mode,
         arrivals,
         offered,
         elapsed,
         tally.statuses.clone(),
         tally.latencies.as_ref().unwrap_or(&new_histogram()),
-    ))
+    );
+    report.started_unix_ms = started_unix_ms;
+    report.timeline = std::mem::take(&mut tally.timeline);
+    report
+        .timeline
+        .sort_by(|a, b| a.sent_ms.total_cmp(&b.sent_ms));
+    Ok(report)
+}
+
+/// The version a `/classify` answer names (`model.version`).
+fn answered_by(body: &[u8]) -> Option<u64> {
+    let answer: serde_json::Value = serde_json::from_slice(body).ok()?;
+    answer["model"]["version"].as_u64()
 }
 
 fn spawn_progress(tally: Arc<Mutex<Tally>>, started: Instant) -> tokio::task::JoinHandle<()> {

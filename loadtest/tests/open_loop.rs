@@ -1,10 +1,11 @@
 //! The generator against an in-process server with a known service time (one request at a
-//! time, 20 ms each: capacity 50/s).
+//! time, 20 ms each: capacity 50/s), answering as version 7 of a model.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::routing::post;
+use loadtest::report::Answer;
 use loadtest::{run, Arrivals, Bodies, Encoding, Mode, RunConfig};
 use tokio::sync::Semaphore;
 
@@ -19,7 +20,7 @@ async fn start_server() -> String {
             async move {
                 let _permit = gate.acquire().await.expect("semaphore");
                 tokio::time::sleep(SERVICE).await;
-                "ok"
+                r#"{"model": {"name": "m", "version": 7}}"#
             }
         }),
     );
@@ -42,6 +43,7 @@ fn config(url: String, mode: Mode, duration: f64) -> RunConfig {
         progress: false,
         allow_remote: false,
         client: Default::default(),
+        timeline: false,
     }
 }
 
@@ -125,4 +127,43 @@ async fn a_bounded_run_stops_on_time() {
         1.0,
     );
     assert!(run(&remote, bodies).await.is_err());
+}
+
+/// `--timeline` keeps every answer: its intended send time (in order), latency, status and the
+/// version that answered; the CSV has one line per answer after its two header lines.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timeline_keeps_every_answer_with_its_version() {
+    let url = start_server().await;
+    let dir = std::env::temp_dir().join(format!("loadtest-timeline-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    std::fs::write(dir.join("a.jpg"), b"not really an image").expect("body");
+    let bodies = Arc::new(Bodies::load(&dir).expect("bodies"));
+    let mode = Mode::Open {
+        rate: 20.0,
+        arrivals: Arrivals::Even,
+    };
+    let config = RunConfig {
+        timeline: true,
+        ..config(url, mode, 0.5)
+    };
+    let report = run(&config, bodies).await.expect("run");
+    assert_eq!(report.timeline.len() as u64, report.sent);
+    assert!(report.sent >= 9, "{} sent", report.sent);
+    assert!(report.started_unix_ms > 1_600_000_000_000);
+    let sent: Vec<f64> = report.timeline.iter().map(|a| a.sent_ms).collect();
+    assert!(
+        sent.windows(2).all(|w| (w[1] - w[0] - 50.0).abs() < 1.0),
+        "{sent:?}"
+    );
+    for answer in &report.timeline {
+        assert_eq!((answer.status.as_str(), answer.version), ("200", Some(7)));
+        assert!(answer.latency_ms >= 20.0, "{answer:?}");
+    }
+    let csv = Answer::csv(report.started_unix_ms, &report.timeline);
+    assert_eq!(csv.lines().count(), report.timeline.len() + 2);
+    assert!(
+        csv.lines().nth(2).expect("a row").ends_with(",200,7"),
+        "{csv}"
+    );
+    std::fs::remove_dir_all(&dir).ok();
 }

@@ -119,6 +119,13 @@ pub struct ModelArgs {
     /// With --model-control poll: how often the repository is scanned.
     #[arg(long, env = "REPVGG_MODEL_POLL_INTERVAL_MS", value_parser = clap::builder::RangedU64ValueParser::<u64>::new().range(100..=3_600_000), default_value_t = 5_000)]
     pub model_poll_interval_ms: u64,
+    /// With --model-control explicit or poll: the memory (MiB) this process may use, checked
+    /// before each load while serving. A version whose estimated peak (the footprint formula of
+    /// `repvgg-serve inspect`, fusion included) does not fit beside what the process holds now
+    /// is refused with the numbers, and what was serving stays. Default: the container's memory
+    /// limit (cgroup); without one, loads are not checked.
+    #[arg(long, env = "REPVGG_MEMORY_LIMIT_MIB", value_parser = clap::value_parser!(u64).range(1..=16_777_216))]
+    pub memory_limit_mib: Option<u64>,
     /// Variant of the random demo model used when neither --checkpoint nor --model is given.
     #[arg(long, env = "REPVGG_DEMO_VARIANT", default_value = "A0")]
     pub demo_variant: String,

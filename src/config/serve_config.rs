@@ -37,6 +37,9 @@ pub struct ServeConfig {
     pub model_control: crate::models::ModelControl,
     /// `--model-poll-interval-ms`.
     pub model_poll_interval: Duration,
+    /// `--memory-limit-mib` (bytes), or the container's limit: what loads while serving must
+    /// fit under. `None`: loads are not checked.
+    pub memory_limit: Option<u64>,
     /// `--model-repository`, when the models come from one.
     pub repository: Option<PathBuf>,
     pub cache_dir: Option<PathBuf>,
@@ -231,6 +234,10 @@ impl ServeArgs {
             defaults,
             model_control: model.model_control,
             model_poll_interval: Duration::from_millis(model.model_poll_interval_ms),
+            memory_limit: model
+                .memory_limit_mib
+                .map(|mib| mib << 20)
+                .or_else(crate::memory::container_limit),
             repository: model.model_repository,
             cache_dir: (!model.no_cache).then_some(model.cache_dir),
             ort_dylib: model.ort_dylib,

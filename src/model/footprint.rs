@@ -20,6 +20,7 @@
 use serde::Serialize;
 
 use super::arch::Architecture;
+use super::{variants, Checkpoint, ModelError, ModelSource, RepVgg};
 
 const MIB: f64 = 1024.0 * 1024.0;
 /// Process, ONNX Runtime, HTTP, preprocessing buffers (MiB).
@@ -84,6 +85,47 @@ impl Footprint {
                 _ => "very slow",
             },
         }
+    }
+}
+
+impl Footprint {
+    /// What a cold start of this model adds to a process that already runs (its peak, fusion
+    /// included, without the process's own base): what a load beside served models needs.
+    pub fn added_peak_mib(&self) -> f64 {
+        round(self.expected_cold_peak_rss_mib - BASE_MIB)
+    }
+
+    /// The estimate for `source` served with `sessions` sessions and batches up to
+    /// `max_batch_size` (at `crop`, or the variant's): a checkpoint is read and its architecture
+    /// worked out (not fused); an ONNX model's variant comes from the metadata `export` wrote.
+    /// `None` when the architecture cannot be known without loading (an ONNX model from
+    /// elsewhere, the demo).
+    pub fn of_source(
+        source: &ModelSource,
+        sessions: usize,
+        max_batch_size: usize,
+        crop: Option<u32>,
+    ) -> Result<Option<Self>, ModelError> {
+        let arch = match source {
+            ModelSource::Checkpoint(path) => RepVgg::from_checkpoint(Checkpoint::load(path)?)?.arch,
+            ModelSource::Onnx(path) => {
+                let bytes = std::fs::read(path).map_err(|e| ModelError::io(path, e))?;
+                let info = super::prepare::info_from_onnx(path, &bytes)?;
+                let variant = info.variant.as_deref().and_then(variants::find);
+                match variant {
+                    Some(v) => v.architecture(info.num_classes),
+                    None => return Ok(None),
+                }
+            }
+            ModelSource::Demo { .. } => return Ok(None),
+        };
+        let crop = crop.unwrap_or_else(|| variants::of(&arch).map_or(224, |v| v.crop));
+        let layout = Layout {
+            sessions,
+            max_batch_size,
+            crop: crop as usize,
+        };
+        Ok(Some(Self::estimate(&arch, layout)))
     }
 }
 

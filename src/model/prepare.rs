@@ -299,7 +299,7 @@ fn metadata(info: &ModelInfo) -> Vec<(&'static str, String)> {
 
 /// Reads model facts back from an ONNX file: our own metadata when present, otherwise the
 /// output shape alone.
-fn info_from_onnx(path: &Path, bytes: &[u8]) -> Result<ModelInfo, ModelError> {
+pub(super) fn info_from_onnx(path: &Path, bytes: &[u8]) -> Result<ModelInfo, ModelError> {
     let proto = ModelProto::parse_from_bytes(bytes).map_err(|e| ModelError::Corrupt {
         path: path.to_owned(),
         format: "ONNX",

@@ -4,12 +4,13 @@
 //!
 //! A load reads the model's directory again (only under the repository: a model name is one
 //! path component), starts every version its policy wants that is not already served with the
-//! same settings from the same file (a replaced file or a changed `config.json` is a new load), each beside the old on its own threads, fused and
-//! warmed up, and only then swaps the routing table, atomically. Versions the new table no
+//! same settings from the same file (a replaced file or a changed `config.json` is a new load),
+//! each beside the old on its own threads, fused and warmed up, if it fits in memory beside them
+//! (`room`), and only then swaps the routing table, atomically. Versions the new table no
 //! longer has are stopped once their last request is answered: a request finds its version
 //! once and finishes on it. A load that fails (a corrupt or truncated file, a bad
 //! `config.json`) stops what it started, leaves what was serving untouched and says why (the
-//! answer, the log, `repvgg_model_loads_total{result="failed"}`, the index's `reason`).
+//! answer, the log, `repvgg_model_control_total{result="failed"}`, the index's `reason`).
 //! Operations run one at a time.
 
 use std::collections::BTreeMap;
@@ -19,6 +20,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use super::room;
 use super::start::{self, FileStamp, Running, Shared};
 use super::{Models, Served};
 use crate::config::repository;
@@ -196,6 +198,20 @@ impl Control {
                 .find(|r| r.served.name == plan.name && r.served.version == plan.version);
             if current.is_some_and(|r| r.plan == *plan && r.file == FileStamp::of(plan)) {
                 continue; // served with these settings from this very file already
+            }
+            let checked = {
+                let (plan, limit) = (plan.clone(), self.config.memory_limit);
+                tokio::task::spawn_blocking(move || room::check(&plan, limit)).await
+            };
+            if let Err(e) = checked.map_err(anyhow::Error::from).and_then(|room| room) {
+                self.stop_later(started, Duration::ZERO);
+                return Err(failed(format!(
+                    "model {name} version {} ({}): {e:#}",
+                    plan.version,
+                    plan.source
+                        .path()
+                        .map_or("demo weights".into(), |p| p.display().to_string())
+                )));
             }
             match start::start(&self.config, plan, &self.shared).await {
                 Ok(version) => {

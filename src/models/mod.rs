@@ -9,6 +9,7 @@
 pub mod control;
 mod load;
 mod poll;
+mod room;
 mod served;
 mod start;
 

@@ -3,14 +3,19 @@
 //! as an explicit load would (beside the old, swapped in when warm); a model directory that
 //! disappeared is unloaded; a new one is loaded.
 //!
-//! A version directory must be complete when it appears: write it under a hidden name (`.3`)
-//! and rename it (`3`) when every file is in place (a rename is atomic). A half-written file
-//! still in a visible directory fails to load like a corrupt one, and what was serving stays;
-//! the same contents are not retried until they change.
+//! A version directory should be complete when it appears: write it under a hidden name (`.3`)
+//! and rename it (`3`) when every file is in place (a rename is atomic). A directory written in
+//! place is also safe while its writer keeps writing: a model's directory is acted on only when
+//! every file under it (names, sizes, modification times) is the same as one scan earlier, so a
+//! copy in progress is left alone until it has been quiet for a whole interval. A writer that
+//! pauses longer than the interval half way must use the rename: a half-written file that looks
+//! finished fails to load like a corrupt one, what was serving stays, and the same contents are
+//! not retried until they change.
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use super::control::Control;
 use super::start::FileStamp;
@@ -22,35 +27,71 @@ type Contents = (
     Option<repository::Split>,
 );
 
+/// Every file in a model's directory and its version directories (hidden names skipped), with
+/// its size and modification time, sorted: what a scan compares with the previous one.
+type Snapshot = Vec<(PathBuf, u64, Option<SystemTime>)>;
+
+fn snapshot(model_dir: &Path) -> Snapshot {
+    let mut files = Vec::new();
+    let mut pending = vec![(model_dir.to_owned(), 0)];
+    while let Some((dir, depth)) = pending.pop() {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            if entry.file_name().to_string_lossy().starts_with('.') {
+                continue;
+            }
+            let path = entry.path();
+            match std::fs::metadata(&path) {
+                Ok(meta) if meta.is_dir() && depth == 0 => pending.push((path, 1)),
+                Ok(meta) if meta.is_file() => files.push((path, meta.len(), meta.modified().ok())),
+                _ => {}
+            }
+        }
+    }
+    files.sort();
+    files
+}
+
 impl Control {
     /// Scans every `every` until the process ends.
     pub(crate) async fn poll(self: Arc<Self>, every: Duration) {
-        let mut failed = BTreeMap::new();
-        let mut ticks = tokio::time::interval(every);
-        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        ticks.tick().await; // the first tick is now: the start just loaded everything
-        loop {
-            ticks.tick().await;
-            self.poll_once(&mut failed).await;
-        }
-    }
-
-    /// One scan: every changed model loaded, every vanished one unloaded. `failed`: the
-    /// contents each model last failed to load with.
-    async fn poll_once(&self, failed: &mut BTreeMap<String, Contents>) {
         let Some(root) = self.config.repository.clone() else {
             return;
         };
-        let on_disk: Vec<String> = std::fs::read_dir(&root)
+        let mut failed = BTreeMap::new();
+        // The start just loaded what is there now: changes count from here.
+        let mut previous: BTreeMap<String, Snapshot> = model_dirs(&root)
             .into_iter()
-            .flatten()
-            .flatten()
-            .filter(|e| e.path().is_dir())
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .filter(|name| repository::check_name(name).is_ok())
+            .map(|name| {
+                let files = snapshot(&root.join(&name));
+                (name, files)
+            })
             .collect();
+        let mut ticks = tokio::time::interval(every);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticks.tick().await; // the first tick is now
+        loop {
+            ticks.tick().await;
+            self.poll_once(&root, &mut previous, &mut failed).await;
+        }
+    }
+
+    /// One scan: every changed model that has been quiet since the previous scan loaded, every
+    /// vanished one unloaded. `previous`: each model directory's snapshot at the previous scan;
+    /// `failed`: the contents each model last failed to load with.
+    async fn poll_once(
+        &self,
+        root: &Path,
+        previous: &mut BTreeMap<String, Snapshot>,
+        failed: &mut BTreeMap<String, Contents>,
+    ) {
+        let on_disk = model_dirs(root);
+        previous.retain(|name, _| on_disk.contains(name));
         let mut running = self.running.lock().await;
         for name in &on_disk {
+            let now = snapshot(&root.join(name));
+            if previous.insert(name.clone(), now.clone()).as_ref() != Some(&now) {
+                continue; // still being written (or new): wait for a quiet interval
+            }
             let wanted = match self.wanted(name, &root.join(name)) {
                 Ok(wanted) => wanted,
                 Err(e) => {
@@ -99,4 +140,16 @@ impl Control {
             }
         }
     }
+}
+
+/// The model directories under `root` (names that are valid model names).
+fn model_dirs(root: &Path) -> Vec<String> {
+    std::fs::read_dir(root)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.path().is_dir())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|name| repository::check_name(name).is_ok())
+        .collect()
 }

@@ -75,18 +75,30 @@ pub(super) async fn start(
         wide,
         bf16_check,
         warm_up_per_image,
-    } = tokio::task::spawn_blocking(move || load(&load_config, &load_plan))
-        .await
-        .context("model loading panicked")?
-        .with_context(|| {
-            let file = plan.source.path().map(|p| p.display().to_string());
-            format!(
-                "model {} version {} ({})",
-                plan.name,
-                plan.version,
-                file.as_deref().unwrap_or("demo weights")
-            )
-        })?;
+    } = tokio::task::spawn_blocking(move || {
+        // On a thread of its own that ends with the load: what ONNX Runtime keeps per thread
+        // (MLAS's convolution workspace, grown by the warm-up runs: 10-30 MiB for A0) goes with
+        // it, instead of staying with a thread of tokio's blocking pool after the load.
+        std::thread::scope(|scope| {
+            std::thread::Builder::new()
+                .name("model-load".into())
+                .spawn_scoped(scope, || load(&load_config, &load_plan))
+                .map(|thread| thread.join())
+        })
+    })
+    .await
+    .context("model loading panicked")?
+    .context("no thread for the load")?
+    .map_err(|_| anyhow::anyhow!("model loading panicked"))?
+    .with_context(|| {
+        let file = plan.source.path().map(|p| p.display().to_string());
+        format!(
+            "model {} version {} ({})",
+            plan.name,
+            plan.version,
+            file.as_deref().unwrap_or("demo weights")
+        )
+    })?;
     if info.demo {
         tracing::warn!(
             "DEMO MODEL ({}): RANDOM weights, predictions are meaningless. \

@@ -94,7 +94,7 @@ pub fn decode_cost(width: u32, height: u32, decoded_bytes: u64) -> u64 {
 /// The default budget: [`DEFAULT_DECODE_BYTES`], or half the container's memory limit (cgroup
 /// v2 or v1) when that is less.
 pub fn default_budget() -> u64 {
-    container_memory_limit().map_or(DEFAULT_DECODE_BYTES, |limit| {
+    crate::memory::container_limit().map_or(DEFAULT_DECODE_BYTES, |limit| {
         (limit / 2).min(DEFAULT_DECODE_BYTES)
     })
 }
@@ -102,15 +102,6 @@ pub fn default_budget() -> u64 {
 /// Room for one image at the default pixel limit (50 MP at 16-bit RGBA costs 700 MB) while the
 /// process stays under 1 GiB; a 12 MP phone JPEG costs 120 MB, so six decode side by side.
 pub const DEFAULT_DECODE_BYTES: u64 = 768 * 1024 * 1024;
-
-fn container_memory_limit() -> Option<u64> {
-    let read = |path: &str| std::fs::read_to_string(path).ok();
-    let v2 = read("/sys/fs/cgroup/memory.max").and_then(|s| s.trim().parse::<u64>().ok());
-    let v1 = read("/sys/fs/cgroup/memory/memory.limit_in_bytes")
-        .and_then(|s| s.trim().parse::<u64>().ok())
-        .filter(|&limit| limit < 1 << 60); // "unlimited" is a huge number there
-    v2.or(v1)
-}
 
 #[cfg(test)]
 mod tests {

@@ -14,6 +14,55 @@ pub fn put_version(dir: &Path, model: &str, version: u64, bytes: &[u8]) {
     std::fs::write(target.join("weights.pth"), bytes).expect("write");
 }
 
+/// Writes `bytes` under `file` in `model`'s `version` directory under `dir`.
+pub fn put_file(dir: &Path, model: &str, version: u64, file: &str, bytes: &[u8]) {
+    let target = dir.join(model).join(version.to_string());
+    std::fs::create_dir_all(&target).expect("mkdir");
+    std::fs::write(target.join(file), bytes).expect("write");
+}
+
+/// Another model made from the tiny timm checkpoint (a `.safetensors` file's bytes): its
+/// classifier keeps the first `classes` rows, scaled by `scale`, with `shift` added to the
+/// bias; every other tensor as trained. Other weights, or another class count, for tests that
+/// must tell models and versions apart by their logits.
+pub fn derived_checkpoint(classes: usize, scale: f32, shift: f32) -> Vec<u8> {
+    use safetensors::{tensor::TensorView, Dtype, SafeTensors};
+    let bytes =
+        std::fs::read(super::fixture("checkpoints/tiny_timm_train.safetensors")).expect("fixture");
+    let tensors = SafeTensors::deserialize(&bytes).expect("safetensors");
+    let floats = |raw: &[u8]| -> Vec<f32> {
+        raw.chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect()
+    };
+    let owned: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
+        .tensors()
+        .into_iter()
+        .map(|(name, view)| {
+            assert_eq!(view.dtype(), Dtype::F32, "{name}");
+            let mut shape = view.shape().to_vec();
+            let data = match name.as_str() {
+                "head.fc.weight" | "head.fc.bias" => {
+                    let row = shape[1..].iter().product::<usize>();
+                    shape[0] = classes;
+                    let mut values = floats(view.data());
+                    values.truncate(classes * row);
+                    let add = if name.ends_with("bias") { shift } else { 0.0 };
+                    let values = values.iter().map(|v| v * scale + add);
+                    values.flat_map(f32::to_le_bytes).collect()
+                }
+                _ => view.data().to_vec(),
+            };
+            (name, shape, data)
+        })
+        .collect();
+    let views = owned.iter().map(|(name, shape, data)| {
+        let view = TensorView::new(Dtype::F32, shape.clone(), data).expect("view");
+        (name.clone(), view)
+    });
+    safetensors::serialize(views, None).expect("serialize")
+}
+
 /// A server on the repository in `dir` with `--model-control explicit`.
 pub async fn explicit(dir: &Path) -> TestServer {
     let dir = dir.to_str().expect("utf-8");

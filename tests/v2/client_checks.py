@@ -525,13 +525,34 @@ def run_tls(args):
     return checks.failed
 
 
+N_LABELS = ["n-zero", "n-one", "n-two", "n-three", "n-four", "n-five", "n-six"]
+
+
 def run_repository(args):
-    """Model control as tritonclient calls it (`--model-control explicit`, API keys on): the
-    repository index, unload and load of model `m`, over HTTP (the admin listener, admin key)
-    and gRPC (the gRPC port, admin key), each seen by `is_model_ready` and an inference on the
-    public port; an inference key may not control models."""
+    """Model control as tritonclient calls it (`--model-control explicit`, API keys on), on a
+    repository of two models: `m` (10 classes, versions 1 and 2 with different weights, both
+    served) and `n` (7 classes, its own labels). Over HTTP (the admin listener, admin key) and
+    gRPC (the gRPC port, admin key): the index lists every version with its state; each model
+    and version answers with its own labels and the logits `/classify` gives for it; then
+    unload and load of `m`, each seen by `is_model_ready` and an inference on the public port;
+    an inference key may not control models."""
     checks = Checks(args)
     data = np.array([checks.image(JPEGS[0])], dtype=np.object_)
+    served = [("m", "1", 10), ("m", "2", 10), ("n", "1", 7)]
+    answers = {}
+
+    def classify(model, version):
+        """`/classify` of the first JPEG by `model` `version` (public port, inference key)."""
+        if (model, version) not in answers:
+            request = urllib.request.Request(
+                f"http://{args.http}/classify?model={model}&version={version}&logits=true&top_k=3",
+                data=checks.image(JPEGS[0]),
+                headers={"Content-Type": "application/octet-stream", "Authorization": f"Bearer {args.key}"},
+            )
+            with urllib.request.urlopen(request, timeout=30) as response:
+                answers[(model, version)] = json.load(response)
+        return answers[(model, version)]
+
     clients = {
         "http": (
             httpclient.InferenceServerClient(url=args.admin),
@@ -549,10 +570,15 @@ def run_repository(args):
         inference = {header: f"Bearer {args.key}"}
         module = httpclient if protocol == "http" else grpcclient
 
-        def infer(public=public, module=module, inference=inference):
+        def infer(model="m", version="", class_count=0, public=public, module=module, inference=inference):
             inp = module.InferInput("image", list(data.shape), "BYTES")
             inp.set_data_from_numpy(data)
-            return public.infer("m", [inp], headers=inference).as_numpy("logits")
+            if module is httpclient:
+                output = httpclient.InferRequestedOutput("logits", class_count=class_count)
+            else:
+                output = grpcclient.InferRequestedOutput("logits", class_count=class_count)
+            result = public.infer(model, [inp], model_version=version, outputs=[output], headers=inference)
+            return result.as_numpy("logits")
 
         def index(control=control, admin=admin, protocol=protocol):
             if protocol == "http":
@@ -561,24 +587,46 @@ def run_repository(args):
             entries = control.get_model_repository_index(headers=admin).models
             return [(e.name, e.version, e.state) for e in entries]
 
-        def cycle(
-            control=control, public=public, admin=admin, inference=inference, index=index, infer=infer, protocol=protocol
-        ):
-            assert index() == [("m", "1", "READY")], index()
-            control.unload_model("m", headers=admin)
+        def not_ready(model, version, public=public, inference=inference, protocol=protocol):
             if protocol == "http":  # 404: the client reads "not ready"
-                assert not public.is_model_ready("m", headers=inference), "ready after unload"
+                assert not public.is_model_ready(model, version, headers=inference), f"{model} {version} ready"
             else:  # NOT_FOUND, as for any model the server does not have
-                expect_error(lambda: public.is_model_ready("m", headers=inference), "NOT_FOUND", "unknown model")
-            assert index() == [("m", "1", "UNAVAILABLE")], index()
+                expect_error(lambda: public.is_model_ready(model, version, headers=inference), "NOT_FOUND", "")
+
+        def two_models(public=public, inference=inference, index=index, infer=infer, not_ready=not_ready):
+            assert index() == [(m, v, "READY") for m, v, _ in served], index()
+            logits = {}
+            for model, version, classes in served:
+                assert public.is_model_ready(model, version, headers=inference), (model, version)
+                reference = classify(model, version)
+                got = infer(model, version)
+                assert got.shape == (1, classes), (model, version, got.shape)
+                close(got, [reference["logits"]], 1e-4, f"{model} {version} logits vs /classify")
+                top = [entry.decode().split(":", 2) for entry in infer(model, version, class_count=3)[0]]
+                expected = [(str(p["class_id"]), p["label"]) for p in reference["predictions"]]
+                assert [(i, label) for _, i, label in top] == expected, (model, version, top, expected)
+                logits[(model, version)] = got
+            assert all(label in N_LABELS for _, _, label in top), top
+            assert float(np.max(np.abs(logits[("m", "1")] - logits[("m", "2")]))) > 0.1, "m's versions differ"
+            not_ready("m", "3")
+
+        def cycle(control=control, public=public, admin=admin, inference=inference, index=index, infer=infer, not_ready=not_ready):
+            m = lambda: [e for e in index() if e[0] == "m"]
+            assert m() == [("m", "1", "READY"), ("m", "2", "READY")], index()
+            control.unload_model("m", headers=admin)
+            not_ready("m", "")
+            assert index() == [("m", "1", "UNAVAILABLE"), ("m", "2", "UNAVAILABLE"), ("n", "1", "READY")], index()
+            assert infer("n").shape == (1, 7), "n serves on"
             control.load_model("m", headers=admin)
             assert public.is_model_ready("m", "1", headers=inference), "not ready after load"
+            assert public.is_model_ready("m", "2", headers=inference), "not ready after load"
             assert infer().shape == (1, 10), "inference after the load"
 
         def forbidden(control=control, inference=inference, protocol=protocol):
             status = "403" if protocol == "http" else "StatusCode.PERMISSION_DENIED"
             expect_error(lambda: control.unload_model("m", headers=inference), status, "")
 
+        checks.run(f"{protocol} two models, three versions: index, labels, logits, readiness", two_models)
         checks.run(f"{protocol} index, unload and load", cycle)
         checks.run(f"{protocol} an inference key may not control models", forbidden)
     return checks.failed
