@@ -45,7 +45,11 @@ serve() {
   done
   log "the server was not ready within 120 s: $2"; exit 1
 }
-stop() { kill -TERM "$1"; wait "$1" || true; }
+# stop PID: SIGTERM, then wait until it is gone (it is not this shell's child: `serve` ran in $(...))
+stop() {
+  kill -TERM "$1"
+  while kill -0 "$1" 2>/dev/null; do sleep 0.1; done
+}
 
 # saturation QUERY NAME: requests/s at 16 connections (after 3 s of warm-up)
 saturation() {
@@ -126,6 +130,8 @@ done
 stop "$pid"
 
 cpu=$(lscpu | sed -n 's/^Model name: *//p' | head -1)
-python3 scripts/bench_reload_report.py "$OUT" "$cpu, $(nproc) cores" "$LOAD_SHARE" "$BEFORE_S" \
+family=$(awk -F': ' '/^cpu family/ {f=$2} /^model\t/ {m=$2} END {print "family " f " model " m}' /proc/cpuinfo)
+isa=$(grep -o -m1 -w 'avx512f' /proc/cpuinfo | head -1 || true)
+python3 scripts/bench_reload_report.py "$OUT" "$cpu ($family, ${isa:-AVX2 only, no AVX-512}), $(nproc) cores" "$LOAD_SHARE" "$BEFORE_S" \
   "$SECONDS_PER_RUN" >docs/bench/reload.md
 cat docs/bench/reload.md
