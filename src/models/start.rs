@@ -76,9 +76,10 @@ pub(super) async fn start(
         bf16_check,
         warm_up_per_image,
     } = tokio::task::spawn_blocking(move || {
-        // On a thread of its own that ends with the load: what ONNX Runtime keeps per thread
-        // (MLAS's convolution workspace, grown by the warm-up runs: 10-30 MiB for A0) goes with
-        // it, instead of staying with a thread of tokio's blocking pool after the load.
+        // On a thread of its own that ends with the load (fusion, the shared weights; sessions
+        // are built and warmed on threads of their own inside): whatever the libraries keep per
+        // thread goes with it, instead of staying with a thread of tokio's blocking pool. In the
+        // reload memory test it made resident bumps after a cycle rarer; the cause is not pinned.
         std::thread::scope(|scope| {
             std::thread::Builder::new()
                 .name("model-load".into())
