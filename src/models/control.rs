@@ -18,8 +18,6 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serde::Serialize;
-
 use super::room;
 use super::start::{self, FileStamp, Running, Shared};
 use super::{Models, Served};
@@ -66,30 +64,19 @@ pub(super) struct Wanted {
     pub(super) split: Option<repository::Split>,
 }
 
-/// One row of `POST /v2/repository/index`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
-pub struct IndexEntry {
-    pub name: String,
-    pub version: String,
-    /// `READY` (served) or `UNAVAILABLE`.
-    pub state: &'static str,
-    /// Why a version is not served (empty when it is).
-    pub reason: String,
-}
-
 /// The served versions and the operations that change them.
 #[derive(Debug)]
 pub struct Control {
     mode: ModelControl,
     pub(super) config: ServeConfig,
     shared: Shared,
-    models: Models,
+    pub(super) models: Models,
     /// Every started version's threads; the lock also serialises the operations.
     pub(super) running: tokio::sync::Mutex<Vec<Running>>,
     /// Versions being stopped after a change (awaited at shutdown).
     stopping: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     /// Why each model is not (fully) served: its last failed load, or its unload.
-    reasons: Mutex<BTreeMap<String, String>>,
+    pub(super) reasons: Mutex<BTreeMap<String, String>>,
 }
 
 impl Control {
@@ -294,46 +281,6 @@ impl Control {
         tracing::info!(model = name, why, "model unloaded");
     }
 
-    /// Every version in the repository (and every served one), with its state.
-    pub fn index(&self, ready_only: bool) -> Vec<IndexEntry> {
-        let served = self.models.all();
-        let reasons = self
-            .reasons
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        let mut entries: Vec<IndexEntry> = served
-            .iter()
-            .map(|s| IndexEntry {
-                name: s.name.clone(),
-                version: s.version.to_string(),
-                state: "READY",
-                reason: String::new(),
-            })
-            .collect();
-        if !ready_only {
-            for (name, version) in self.on_disk() {
-                if served
-                    .iter()
-                    .any(|s| s.name == name && s.version == version)
-                {
-                    continue;
-                }
-                let reason = reasons.get(&name).cloned().unwrap_or_else(|| {
-                    "not served (not loaded, or left out by its version_policy)".into()
-                });
-                entries.push(IndexEntry {
-                    name,
-                    version: version.to_string(),
-                    state: "UNAVAILABLE",
-                    reason,
-                });
-            }
-        }
-        entries.sort_by(|a, b| (&a.name, &a.version).cmp(&(&b.name, &b.version)));
-        entries
-    }
-
     /// Stops every version (the service is shutting down and every request was answered).
     pub(crate) async fn stop_all(&self) {
         self.models.replace(|_| Vec::new(), ("", None));
@@ -373,38 +320,6 @@ impl Control {
             Some(repository) if self.mode == ModelControl::Explicit => Ok(repository),
             _ => Err(ControlError::Off),
         }
-    }
-
-    /// (model, version) of every version directory in the repository.
-    fn on_disk(&self) -> Vec<(String, u64)> {
-        let Some(repository) = &self.config.repository else {
-            return Vec::new();
-        };
-        let listing = |dir: &std::path::Path| -> Vec<(String, bool)> {
-            std::fs::read_dir(dir)
-                .into_iter()
-                .flatten()
-                .flatten()
-                .map(|e| {
-                    (
-                        e.file_name().to_string_lossy().into_owned(),
-                        e.path().is_dir(),
-                    )
-                })
-                .filter(|(name, is_dir)| *is_dir && !name.starts_with('.'))
-                .collect()
-        };
-        listing(repository)
-            .into_iter()
-            .flat_map(|(model, _)| {
-                listing(&repository.join(&model))
-                    .into_iter()
-                    .filter_map(move |(version, _)| {
-                        version.parse::<u64>().ok().map(|v| (model.clone(), v))
-                    })
-                    .collect::<Vec<_>>()
-            })
-            .collect()
     }
 
     /// How long a retired version waits for its last request: the longest a request lives.

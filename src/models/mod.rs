@@ -7,6 +7,7 @@
 //! model's newest version; `/classify` may leave out the model too when there is only one.
 
 pub mod control;
+mod index;
 mod load;
 mod poll;
 mod room;
@@ -23,7 +24,8 @@ use arc_swap::ArcSwap;
 use crate::config::repository;
 
 use crate::v2::{ModelKind, V2Error};
-pub use control::{Control, ControlError, IndexEntry, ModelControl};
+pub use control::{Control, ControlError, ModelControl};
+pub use index::IndexEntry;
 pub use served::{BatchingDetails, InputDetails, Served, ServedModel};
 pub(crate) use start::Shared;
 

@@ -143,7 +143,7 @@ impl Control {
 }
 
 /// The model directories under `root` (names that are valid model names).
-fn model_dirs(root: &Path) -> Vec<String> {
+pub(super) fn model_dirs(root: &Path) -> Vec<String> {
     std::fs::read_dir(root)
         .into_iter()
         .flatten()
