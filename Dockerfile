@@ -16,6 +16,8 @@ RUN apt-get update \
 COPY . .
 # Set by BuildKit from --platform (amd64, arm64); the builder's own architecture otherwise.
 ARG TARGETARCH
+# One step from the wheels to /out, ending with the build's own files deleted (target/, the
+# crate sources, the wheels: several GB) so that the layer this step leaves holds /out only.
 RUN arch="${TARGETARCH:-$(uname -m)}" \
  && REPVGG_ARCH="$arch" scripts/setup-ort.sh /opt/ort \
  && mkdir -p /out/ort-openvino \
@@ -25,7 +27,8 @@ RUN arch="${TARGETARCH:-$(uname -m)}" \
     fi \
  && cargo build --release --locked --bin repvgg-serve \
  && install -D target/release/repvgg-serve /out/repvgg-serve \
- && install -D /opt/ort/libonnxruntime.so.1.31.1 /out/libonnxruntime.so.1.31.1
+ && install -D /opt/ort/libonnxruntime.so.1.31.1 /out/libonnxruntime.so.1.31.1 \
+ && rm -rf target /opt/ort /opt/ort-openvino "$CARGO_HOME/registry" "$CARGO_HOME/git" /root/.cache
 
 FROM docker.io/library/debian:bookworm-slim
 ARG VERSION=0.1.0

@@ -6,15 +6,17 @@
 #     LOAD_SHARE (0.5) of it for BEFORE_S + AFTER_S seconds with every answer kept
 #     (`loadtest run --timeline`); BEFORE_S seconds in, version 2 is renamed into the
 #     repository and `POST /v2/repository/models/{m}/load` called. Resident memory is sampled
-#     every 100 ms meanwhile.
+#     every 100 ms meanwhile. Once per value of LOAD_NICES ("10 0": the default --load-nice,
+#     then the load at serving priority), each on a fresh server, at the same rate.
 #  2. Two models (A0 and B3) served by one process, each at saturation at the same time, against
 #     each served alone (throughput at saturation, p50 of one request at a time).
 # Writes target/bench-reload/* and docs/bench/reload.md (scripts/bench_reload_report.py).
-# Knobs: VARIANTS ("A0 B3"), LOAD_SHARE (0.5), BEFORE_S (15), AFTER_S (25), SECONDS_PER_RUN (10).
+# Knobs: VARIANTS ("A0 B3"), LOAD_NICES ("10 0"), LOAD_SHARE (0.5), BEFORE_S (15), AFTER_S (25), SECONDS_PER_RUN (10).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=target/bench-reload
 VARIANTS=${VARIANTS:-"A0 B3"}
+LOAD_NICES=${LOAD_NICES:-"10 0"}
 LOAD_SHARE=${LOAD_SHARE:-0.5}
 BEFORE_S=${BEFORE_S:-15}
 AFTER_S=${AFTER_S:-25}
@@ -33,17 +35,19 @@ BIN=target/release/repvgg-serve
 LT=target/release/loadtest
 URL=http://127.0.0.1:$PORT/classify
 
-# serve REPOSITORY LOG: the server on a repository, ready; prints its pid
+# serve REPOSITORY LOG [FLAG...]: the server on a repository, ready; prints its pid
 serve() {
+  local repo=$1 log_file=$2
+  shift 2
   $BIN serve --host 127.0.0.1 --port "$PORT" --grpc-port 0 --admin-port "$ADMIN_PORT" \
-    --model-repository "$1" --model-control explicit --no-cache 2>"$2" >/dev/null &
+    --model-repository "$repo" --model-control explicit --no-cache "$@" 2>"$log_file" >/dev/null &
   local pid=$!
   for _ in $(seq 1 600); do
     curl -sf "http://127.0.0.1:$PORT/readyz" >/dev/null && { echo "$pid"; return; }
-    kill -0 "$pid" 2>/dev/null || { log "the server failed to start: $2"; exit 1; }
+    kill -0 "$pid" 2>/dev/null || { log "the server failed to start: $log_file"; exit 1; }
     sleep 0.2
   done
-  log "the server was not ready within 120 s: $2"; exit 1
+  log "the server was not ready within 120 s: $log_file"; exit 1
 }
 # stop PID: SIGTERM, then wait until it is gone (it is not this shell's child: `serve` ran in $(...))
 stop() {
@@ -69,30 +73,36 @@ rss() {
 
 for variant in $VARIANTS; do
   m=$(echo "$variant" | tr 'A-Z' 'a-z')
-  repo=$OUT/repo-$m
-  mkdir -p "$repo/$m/1"
-  $BIN init --variant "$variant" --seed 1 --output "$repo/$m/1/w.safetensors" 2>/dev/null
+  $BIN init --variant "$variant" --seed 1 --output "$OUT/$m-first.safetensors" 2>/dev/null
   $BIN init --variant "$variant" --seed 2 --output "$OUT/$m-next.safetensors" 2>/dev/null
-  pid=$(serve "$repo" "$OUT/$m-server.log")
-  sat=$(saturation "" "$m-saturation")
-  rate=$(python3 -c "print(round($sat * $LOAD_SHARE, 2))")
-  log "$variant: saturation $sat requests/s; reload under Poisson arrivals at $rate/s"
-  rss "$pid" "$OUT/$m-rss.txt" &
-  sampler=$!
-  $LT run --url "$URL" --images "$IMAGE" --rate "$rate" --duration $((BEFORE_S + AFTER_S)) \
-    --quiet --timeline "$OUT/$m-timeline.csv" --output "$OUT/$m-reload.json" >/dev/null &
-  loadtest=$!
-  sleep "$BEFORE_S"
-  mkdir "$repo/$m/.2" && cp "$OUT/$m-next.safetensors" "$repo/$m/.2/w.safetensors"
-  mv "$repo/$m/.2" "$repo/$m/2"
-  called=$(now_ms)
-  curl -sf -X POST "http://127.0.0.1:$ADMIN_PORT/v2/repository/models/$m/load" >/dev/null
-  returned=$(now_ms)
-  wait "$loadtest"
-  kill "$sampler" 2>/dev/null || true
-  stop "$pid"
-  log "$variant: load call $((returned - called)) ms"
-  echo "$variant $sat $rate $called $returned" >>"$OUT/reloads.txt"
+  rate=""
+  for nice in $LOAD_NICES; do
+    run=$m-nice$nice
+    repo=$OUT/repo-$run
+    mkdir -p "$repo/$m/1" && cp "$OUT/$m-first.safetensors" "$repo/$m/1/w.safetensors"
+    pid=$(serve "$repo" "$OUT/$run-server.log" --load-nice "$nice")
+    if [ -z "$rate" ]; then
+      sat=$(saturation "" "$m-saturation")
+      rate=$(python3 -c "print(round($sat * $LOAD_SHARE, 2))")
+      log "$variant: saturation $sat requests/s; reloads under Poisson arrivals at $rate/s"
+    fi
+    rss "$pid" "$OUT/$run-rss.txt" &
+    sampler=$!
+    $LT run --url "$URL" --images "$IMAGE" --rate "$rate" --duration $((BEFORE_S + AFTER_S)) \
+      --quiet --timeline "$OUT/$run-timeline.csv" --output "$OUT/$run-reload.json" >/dev/null &
+    loadtest=$!
+    sleep "$BEFORE_S"
+    mkdir "$repo/$m/.2" && cp "$OUT/$m-next.safetensors" "$repo/$m/.2/w.safetensors"
+    mv "$repo/$m/.2" "$repo/$m/2"
+    called=$(now_ms)
+    curl -sf -X POST "http://127.0.0.1:$ADMIN_PORT/v2/repository/models/$m/load" >/dev/null
+    returned=$(now_ms)
+    wait "$loadtest"
+    kill "$sampler" 2>/dev/null || true
+    stop "$pid"
+    log "$variant, --load-nice $nice: load call $((returned - called)) ms"
+    echo "$variant $nice $sat $rate $called $returned" >>"$OUT/reloads.txt"
+  done
 done
 
 # Two models in one process against each alone.

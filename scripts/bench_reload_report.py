@@ -42,9 +42,10 @@ def rss_samples(path):
     return samples
 
 
-def reload_section(out, variant, sat, rate, called, returned, before_s):
-    m = variant.lower()
-    started, rows = timeline(os.path.join(out, f"{m}-timeline.csv"))
+def reload_section(out, variant, nice, sat, rate, called, returned, before_s):
+    """The section of one reload, and its summary row."""
+    run = f"{variant.lower()}-nice{nice}"
+    started, rows = timeline(os.path.join(out, f"{run}-timeline.csv"))
     # Every time relative to the load call, in seconds.
     at = [((started + sent - called) / 1e3, latency, status, version) for sent, latency, status, version in rows]
     call_s = (returned - called) / 1e3
@@ -54,7 +55,7 @@ def reload_section(out, variant, sat, rate, called, returned, before_s):
     new_answers = [t + lat / 1e3 for t, lat, s, v in at if v == 2]
     first_new = min(new_answers) if new_answers else float("nan")
     old_after = [t for t, lat, s, v in at if v == 1 and t > call_s]
-    samples = rss_samples(os.path.join(out, f"{m}-rss.txt"))
+    samples = rss_samples(os.path.join(out, f"{run}-rss.txt"))
     steady = [mib for t, mib in samples if called - (before_s - 2) * 1000 <= t < called]
     during_rss = [mib for t, mib in samples if called <= t <= returned + 2000]
     after_rss = [mib for t, mib in samples if t > returned + 5000]
@@ -63,7 +64,7 @@ def reload_section(out, variant, sat, rate, called, returned, before_s):
     after_mib = percentile(after_rss, 0.5)
     p99_before, p99_during = percentile(before, 0.99), percentile(during, 0.99)
     lines = [
-        f"## {variant}: version 1 -> 2 under Poisson arrivals at {rate:g} requests/s "
+        f"## {variant}, `--load-nice {nice}`: version 1 -> 2 under Poisson arrivals at {rate:g} requests/s "
         f"({rate / sat:.0%} of the {sat:g} measured at saturation)\n",
         "| | value |",
         "|---|---|",
@@ -95,7 +96,12 @@ def reload_section(out, variant, sat, rate, called, returned, before_s):
             f"| {second:+d} | {len(in_bin)} | {percentile(ok, 0.5):.1f} | {percentile(ok, 0.99):.1f} "
             f"| {max(ok) if ok else float('nan'):.1f} | {len(in_bin) - len(ok)} |"
         )
-    return "\n".join(lines) + "\n"
+    summary = (
+        f"| {variant} | {nice} | {call_s:.2f} s | {len(not_ok)} of {len(at)} | "
+        f"{percentile(before, 0.5):.1f} / {p99_before:.1f} | {percentile(during, 0.5):.1f} / {p99_during:.1f} | "
+        f"**{p99_during / p99_before:.2f}x** |"
+    )
+    return "\n".join(lines) + "\n", summary
 
 
 def two_models_section(out, seconds):
@@ -133,9 +139,23 @@ def main():
         f"photo (chelsea_q90.jpg), arrivals at {float(load_share):.0%} of the measured saturation. "
         "Random weights from `repvgg-serve init` (seed 1, then seed 2 as the new version).\n"
     )
+    sections, summaries = [], []
     for line in open(os.path.join(out, "reloads.txt")):
-        variant, sat, rate, called, returned = line.split()
-        print(reload_section(out, variant, float(sat), float(rate), int(called), int(returned), before_s))
+        variant, nice, sat, rate, called, returned = line.split()
+        section, summary = reload_section(
+            out, variant, nice, float(sat), float(rate), int(called), int(returned), before_s
+        )
+        sections.append(section)
+        summaries.append(summary)
+    print(
+        "Each reload side by side at `--load-nice` 10 (the default: reading, fusing and optimising "
+        "run 10 nice steps below serving) and 0 (the load at serving priority), each on a fresh "
+        "server at the same arrival rate. During = from the load call to its return + 1 s.\n"
+    )
+    print("| model | --load-nice | load call | not 200 | p50 / p99 before, ms | p50 / p99 during, ms | p99 during / before |")
+    print("|---|---|---|---|---|---|---|")
+    print("\n".join(summaries) + "\n")
+    print("\n".join(sections))
     print(two_models_section(out, seconds))
 
 

@@ -192,7 +192,8 @@ install_tools
 mkdir -p "$WORK"
 make_slim_base
 make_rust_base
-log "building $IMAGE from the Dockerfile (--pull=never)"
+log "building $IMAGE from the Dockerfile (--pull=never; storage driver \
+$(podman info --format '{{.Store.GraphDriverName}}'), $(df -h --output=avail /var/tmp | tail -1 | tr -d ' ') free in /var/tmp)"
 # Docker format keeps the HEALTHCHECK (OCI image config has no field for it).
 podman build --pull=never --network host --format docker -t "$IMAGE" -f Dockerfile . \
   >"$WORK/build.log" 2>&1 \

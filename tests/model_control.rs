@@ -281,6 +281,56 @@ async fn a_load_that_does_not_fit_the_memory_limit_is_refused_with_the_numbers()
     server.stop().await;
 }
 
+/// Weights that parse but hold NaN (a diverged training run) never become routable: the load's
+/// warm-up finds non-finite logits, the load is refused naming the version, and the serving
+/// version keeps answering with finite logits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_whose_logits_are_not_finite_is_refused_and_the_serving_one_stays() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let train = std::fs::read(fixture("checkpoints/tiny_official_train.pth")).expect("fixture");
+    put_version(dir.path(), "m", 1, &train);
+    let repository = dir.path().to_str().expect("utf-8");
+    let server = TestServer::start(&[
+        "--model-repository",
+        repository,
+        "--model-control",
+        "explicit",
+    ])
+    .await;
+    put_file(
+        dir.path(),
+        "m",
+        2,
+        "w.safetensors",
+        &derived_checkpoint(10, f32::NAN, 0.0),
+    );
+    let (status, answer) = control(&server, "/v2/repository/models/m/load", json!({})).await;
+    assert_eq!(
+        (status, answer["error_type"].as_str()),
+        (400, Some("load_failed")),
+        "{answer}"
+    );
+    let error = answer["error"].as_str().expect("error");
+    for words in ["version 2", "w.safetensors", "not finite", "unchanged"] {
+        assert!(error.contains(words), "{words:?} in: {error}");
+    }
+    let image = std::fs::read(fixture("images/chelsea.png")).expect("fixture");
+    let (status, body) = server.classify_with("model=m", &image).await;
+    assert_eq!((status, body["model"]["version"].as_u64()), (200, Some(1)));
+    let logits = body["logits"].as_array().expect("logits");
+    assert!(
+        logits
+            .iter()
+            .all(|v| v.as_f64().is_some_and(f64::is_finite)),
+        "{body}"
+    );
+    assert_eq!(
+        index(&server).await[0],
+        ("m".into(), "1".into(), "READY".into())
+    );
+    server.stop().await;
+}
+
 /// Without `--model-control explicit` the repository routes answer 400 and change nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn model_control_is_off_by_default() {

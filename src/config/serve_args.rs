@@ -126,6 +126,13 @@ pub struct ModelArgs {
     /// limit (cgroup); without one, loads are not checked.
     #[arg(long, env = "REPVGG_MEMORY_LIMIT_MIB", value_parser = clap::value_parser!(u64).range(1..=16_777_216))]
     pub memory_limit_mib: Option<u64>,
+    /// How far below serving a load's CPU-heavy part runs (nice steps, 0-19; 0: the same
+    /// priority): reading and fusing the checkpoint and optimising the graph, most of a load,
+    /// take the cores that serving leaves idle, so a reload while serving slows requests less
+    /// and takes longer on a busy server (docs/bench/reload.md). Sessions are built and warmed
+    /// at serving priority.
+    #[arg(long, env = "REPVGG_LOAD_NICE", value_parser = clap::value_parser!(i32).range(0..=19), default_value_t = 10)]
+    pub load_nice: i32,
     /// Variant of the random demo model used when neither --checkpoint nor --model is given.
     #[arg(long, env = "REPVGG_DEMO_VARIANT", default_value = "A0")]
     pub demo_variant: String,

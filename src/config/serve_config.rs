@@ -40,6 +40,8 @@ pub struct ServeConfig {
     /// `--memory-limit-mib` (bytes), or the container's limit: what loads while serving must
     /// fit under. `None`: loads are not checked.
     pub memory_limit: Option<u64>,
+    /// `--load-nice`: nice steps below serving for a load's preparation.
+    pub load_nice: i32,
     /// `--model-repository`, when the models come from one.
     pub repository: Option<PathBuf>,
     pub cache_dir: Option<PathBuf>,
@@ -238,6 +240,7 @@ impl ServeArgs {
                 .memory_limit_mib
                 .map(|mib| mib << 20)
                 .or_else(crate::memory::container_limit),
+            load_nice: model.load_nice,
             repository: model.model_repository,
             cache_dir: (!model.no_cache).then_some(model.cache_dir),
             ort_dylib: model.ort_dylib,

@@ -68,10 +68,20 @@ impl Engine {
     }
 
     /// One run of each batch size in `sizes` (zeros, `crop x crop`): pays first-run costs
-    /// (kernel set-up, thread pools; OpenVINO's per-shape preparation) before traffic.
+    /// (kernel set-up, thread pools; OpenVINO's per-shape preparation) before traffic, and
+    /// checks that every logit is finite, so that weights holding NaN or infinities (a diverged
+    /// training run, a damaged file that still parses) are refused before they are routable.
     pub fn warm_up(&mut self, sizes: &[usize], crop: usize) -> Result<(), InferenceError> {
         for &size in sizes {
-            self.run(&vec![0.0; size * 3 * crop * crop], size, crop, crop)?;
+            let logits = self.run(&vec![0.0; size * 3 * crop * crop], size, crop, crop)?;
+            let bad = logits.iter().filter(|v| !v.is_finite()).count();
+            if bad > 0 {
+                return Err(InferenceError::NonFinite {
+                    bad,
+                    total: logits.len(),
+                    batch: size,
+                });
+            }
         }
         Ok(())
     }

@@ -30,6 +30,16 @@ pub enum InferenceError {
     },
     #[error("ONNX Runtime: {0}")]
     Runtime(String),
+    /// The model answered NaN or infinity (its weights are broken); checked before serving.
+    #[error(
+        "the model's logits are not finite: {bad} of {total} NaN or infinite on a warm-up batch \
+         of {batch} blank images (the weights hold NaN or infinities)"
+    )]
+    NonFinite {
+        bad: usize,
+        total: usize,
+        batch: usize,
+    },
     /// A part of the pipeline died; the server is going down.
     #[error("the serving pipeline failed ({0}); the server is restarting")]
     Failed(String),

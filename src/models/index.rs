@@ -1,6 +1,8 @@
 //! `POST /v2/repository/index`: every version the repository holds (and every served one), with
 //! its state and, when it is not served, why.
 
+use std::cmp::Ordering;
+
 use serde::Serialize;
 
 use super::control::Control;
@@ -54,7 +56,7 @@ impl Control {
                 });
             }
         }
-        entries.sort_by(|a, b| (&a.name, &a.version).cmp(&(&b.name, &b.version)));
+        entries.sort_by(in_order);
         entries
     }
 
@@ -76,5 +78,41 @@ impl Control {
                     .collect::<Vec<_>>()
             })
             .collect()
+    }
+}
+
+/// By model name, then by version as a number (9 before 10).
+fn in_order(a: &IndexEntry, b: &IndexEntry) -> Ordering {
+    let number = |e: &IndexEntry| e.version.parse::<u64>().ok();
+    a.name
+        .cmp(&b.name)
+        .then_with(|| number(a).cmp(&number(b)))
+        .then_with(|| a.version.cmp(&b.version))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_are_listed_in_numeric_order_within_each_model() {
+        let entry = |name: &str, version: &str| IndexEntry {
+            name: name.into(),
+            version: version.into(),
+            state: "READY",
+            reason: String::new(),
+        };
+        let mut entries = vec![
+            entry("b", "1"),
+            entry("a", "10"),
+            entry("a", "9"),
+            entry("a", "100"),
+        ];
+        entries.sort_by(in_order);
+        let order: Vec<_> = entries
+            .iter()
+            .map(|e| (e.name.as_str(), e.version.as_str()))
+            .collect();
+        assert_eq!(order, [("a", "9"), ("a", "10"), ("a", "100"), ("b", "1")]);
     }
 }

@@ -17,20 +17,31 @@ use crate::model;
 /// in each session (blobs cached); each session runs every batch size the batcher can cut, so
 /// that no request pays for a first run of its shape; then a fixed batch runs through bf16 and
 /// through the fp32 CPU provider, the agreement is checked and both are timed (bf16 must be
-/// faster by `--bf16-min-speedup`).
+/// faster by `--bf16-min-speedup`). Every warm-up run's logits must be finite.
+///
+/// The checkpoint's reading and fusion and fp32's graph optimisation, most of a load's CPU
+/// time, run `--load-nice` below serving (see [`niced`]), so that a reload takes the cores that
+/// serving leaves idle; the sessions are built and warmed at serving priority.
 pub(super) fn load(config: &ServeConfig, plan: &ModelPlan) -> anyhow::Result<Loaded> {
     let started = Instant::now();
-    let prepared = model::prepare(&plan.source, config.cache_dir.as_deref())?;
+    let library = config.ort_dylib.as_deref();
+    let precision = config.inference.precision;
+    let (prepared, shared) = niced(config.load_nice, || -> anyhow::Result<_> {
+        let prepared = model::prepare(&plan.source, config.cache_dir.as_deref())?;
+        let shared = match precision {
+            Precision::Fp32 => Some(SharedModel::load(&prepared, library)?),
+            Precision::Bf16 => None,
+        };
+        Ok((prepared, shared))
+    })??;
     let engine_config = EngineConfig {
         intra_threads: plan.intra_threads,
         spinning: config.inference.spinning,
     };
     let crop = plan.crop.unwrap_or(prepared.info.crop) as usize;
     let sessions = plan.sessions;
-    let library = config.ort_dylib.as_deref();
-    let (engines, wide, bf16_check, warm_up_per_image) = match config.inference.precision {
-        Precision::Fp32 => {
-            let shared = SharedModel::load(&prepared, library)?;
+    let (engines, wide, bf16_check, warm_up_per_image) = match shared {
+        Some(shared) => {
             tracing::info!(
                 elapsed_ms = started.elapsed().as_millis() as u64,
                 weights_mib = shared.weights_bytes() / (1 << 20),
@@ -56,7 +67,7 @@ pub(super) fn load(config: &ServeConfig, plan: &ModelPlan) -> anyhow::Result<Loa
             };
             (engines, wide, None, warm)
         }
-        Precision::Bf16 => {
+        None => {
             let model = OpenVinoModel::load(&prepared, library)?;
             let sizes = openvino::warm_sizes(plan.max_batch_size);
             let (mut engines, warm) =
@@ -76,6 +87,36 @@ pub(super) fn load(config: &ServeConfig, plan: &ModelPlan) -> anyhow::Result<Loa
         wide,
         bf16_check,
         warm_up_per_image,
+    })
+}
+
+/// Runs `work` on a thread of its own, `nice` steps below the caller's priority (at most nice
+/// 19; 0: the caller's), and waits for it. Against threads of serving priority a thread at
+/// nice 10 gets about a tenth of a core (CFS weights 110 against 1024), and all of an idle one.
+///
+/// Threads inherit their creator's nice value, and an unprivileged process cannot raise it
+/// back, so only work that starts no thread outliving it may run here: never the sessions,
+/// whose thread pools serve afterwards (ONNX Runtime's graph optimisation runs on the calling
+/// thread, and the session it uses ends with it).
+fn niced<T: Send>(nice: i32, work: impl FnOnce() -> T + Send) -> anyhow::Result<T> {
+    std::thread::scope(|scope| {
+        let thread = std::thread::Builder::new()
+            .name("model-prepare".into())
+            .spawn_scoped(scope, move || {
+                if nice > 0 {
+                    let tid = Some(rustix::thread::gettid());
+                    let lowered = rustix::process::getpriority_process(tid).and_then(|current| {
+                        rustix::process::setpriority_process(tid, (current + nice).min(19))
+                    });
+                    if let Err(e) = lowered {
+                        tracing::warn!(nice, error = %e, "the load runs at serving priority");
+                    }
+                }
+                work()
+            })?;
+        thread
+            .join()
+            .map_err(|_| anyhow::anyhow!("preparing the model panicked"))
     })
 }
 
@@ -195,4 +236,22 @@ pub(super) struct Loaded {
     pub(super) bf16_check: Option<Bf16Check>,
     /// The slowest session's warm-up time per image.
     pub(super) warm_up_per_image: Duration,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn own_nice() -> i32 {
+        rustix::process::getpriority_process(Some(rustix::thread::gettid())).expect("getpriority")
+    }
+
+    #[test]
+    fn niced_work_runs_below_the_caller_and_the_caller_keeps_its_priority() {
+        let caller = own_nice();
+        let inside = niced(10, own_nice).expect("thread");
+        assert_eq!(inside, (caller + 10).min(19));
+        assert_eq!(niced(0, own_nice).expect("thread"), caller);
+        assert_eq!(own_nice(), caller);
+    }
 }
