@@ -102,7 +102,7 @@ mod tests {
             state: "READY",
             reason: String::new(),
         };
-        let mut entries = vec![
+        let mut entries = [
             entry("b", "1"),
             entry("a", "10"),
             entry("a", "9"),
