@@ -64,9 +64,10 @@ bench-logging: setup
 bench-classify: setup
 	scripts/bench-classify.sh
 
-## Reloads under Poisson load at 50 % of saturation (A0 -> A0', B3 -> B3': non-200 answers, p99 by
-## second around the load call, peak memory, time to the first answer from the new version) and
-## two models sharing the cores against each alone: docs/bench/reload.md. About 8 minutes.
+## Reloads under Poisson load at 50 % of saturation (A0 -> A0', B3 -> B3', at --load-nice 10 and 0
+## side by side: non-200 answers, p99 by second around the load call, peak memory, time to the
+## first answer from the new version) and two models sharing the cores against each alone:
+## docs/bench/reload.md. About 12 minutes.
 bench-reload: setup
 	scripts/bench-reload.sh
 
