@@ -92,7 +92,8 @@ pub fn decode_cost(bytes: &[u8], max_pixels: u64) -> Result<u64, PreprocessError
 type Reader<'a> = ImageReader<Cursor<&'a [u8]>>;
 
 /// A reader over `bytes` with its format sniffed from the content, refusing empty bodies,
-/// unknown content and formats the service does not offer.
+/// unknown content, formats the service does not offer, and PNG palettes the decoder would
+/// panic on (`super::png`).
 fn sniff(bytes: &[u8]) -> Result<(Reader<'_>, ImageFormat), PreprocessError> {
     if bytes.is_empty() {
         return Err(PreprocessError::Undecodable("empty image".into()));
@@ -107,6 +108,9 @@ fn sniff(bytes: &[u8]) -> Result<(Reader<'_>, ImageFormat), PreprocessError> {
     })?;
     if !ACCEPTED.contains(&format) {
         return Err(PreprocessError::UnsupportedFormat(format!("{format:?}")));
+    }
+    if format == ImageFormat::Png {
+        super::png::check_palette(bytes)?;
     }
     Ok((reader, format))
 }

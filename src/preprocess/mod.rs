@@ -9,6 +9,7 @@ pub mod budget;
 pub mod decode;
 mod jpeg;
 pub mod normalize;
+mod png;
 pub mod pool;
 pub mod resize;
 mod rgb;
