@@ -83,7 +83,7 @@ impl PreprocessPool {
                             if stop() {
                                 continue;
                             }
-                            let _entered = task.span.enter();
+                            let entered = task.span.enter();
                             let started = Instant::now();
                             let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
                                 let config = &task.config;
@@ -99,6 +99,11 @@ impl PreprocessPool {
                                 elapsed: started.elapsed(),
                             });
                             drop(task.core);
+                            // The preprocess span ends here, before the waiter hears of it: a
+                            // clone still held after the reply would close it after the next
+                            // stage's span had started, and a trace would show them overlap.
+                            drop(entered);
+                            drop(task.span);
                             let _ = task.reply.send(result);
                         }
                     })
