@@ -6,7 +6,7 @@
 mod common;
 
 use common::repository::{
-    control, derived_checkpoint, eventually, explicit, index, put_file, put_version,
+    control, derived_checkpoint, eventually, explicit, index, put_file, put_version, refused_load,
 };
 use common::server::{series_sum, TestServer};
 use common::*;
@@ -251,22 +251,18 @@ async fn a_load_that_does_not_fit_the_memory_limit_is_refused_with_the_numbers()
     std::fs::rename(dir.path().join("m/2"), dir.path().join("m/.2")).expect("hide");
     let server = serve("1").await;
     std::fs::rename(dir.path().join("m/.2"), dir.path().join("m/2")).expect("show");
-    let (status, answer) = control(&server, "/v2/repository/models/m/load", json!({})).await;
-    assert_eq!(
-        (status, answer["error_type"].as_str()),
-        (400, Some("load_failed")),
-        "{answer}"
-    );
-    let error = answer["error"].as_str().expect("error");
-    for words in [
-        "version 2",
-        "w.safetensors",
-        "not enough memory",
-        "MiB of its 1 MiB limit (0 MiB free)",
-        "unchanged",
-    ] {
-        assert!(error.contains(words), "{words:?} in: {error}");
-    }
+    refused_load(
+        &server,
+        "m",
+        &[
+            "version 2",
+            "w.safetensors",
+            "not enough memory",
+            "MiB of its 1 MiB limit (0 MiB free)",
+            "unchanged",
+        ],
+    )
+    .await;
     let (status, body) = server.classify_with("model=m", &image).await;
     assert_eq!((status, body["model"]["version"].as_u64()), (200, Some(1)));
     server.stop().await;
@@ -304,16 +300,12 @@ async fn a_version_whose_logits_are_not_finite_is_refused_and_the_serving_one_st
         "w.safetensors",
         &derived_checkpoint(10, f32::NAN, 0.0),
     );
-    let (status, answer) = control(&server, "/v2/repository/models/m/load", json!({})).await;
-    assert_eq!(
-        (status, answer["error_type"].as_str()),
-        (400, Some("load_failed")),
-        "{answer}"
-    );
-    let error = answer["error"].as_str().expect("error");
-    for words in ["version 2", "w.safetensors", "not finite", "unchanged"] {
-        assert!(error.contains(words), "{words:?} in: {error}");
-    }
+    refused_load(
+        &server,
+        "m",
+        &["version 2", "w.safetensors", "not finite", "unchanged"],
+    )
+    .await;
     let image = std::fs::read(fixture("images/chelsea.png")).expect("fixture");
     let (status, body) = server.classify_with("model=m", &image).await;
     assert_eq!((status, body["model"]["version"].as_u64()), (200, Some(1)));

@@ -69,6 +69,22 @@ pub async fn explicit(dir: &Path) -> TestServer {
     TestServer::start(&["--model-repository", dir, "--model-control", "explicit"]).await
 }
 
+/// Loads `model` and requires the refusal: 400 `load_failed` with every one of `words` in its
+/// error.
+pub async fn refused_load(server: &TestServer, model: &str, words: &[&str]) {
+    let path = format!("/v2/repository/models/{model}/load");
+    let (status, answer) = control(server, &path, json!({})).await;
+    assert_eq!(
+        (status, answer["error_type"].as_str()),
+        (400, Some("load_failed")),
+        "{answer}"
+    );
+    let error = answer["error"].as_str().expect("error");
+    for words in words {
+        assert!(error.contains(words), "{words:?} in: {error}");
+    }
+}
+
 /// `POST` on the admin listener; the status and the JSON answer.
 pub async fn control(server: &TestServer, path: &str, body: Value) -> (u16, Value) {
     let response = server
