@@ -85,12 +85,12 @@ impl PreprocessConfig {
         stop: &dyn Fn() -> bool,
     ) -> Result<Vec<u8>, PreprocessError> {
         let dct_shorter_side = self.jpeg_dct_scaling.then_some(self.resize as usize);
-        let image = decode::decode_rgb_until(bytes, self.max_pixels, dct_shorter_side, stop)?;
-        Ok(resize::resize_and_crop(
-            &image,
-            self.resize as usize,
-            self.crop as usize,
-        ))
+        let (shorter, crop) = (self.resize as usize, self.crop as usize);
+        // Only the pixels the crop's taps read are decoded (for JPEG; see `jpeg::decode`).
+        let needed = |width, height| resize::needed_rect(width, height, shorter, crop);
+        let window =
+            decode::decode_window_until(bytes, self.max_pixels, dct_shorter_side, &needed, stop)?;
+        Ok(resize::resize_and_crop(&window, shorter, crop))
     }
 
     /// The whole pipeline into `out` (`slot_len()` floats, planar RGB), ImageNet statistics.

@@ -8,7 +8,9 @@
 //! are computed: each output pixel depends on its own taps alone, so the result equals
 //! resizing everything and cropping afterwards.
 
-use super::rgb::RgbImage;
+use std::ops::Range;
+
+use super::rgb::{Rect, Window};
 
 /// Fractional bits of Pillow's fixed-point weights (`PRECISION_BITS = 32 - 8 - 2`).
 const PRECISION_BITS: u32 = 22;
@@ -86,27 +88,73 @@ fn sample(acc: i32) -> u8 {
     (acc >> PRECISION_BITS).clamp(0, 255) as u8
 }
 
-/// Resizes `image` so its shorter side is `shorter` and returns the centre `crop x crop` square
-/// as interleaved RGB.
-pub fn resize_and_crop(image: &RgbImage, shorter: usize, crop: usize) -> Vec<u8> {
-    let (w, h) = (image.width, image.height);
+/// The input samples that output samples `first..first + count` of a resize from `in_size`
+/// to `out_size` read (all of their taps); the same samples when the size does not change.
+fn span(in_size: usize, out_size: usize, first: usize, count: usize) -> Range<usize> {
+    if in_size == out_size {
+        return first..first + count;
+    }
+    let taps = taps(in_size, out_size, first, count);
+    let start = taps.iter().map(|t| t.start).min().unwrap_or(first);
+    let end = taps
+        .iter()
+        .map(|t| t.start + t.weights.len())
+        .max()
+        .unwrap_or(start);
+    start..end
+}
+
+/// Where the centre crop of a resize lies in the resized image: `(out_w, out_h)`, the crop's
+/// width and height and its left and top offsets.
+fn crop_geometry(w: usize, h: usize, shorter: usize, crop: usize) -> (usize, usize, Rect) {
     let (out_w, out_h) = resized_size(w, h, shorter);
-    let (crop_w, crop_h) = (crop.min(out_w), crop.min(out_h));
-    let (left, top) = (crop_offset(out_w, crop_w), crop_offset(out_h, crop_h));
+    let (width, height) = (crop.min(out_w), crop.min(out_h));
+    let rect = Rect {
+        left: crop_offset(out_w, width),
+        top: crop_offset(out_h, height),
+        width,
+        height,
+    };
+    (out_w, out_h, rect)
+}
+
+/// The pixels of a `w x h` image that [`resize_and_crop`] reads: the taps of the crop's
+/// columns and rows. A decoder that produces only these gives the same crop as a full decode.
+pub(crate) fn needed_rect(w: usize, h: usize, shorter: usize, crop: usize) -> Rect {
+    let (out_w, out_h, c) = crop_geometry(w, h, shorter, crop);
+    let columns = span(w, out_w, c.left, c.width);
+    let rows = span(h, out_h, c.top, c.height);
+    Rect {
+        left: columns.start,
+        top: rows.start,
+        width: columns.len(),
+        height: rows.len(),
+    }
+}
+
+/// Resizes the image `window` is part of so its shorter side is `shorter` and returns the
+/// centre `crop x crop` square as interleaved RGB. The window must hold [`needed_rect`].
+pub(crate) fn resize_and_crop(window: &Window, shorter: usize, crop: usize) -> Vec<u8> {
+    let (w, h) = (window.full_width, window.full_height);
+    let (out_w, out_h, c) = crop_geometry(w, h, shorter, crop);
+    let (crop_w, crop_h, left, top) = (c.width, c.height, c.left, c.top);
+    let needed = needed_rect(w, h, shorter, crop);
+    let have = window.rect;
+    assert!(
+        have.left <= needed.left
+            && have.top <= needed.top
+            && needed.right() <= have.right()
+            && needed.bottom() <= have.bottom(),
+        "the decoded window {have:?} lacks pixels the crop reads ({needed:?})"
+    );
+    // Pixels of the window, addressed by their position in the full image.
+    let window_stride = have.width * 3;
+    let row_of = |y: usize| &window.image.pixels[(y - have.top) * window_stride..][..window_stride];
     let half = 1i32 << (PRECISION_BITS - 1);
 
     // Vertical taps decide which input rows the horizontal pass must produce.
     let vertical = (out_h != h).then(|| taps(h, out_h, top, crop_h));
-    let (row_first, row_end) = match &vertical {
-        Some(v) => (
-            v.iter().map(|t| t.start).min().unwrap_or(0),
-            v.iter()
-                .map(|t| t.start + t.weights.len())
-                .max()
-                .unwrap_or(0),
-        ),
-        None => (top, top + crop_h),
-    };
+    let (row_first, row_end) = (needed.top, needed.bottom());
 
     // Horizontal pass: rows row_first..row_end, crop columns only, into 8-bit (as Pillow does).
     let rows = row_end - row_first;
@@ -114,11 +162,12 @@ pub fn resize_and_crop(image: &RgbImage, shorter: usize, crop: usize) -> Vec<u8>
     if out_w != w {
         let columns = taps(w, out_w, left, crop_w);
         for (r, out_row) in horizontal.chunks_exact_mut(crop_w * 3).enumerate() {
-            let src = &image.pixels[(row_first + r) * w * 3..(row_first + r + 1) * w * 3];
+            let src = row_of(row_first + r);
             for (t, out) in columns.iter().zip(out_row.chunks_exact_mut(3)) {
                 // One slice per output pixel, iterated in pixel-sized chunks: no bounds check
                 // per tap (this loop is most of the resize on a 12 MP photo).
-                let window = &src[t.start * 3..(t.start + t.weights.len()) * 3];
+                let first = t.start - have.left;
+                let window = &src[first * 3..(first + t.weights.len()) * 3];
                 let (mut r, mut g, mut b) = (half, half, half);
                 for (p, &wt) in window.chunks_exact(3).zip(&t.weights) {
                     r += i32::from(p[0]) * wt;
@@ -130,8 +179,8 @@ pub fn resize_and_crop(image: &RgbImage, shorter: usize, crop: usize) -> Vec<u8>
         }
     } else {
         for (r, out_row) in horizontal.chunks_exact_mut(crop_w * 3).enumerate() {
-            let start = ((row_first + r) * w + left) * 3;
-            out_row.copy_from_slice(&image.pixels[start..start + crop_w * 3]);
+            let start = (left - have.left) * 3;
+            out_row.copy_from_slice(&row_of(row_first + r)[start..start + crop_w * 3]);
         }
     }
 
@@ -162,6 +211,7 @@ pub fn resize_and_crop(image: &RgbImage, shorter: usize, crop: usize) -> Vec<u8>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::preprocess::rgb::RgbImage;
 
     #[test]
     fn output_size_truncates_the_longer_side() {
@@ -197,7 +247,7 @@ mod tests {
             height: 480,
             pixels: [10u8, 200, 77].repeat(640 * 480),
         };
-        let out = resize_and_crop(&image, 256, 224);
+        let out = resize_and_crop(&Window::whole(image), 256, 224);
         assert_eq!(out.len(), 224 * 224 * 3);
         assert!(out.chunks_exact(3).all(|p| p == [10, 200, 77]));
     }

@@ -1,5 +1,5 @@
-//! JPEG through libjpeg-turbo (the `mozjpeg` crate builds its decoder from source), the decoder
-//! Pillow uses: same IDCT, same fancy upsampling, so decoded pixels equal Pillow's exactly
+//! JPEG through libjpeg-turbo (`mozjpeg-sys` builds it from source; [`libjpeg`] wraps the
+//! calls used), the decoder Pillow uses: same IDCT, same fancy upsampling, so decoded pixels equal Pillow's exactly
 //! (the pure-Rust decoders differ by a few values at edges).
 //!
 //! libjpeg reports a truncated stream only as a warning and fills the rest with grey, as
@@ -12,27 +12,39 @@
 //! libjpeg-turbo's own tools cap scans for this reason), and rows are read in bands with the
 //! caller's `stop` checked between them, so a decode nobody waits for ends early.
 
+mod libjpeg;
+
 use std::panic::AssertUnwindSafe;
 
 use image::metadata::Orientation;
-use mozjpeg::{ColorSpace, Decompress, Marker};
 
-use super::rgb::RgbImage;
+use super::rgb::{Rect, RgbImage, Window};
 use super::PreprocessError;
+use libjpeg::Decompressor;
 
 /// Decodes a JPEG to RGB, with its EXIF orientation (applied by the caller).
+///
+/// `wanted` is asked, once the header is read, which pixels are needed, given the stored width
+/// and height (after DCT scaling) and the orientation; only those are produced. libjpeg skips
+/// the rows above the region without their inverse DCT, upsampling and colour conversion, and
+/// stops below it; `jpeg_crop_scanline` leaves out the columns beside it (the entropy-coded data
+/// is still read in full: that is the part no JPEG decoder can skip). A margin of
+/// [`EDGE_MARGIN`] pixels is decoded around the region and dropped, so that the pixels inside
+/// it do not depend on how the upsampler treats the edge of a crop: they equal the full decode's
+/// (tested on every fixture JPEG).
 ///
 /// With `dct_shorter_side`, a large JPEG is decoded at 1/2, 1/4 or 1/8 of its size by libjpeg's
 /// scaled IDCT (the most reduction that keeps the shorter side at least that long): an 8x8
 /// block becomes 4x4, 2x2 or one pixel, skipping most of the decoding work. Pillow does the same
 /// when asked (`Image.draft`), torchvision does not, so pixels then differ slightly from the
 /// reference pipeline (see docs/benchmarks.md for how much).
-pub fn decode(
+pub(super) fn decode(
     bytes: &[u8],
     max_pixels: u64,
     dct_shorter_side: Option<usize>,
+    wanted: &dyn Fn(usize, usize, Orientation) -> Rect,
     stop: &dyn Fn() -> bool,
-) -> Result<(RgbImage, Orientation), PreprocessError> {
+) -> Result<(Window, Orientation), PreprocessError> {
     if scans_over(bytes, MAX_SCANS) {
         return Err(PreprocessError::TooManyScans { limit: MAX_SCANS });
     }
@@ -44,7 +56,7 @@ pub fn decode(
     // libjpeg's fatal errors unwind through the decoder; catch them here so a bad image is a
     // 400 for its request and nothing more.
     std::panic::catch_unwind(AssertUnwindSafe(|| {
-        decode_unchecked(bytes, max_pixels, dct_shorter_side, stop)
+        decode_unchecked(bytes, max_pixels, dct_shorter_side, wanted, stop)
     }))
     .unwrap_or_else(|payload| {
         let message = payload
@@ -56,66 +68,101 @@ pub fn decode(
     })
 }
 
+/// Pixels decoded beyond each edge of the wanted region and then dropped. Without a margin
+/// the region's edge pixels differ from a full decode's (the fancy upsampler replicates the
+/// crop's edge instead of reading the chroma beyond it: `decode.rs`'s region test fails at
+/// 0); 2 is enough on every fixture (one chroma sample of 4:2:x); 16, a whole iMCU, leaves room
+/// for any sampling and costs a few rows and columns.
+const EDGE_MARGIN: usize = 16;
+
 fn decode_unchecked(
     bytes: &[u8],
     max_pixels: u64,
     dct_shorter_side: Option<usize>,
+    wanted: &dyn Fn(usize, usize, Orientation) -> Rect,
     stop: &dyn Fn() -> bool,
-) -> Result<(RgbImage, Orientation), PreprocessError> {
-    let undecodable = |e: std::io::Error| PreprocessError::Undecodable(format!("JPEG: {e}"));
-    let mut decompress = Decompress::with_markers(&[Marker::APP(1)])
-        .from_mem(bytes)
-        .map_err(undecodable)?;
-    let (width, height) = decompress.size();
+) -> Result<(Window, Orientation), PreprocessError> {
+    let mut jpeg = Decompressor::new(bytes);
+    let (width, height) = jpeg.size();
     super::decode::check_pixels(width as u32, height as u32, max_pixels)?;
-    let orientation = decompress
-        .markers()
-        .find_map(|m| {
-            m.data
-                .strip_prefix(b"Exif\0\0")
-                .and_then(Orientation::from_exif_chunk)
-        })
+    let orientation = jpeg
+        .exif()
+        .and_then(Orientation::from_exif_chunk)
         .unwrap_or(Orientation::NoTransforms);
-
     if let Some(numerator) = dct_shorter_side.and_then(|s| dct_numerator(width.min(height), s)) {
-        decompress.scale(numerator);
+        jpeg.scale(numerator);
+    }
+    let (full_width, full_height) = jpeg.output_size();
+    let want = wanted(full_width, full_height, orientation);
+    if want.width == 0
+        || want.height == 0
+        || want.right() > full_width
+        || want.bottom() > full_height
+    {
+        return Err(PreprocessError::Undecodable(format!(
+            "JPEG: region {want:?} is not inside the {full_width}x{full_height} image"
+        )));
     }
 
-    let cmyk = matches!(
-        decompress.color_space(),
-        ColorSpace::JCS_CMYK | ColorSpace::JCS_YCCK
-    );
-    let (pixels, width, height) = if cmyk {
-        let mut started = decompress
-            .to_colorspace(ColorSpace::JCS_CMYK)
-            .map_err(undecodable)?;
-        let (w, h) = (started.width(), started.height());
-        let mut raw = vec![[0u8; 4]; w * h];
-        read_rows(&mut started, &mut raw, w, stop)?;
-        started.finish().map_err(undecodable)?;
-        (
-            raw.iter().flat_map(|&p| adobe_cmyk_to_rgb(p)).collect(),
-            w,
-            h,
-        )
+    let cmyk = jpeg.is_cmyk();
+    jpeg.start(cmyk);
+    // The decoded band: the region and its margins, clamped to the image; libjpeg may widen
+    // the columns further to whole iMCUs and says where they start.
+    let left = want.left.saturating_sub(EDGE_MARGIN);
+    let right = (want.right() + EDGE_MARGIN).min(full_width);
+    let first_column = if right - left < full_width {
+        jpeg.crop_columns(left, right - left).0
     } else {
-        let mut started = decompress.rgb().map_err(undecodable)?;
-        let (w, h) = (started.width(), started.height());
-        let mut raw = vec![0u8; w * h * 3];
-        read_rows(&mut started, &mut raw, w * 3, stop)?;
-        started.finish().map_err(undecodable)?;
-        (raw, w, h)
+        0
     };
-    if pixels.len() != width * height * 3 {
-        return Err(PreprocessError::Undecodable(
-            "JPEG: short pixel data".into(),
-        ));
+    let top = want.top.saturating_sub(EDGE_MARGIN);
+    let bottom = (want.bottom() + EDGE_MARGIN).min(full_height);
+    if top > 0 {
+        jpeg.skip_rows(top);
     }
+    if jpeg.rows_done() != top {
+        return Err(PreprocessError::Undecodable(format!(
+            "JPEG: skipping to row {top} stopped at row {}",
+            jpeg.rows_done()
+        )));
+    }
+    let (row_len, _) = jpeg.row_len_and_height();
+    let mut raw = vec![0u8; row_len * (bottom - top)];
+    read_rows(&mut jpeg, &mut raw, row_len, stop)?;
+    if bottom == full_height {
+        jpeg.finish();
+    }
+
+    // Keep the wanted rectangle only, as RGB.
+    let channels = if cmyk { 4 } else { 3 };
+    let mut pixels = Vec::with_capacity(want.width * want.height * 3);
+    for row in raw
+        .chunks_exact(row_len)
+        .skip(want.top - top)
+        .take(want.height)
+    {
+        let samples = &row[(want.left - first_column) * channels..][..want.width * channels];
+        if cmyk {
+            pixels.extend(
+                samples
+                    .chunks_exact(4)
+                    .flat_map(|p| adobe_cmyk_to_rgb([p[0], p[1], p[2], p[3]])),
+            );
+        } else {
+            pixels.extend_from_slice(samples);
+        }
+    }
+    let image = RgbImage {
+        width: want.width,
+        height: want.height,
+        pixels,
+    };
     Ok((
-        RgbImage {
-            width,
-            height,
-            pixels,
+        Window {
+            image,
+            rect: want,
+            full_width,
+            full_height,
         },
         orientation,
     ))
@@ -129,11 +176,11 @@ pub const MAX_SCANS: usize = 100;
 /// Rows decoded between two looks at `stop`.
 const ROWS_PER_BAND: usize = 32;
 
-/// Reads every row into `out` (`row_len` samples a row), a band at a time, giving up with
+/// Reads the next `out.len() / row_len` rows into `out`, a band at a time, giving up with
 /// [`PreprocessError::Stopped`] when `stop` says so.
-fn read_rows<T: bytemuck::Pod>(
-    started: &mut mozjpeg::decompress::DecompressStarted<&[u8]>,
-    out: &mut [T],
+fn read_rows(
+    jpeg: &mut Decompressor<'_>,
+    out: &mut [u8],
     row_len: usize,
     stop: &dyn Fn() -> bool,
 ) -> Result<(), PreprocessError> {
@@ -144,9 +191,8 @@ fn read_rows<T: bytemuck::Pod>(
         if stop() {
             return Err(PreprocessError::Stopped);
         }
-        started
-            .read_scanlines_into(band)
-            .map_err(|e| PreprocessError::Undecodable(format!("JPEG: {e}")))?;
+        jpeg.read_rows(band, row_len)
+            .map_err(PreprocessError::Undecodable)?;
     }
     Ok(())
 }
@@ -234,6 +280,11 @@ fn ends_after_last_scan(bytes: &[u8]) -> bool {
 mod tests {
     use super::*;
 
+    /// Every pixel.
+    fn whole(width: usize, height: usize, _: Orientation) -> Rect {
+        Rect::whole(width, height)
+    }
+
     #[test]
     fn dct_scaling_keeps_the_shorter_side_long_enough() {
         // 4032x3024 phone photo, resize 256: 1/8 gives 378.
@@ -299,7 +350,7 @@ mod tests {
     #[test]
     fn a_jpeg_with_thousands_of_scans_is_refused_before_decoding() {
         let crafted = with_scans(3000);
-        let refused = decode(&crafted, u64::MAX, None, &|| false);
+        let refused = decode(&crafted, u64::MAX, None, &whole, &|| false);
         assert!(
             matches!(
                 refused,
@@ -310,7 +361,7 @@ mod tests {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("tests/fixtures/images/camera_progressive.jpg");
         let fine = std::fs::read(path).expect("fixture");
-        assert!(decode(&fine, u64::MAX, None, &|| false).is_ok());
+        assert!(decode(&fine, u64::MAX, None, &whole, &|| false).is_ok());
     }
 
     #[test]
@@ -323,13 +374,13 @@ mod tests {
             looks.set(looks.get() + 1);
             looks.get() > 1
         };
-        let stopped = decode(&jpeg, u64::MAX, None, &stop_after_one_band);
+        let stopped = decode(&jpeg, u64::MAX, None, &whole, &stop_after_one_band);
         assert!(
             matches!(stopped, Err(PreprocessError::Stopped)),
             "{stopped:?}"
         );
         assert_eq!(looks.get(), 2, "stopped at the second band");
-        assert!(decode(&jpeg, u64::MAX, None, &|| false).is_ok());
+        assert!(decode(&jpeg, u64::MAX, None, &whole, &|| false).is_ok());
     }
 
     #[test]
