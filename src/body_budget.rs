@@ -68,6 +68,11 @@ impl BodyBudget {
         }
     }
 
+    /// The most bytes held at once (`--max-inflight-body-bytes`).
+    pub(crate) fn limit(&self) -> usize {
+        self.limit
+    }
+
     /// Bytes held now.
     #[cfg(test)]
     pub(crate) fn in_use(&self) -> usize {

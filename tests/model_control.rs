@@ -438,3 +438,59 @@ async fn load_and_unload_cycles_return_their_memory() {
         );
     }
 }
+
+/// The gRPC message limit follows the models served: 64 tensors of the largest input served (or
+/// `--max-body-bytes`). A model loaded later with a larger crop takes a full batch of its
+/// tensors; once it is unloaded, the same message is refused again at its length prefix with
+/// RESOURCE_EXHAUSTED naming both sizes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_grpc_message_limit_follows_the_models_loaded_and_unloaded() {
+    use common::grpc::{call, tensor_request, MODEL_INFER};
+    let dir = tempfile::tempdir().expect("temp dir");
+    let train = std::fs::read(fixture("checkpoints/tiny_official_train.pth")).expect("fixture");
+    let with_crop = |model: &str, crop: u32| {
+        put_version(dir.path(), model, 1, &train);
+        let config = json!({"resize": crop, "crop": crop}).to_string();
+        std::fs::write(dir.path().join(model).join("config.json"), config).expect("config");
+    };
+    with_crop("small", 32);
+    let repository = dir.path().to_str().expect("utf-8");
+    let server = TestServer::start(&[
+        "--model-repository",
+        repository,
+        "--model-control",
+        "explicit",
+        "--max-body-bytes",
+        "65536",
+    ])
+    .await;
+    let grpc = server.grpc_addr.to_string();
+    // 64 tensors of 3x32x32 floats, plus 64 KiB of headroom.
+    let small_limit = 64 * 3 * 32 * 32 * 4 + 65536;
+    let small_batch = tensor_request("small-tensor", &[64, 3, 32, 32]);
+    assert_eq!(call(&grpc, MODEL_INFER, &small_batch, &[]).await.status, 0);
+    let wide_batch = tensor_request("wide-tensor", &[64, 3, 96, 96]);
+    let refused = |answer: common::grpc::Answer| {
+        assert_eq!(answer.status, 8, "RESOURCE_EXHAUSTED: {answer:?}");
+        let found = format!("found {} bytes", wide_batch.len());
+        let limit = format!("the limit is: {small_limit} bytes");
+        assert!(
+            answer.message.contains(&found) && answer.message.contains(&limit),
+            "{}",
+            answer.message
+        );
+    };
+    refused(call(&grpc, MODEL_INFER, &wide_batch, &[]).await);
+
+    with_crop("wide", 96);
+    let (status, answer) = control(&server, "/v2/repository/models/wide/load", json!({})).await;
+    assert_eq!(status, 200, "{answer}");
+    let answered = call(&grpc, MODEL_INFER, &wide_batch, &[]).await;
+    assert_eq!(answered.status, 0, "{answered:?}");
+    assert_eq!(call(&grpc, MODEL_INFER, &small_batch, &[]).await.status, 0);
+
+    let (status, answer) = control(&server, "/v2/repository/models/wide/unload", json!({})).await;
+    assert_eq!(status, 200, "{answer}");
+    refused(call(&grpc, MODEL_INFER, &wide_batch, &[]).await);
+    server.stop().await;
+}

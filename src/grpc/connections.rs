@@ -7,6 +7,7 @@
 //! - a message arrival timeout (`--body-timeout-ms`, from the call's start): a client that
 //!   opens a stream and sends half a message gets DEADLINE_EXCEEDED ([`CallLimits`]);
 //! - the request-body memory budget shared with HTTP ([`crate::body_budget`]);
+//! - the largest message, following the models served ([`super::message_limit`]);
 //! - a cut at the end of the shutdown grace period: every connection's socket fails at once,
 //!   so hyper resets its streams and the calls' futures are dropped, for real.
 //!
@@ -257,6 +258,8 @@ impl tonic::transport::server::Connected for Connection {
 #[derive(Clone, Debug)]
 pub(crate) struct CallLimits {
     pub budget: BodyBudget,
+    /// The largest message, following the models served.
+    pub message_limit: super::message_limit::MessageLimit,
     pub arrival_timeout: Duration,
     pub access: crate::access::Access,
     pub metrics: Arc<Metrics>,
@@ -336,6 +339,7 @@ where
             };
             Box::new(status) as Box<dyn std::error::Error + Send + Sync>
         });
+        let body = self.limits.message_limit.cap(body);
         let request = http::Request::from_parts(parts, tonic::body::Body::new(body));
         let call = self.inner.call(request);
         Box::pin(

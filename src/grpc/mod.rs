@@ -8,6 +8,7 @@ pub(crate) mod codec;
 pub(crate) mod connections;
 pub(crate) mod convert;
 mod gate;
+mod message_limit;
 
 /// The code generated from `proto/grpc_service.proto` (build.rs).
 #[allow(missing_debug_implementations, clippy::all, clippy::unwrap_used)]
@@ -45,16 +46,6 @@ pub(crate) struct GrpcLimits {
     pub access: crate::access::Access,
 }
 
-/// Headroom in a message for names, shapes and parameters besides the tensor data.
-const MESSAGE_OVERHEAD: usize = 64 * 1024;
-
-/// The largest request message: what the HTTP door takes in one body (the images), or 64
-/// tensors of the model's input size, whichever is larger, plus [`MESSAGE_OVERHEAD`].
-pub(crate) fn max_message_bytes(max_body_bytes: usize, tensor_len: usize) -> usize {
-    let tensors = crate::v2::MAX_BATCH * tensor_len * std::mem::size_of::<f32>();
-    max_body_bytes.max(tensors) + MESSAGE_OVERHEAD
-}
-
 /// Serves on `listener` until `shutdown` resolves, then stops accepting and lets the calls in
 /// flight finish; the caller bounds that by the grace period, after which it cancels
 /// `limits.connections.cut` and every connection ends.
@@ -64,18 +55,16 @@ pub(crate) async fn serve(
     limits: GrpcLimits,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
-    let largest_tensor = state
-        .models
-        .all()
-        .iter()
-        .map(|served| served.pipeline.tensor_len())
-        .max()
-        .unwrap_or_default();
-    let max_message = max_message_bytes(state.limits.max_body_bytes, largest_tensor);
+    let message_limit = message_limit::MessageLimit {
+        models: state.models.clone(),
+        max_body_bytes: state.limits.max_body_bytes,
+    };
     let metrics = state.metrics.clone();
     let health = health(state.readiness.watch());
     let service = GrpcInferenceServiceServer::new(Service { state })
-        .max_decoding_message_size(max_message)
+        // The real limit follows the models served ([`message_limit`]); no message larger than
+        // the body budget could ever be held.
+        .max_decoding_message_size(limits.budget.limit())
         .max_encoding_message_size(usize::MAX);
     let http2 = &limits.http2;
     let mut server = tonic::transport::Server::builder()
@@ -91,6 +80,7 @@ pub(crate) async fn serve(
     server
         .layer(connections::CallLimits {
             budget: limits.budget,
+            message_limit,
             arrival_timeout: limits.arrival_timeout,
             access: limits.access,
             metrics: Arc::clone(&metrics),

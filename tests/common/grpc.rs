@@ -35,6 +35,23 @@ pub fn infer_request(model: &str, image: &[u8]) -> Vec<u8> {
     message
 }
 
+/// A `ModelInferRequest` for a tensor model: one FP32 `input` of `shape`, all zeros, in
+/// `raw_input_contents`.
+pub fn tensor_request(model: &str, shape: &[usize]) -> Vec<u8> {
+    let mut dims = Vec::new();
+    for &d in shape {
+        varint(d as u64, &mut dims);
+    }
+    let mut input = field(1, b"input");
+    input.extend(field(2, b"FP32"));
+    input.extend(field(3, &dims));
+    let floats: usize = shape.iter().product();
+    let mut message = field(1, model.as_bytes());
+    message.extend(field(5, &input));
+    message.extend(field(7, &vec![0u8; floats * 4]));
+    message
+}
+
 pub const MODEL_INFER: &str = "/inference.GRPCInferenceService/ModelInfer";
 
 /// What a call answered: its `grpc-status` (0 = OK), `grpc-message`, the `x-request-id` it
