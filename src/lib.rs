@@ -31,6 +31,7 @@ pub mod model;
 pub mod models;
 pub mod preprocess;
 pub mod server;
+pub mod service;
 pub mod supervise;
 pub mod telemetry;
 pub mod tls;

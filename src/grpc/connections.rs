@@ -33,8 +33,8 @@ use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tracing::Instrument;
 
 use crate::body_budget::{BodyBudget, BodyError};
-use crate::http::observe::REQUEST_ID;
 use crate::metrics::Metrics;
+use crate::service::REQUEST_ID;
 
 /// The limits of [`incoming`].
 #[derive(Clone, Debug)]

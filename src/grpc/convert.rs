@@ -2,7 +2,7 @@
 //! `raw_input_contents` / `raw_output_contents` (as tritonclient sends and reads them), or for
 //! inputs in the typed `contents` fields.
 
-use crate::http::ApiError;
+use crate::service::ServiceError;
 use crate::v2::{
     InferRequest, InferResponse, InputTensor, ModelMetadata, RequestedOutput, TensorData,
     TensorMetadata, V2Error,
@@ -154,7 +154,7 @@ pub fn metadata(meta: ModelMetadata) -> ModelMetadataResponse {
 }
 
 /// The one mapping of the service's errors to gRPC status codes: the client-facing error is
-/// classified once ([`ApiError`]), and its HTTP status translated as gRPC's HTTP mapping does.
+/// classified once ([`ServiceError`]), and its HTTP status translated as gRPC's HTTP mapping does.
 /// The repository index as the protocol's message.
 pub fn index(entries: Vec<crate::models::IndexEntry>) -> RepositoryIndexResponse {
     RepositoryIndexResponse {
@@ -170,19 +170,35 @@ pub fn index(entries: Vec<crate::models::IndexEntry>) -> RepositoryIndexResponse
     }
 }
 
-pub fn status(error: impl Into<ApiError>) -> tonic::Status {
-    use axum::http::StatusCode;
+/// The gRPC status for a failure: the code from the kind of failure (not through an HTTP
+/// status), the message as the HTTP door words it.
+pub fn status(error: impl Into<ServiceError>) -> tonic::Status {
     use tonic::Code;
+    use ServiceError as E;
     let error = error.into();
-    let code = match error.status() {
-        StatusCode::BAD_REQUEST
-        | StatusCode::UNSUPPORTED_MEDIA_TYPE
-        | StatusCode::UNPROCESSABLE_ENTITY => Code::InvalidArgument,
-        StatusCode::NOT_FOUND => Code::NotFound,
-        StatusCode::PAYLOAD_TOO_LARGE => Code::ResourceExhausted,
-        StatusCode::SERVICE_UNAVAILABLE => Code::Unavailable,
-        StatusCode::GATEWAY_TIMEOUT | StatusCode::REQUEST_TIMEOUT => Code::DeadlineExceeded,
-        _ => Code::Internal,
+    let code = match &error {
+        E::EmptyBody
+        | E::BadRequest(_)
+        | E::Undecodable(_)
+        | E::UnsupportedMediaType(_)
+        | E::UnsupportedImageFormat(_)
+        | E::UnsupportedEncoding(_)
+        | E::TooManyPixels(_)
+        | E::TooManyScans(_)
+        | E::OverDecodeBudget(_)
+        | E::ModelControlOff(_)
+        | E::LoadFailed(_) => Code::InvalidArgument,
+        E::NotFound | E::UnknownModel(_) => Code::NotFound,
+        E::PayloadTooLarge { .. } => Code::ResourceExhausted,
+        E::QueueFull
+        | E::BodyBudgetFull { .. }
+        | E::NotReady
+        | E::DecodeBudgetBusy(_)
+        | E::TooManyConnections { .. } => Code::Unavailable,
+        E::DeadlineExceeded | E::BodyTimeout { .. } => Code::DeadlineExceeded,
+        E::Inference(_) => Code::Internal,
+        E::Unauthorized => Code::Unauthenticated,
+        E::Forbidden => Code::PermissionDenied,
     };
     tonic::Status::new(code, error.to_string())
 }

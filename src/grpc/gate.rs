@@ -7,8 +7,8 @@
 use http::HeaderValue;
 
 use crate::access::{Access, Role, Verdict};
-use crate::http::observe::REQUEST_ID;
 use crate::metrics::{Metrics, Protocol};
+use crate::service::REQUEST_ID;
 
 /// Methods of the repository extension (model control): an `admin` key, and only when keys are
 /// configured (the gRPC port is public; with an open service, control is on the admin

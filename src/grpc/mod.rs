@@ -23,8 +23,8 @@ use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tonic::{Request, Response, Status};
 
-use crate::http::AppState;
 use crate::metrics::Protocol;
+use crate::service::AppState;
 use proto::grpc_inference_service_server::{GrpcInferenceService, GrpcInferenceServiceServer};
 use proto::*;
 

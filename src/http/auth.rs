@@ -9,9 +9,9 @@ use axum::http::header;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use super::{ApiError, AppState};
 use crate::access::{Role, Verdict};
 use crate::metrics::Protocol;
+use crate::service::{AppState, ServiceError};
 
 /// The public port's routes: an `inference` key.
 pub(crate) async fn inference(
@@ -34,8 +34,8 @@ async fn require(state: &AppState, role: Role, request: Request, next: Next) -> 
         .map(|value| value.as_bytes());
     let refused = match state.access.check(authorization, role) {
         Verdict::Allowed => return next.run(request).await,
-        Verdict::Unauthorized => ApiError::Unauthorized,
-        Verdict::Forbidden => ApiError::Forbidden,
+        Verdict::Unauthorized => ServiceError::Unauthorized,
+        Verdict::Forbidden => ServiceError::Forbidden,
     };
     state
         .metrics

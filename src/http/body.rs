@@ -7,8 +7,8 @@ use axum::http::{header, HeaderMap};
 use base64::Engine as _;
 use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
 
-use super::error::ApiError;
 use crate::body_budget::BodyError;
+use crate::service::ServiceError;
 
 /// One image of a request, with the name the client gave it (multipart part name or file
 /// name), if any.
@@ -51,17 +51,17 @@ pub async fn read_body(
     limit: usize,
     deadline: tokio::time::Instant,
     timeout: std::time::Duration,
-) -> Result<(axum::http::request::Parts, Bytes), ApiError> {
+) -> Result<(axum::http::request::Parts, Bytes), ServiceError> {
     let (parts, body) = request.into_parts();
     if let Some(encoding) = parts.headers.get(header::CONTENT_ENCODING) {
         let encoding = encoding.to_str().unwrap_or("(not text)").trim();
         if !encoding.eq_ignore_ascii_case("identity") {
-            return Err(ApiError::UnsupportedEncoding(encoding.to_owned()));
+            return Err(ServiceError::UnsupportedEncoding(encoding.to_owned()));
         }
     }
     let bytes = tokio::time::timeout_at(deadline, collect_limited(body, limit))
         .await
-        .map_err(|_| ApiError::BodyTimeout {
+        .map_err(|_| ServiceError::BodyTimeout {
             ms: timeout.as_millis(),
         })??;
     Ok((parts, bytes))
@@ -82,7 +82,7 @@ pub async fn read_images(
     limits: BodyLimits,
     deadline: tokio::time::Instant,
     timeout: std::time::Duration,
-) -> Result<Vec<ImageInput>, ApiError> {
+) -> Result<Vec<ImageInput>, ServiceError> {
     let (parts, bytes) = read_body(request, limits.max_bytes, deadline, timeout).await?;
     let content_type = media_type(&parts.headers);
     let images = match content_type.as_deref() {
@@ -93,10 +93,12 @@ pub async fn read_images(
         Some("application/json") => json(&bytes, limits.max_images)?,
         None => vec![raw(bytes)?],
         Some(t) if RAW_TYPES.contains(&t) => vec![raw(bytes)?],
-        Some(other) => return Err(ApiError::UnsupportedMediaType(other.to_owned())),
+        Some(other) => return Err(ServiceError::UnsupportedMediaType(other.to_owned())),
     };
     if images.is_empty() {
-        return Err(ApiError::BadRequest("the request holds no images".into()));
+        return Err(ServiceError::BadRequest(
+            "the request holds no images".into(),
+        ));
     }
     Ok(images)
 }
@@ -109,7 +111,7 @@ const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Reads at most `limit` bytes of body. Past the limit the rest is drained (bounded in size
 /// and time) and the answer is 413.
-async fn collect_limited(mut body: Body, limit: usize) -> Result<Bytes, ApiError> {
+async fn collect_limited(mut body: Body, limit: usize) -> Result<Bytes, ServiceError> {
     use http_body_util::BodyExt;
     let mut collected = Vec::new();
     let mut seen = 0usize;
@@ -125,8 +127,8 @@ async fn collect_limited(mut body: Body, limit: usize) -> Result<Bytes, ApiError
         };
         let Some(frame) = frame else { break };
         let frame = frame.map_err(|e| match BodyError::find(&e) {
-            Some(BodyError::BudgetFull { limit }) => ApiError::BodyBudgetFull { limit: *limit },
-            _ => ApiError::BadRequest(format!("cannot read the request body: {e}")),
+            Some(BodyError::BudgetFull { limit }) => ServiceError::BodyBudgetFull { limit: *limit },
+            _ => ServiceError::BadRequest(format!("cannot read the request body: {e}")),
         })?;
         if let Ok(data) = frame.into_data() {
             seen = seen.saturating_add(data.len());
@@ -138,7 +140,7 @@ async fn collect_limited(mut body: Body, limit: usize) -> Result<Bytes, ApiError
         }
     }
     if seen > limit {
-        return Err(ApiError::PayloadTooLarge { limit });
+        return Err(ServiceError::PayloadTooLarge { limit });
     }
     Ok(collected.into())
 }
@@ -149,26 +151,26 @@ fn media_type(headers: &HeaderMap) -> Option<String> {
     Some(value.split(';').next()?.trim().to_ascii_lowercase())
 }
 
-fn raw(bytes: Bytes) -> Result<ImageInput, ApiError> {
+fn raw(bytes: Bytes) -> Result<ImageInput, ServiceError> {
     if bytes.is_empty() {
-        return Err(ApiError::EmptyBody);
+        return Err(ServiceError::EmptyBody);
     }
     Ok(ImageInput { name: None, bytes })
 }
 
-fn too_many_images(max: usize) -> ApiError {
-    ApiError::BadRequest(format!(
+fn too_many_images(max: usize) -> ServiceError {
+    ServiceError::BadRequest(format!(
         "the request holds more than {max} images (--max-images-per-request); send at most \
          {max} per request"
     ))
 }
 
-async fn multipart(request: Request, max_images: usize) -> Result<Vec<ImageInput>, ApiError> {
+async fn multipart(request: Request, max_images: usize) -> Result<Vec<ImageInput>, ServiceError> {
     let malformed = |e: axum::extract::multipart::MultipartError| {
-        ApiError::BadRequest(format!("malformed multipart body: {}", e.body_text()))
+        ServiceError::BadRequest(format!("malformed multipart body: {}", e.body_text()))
     };
     let mut form = Multipart::from_request(request, &()).await.map_err(|e| {
-        ApiError::BadRequest(format!("malformed multipart request: {}", e.body_text()))
+        ServiceError::BadRequest(format!("malformed multipart request: {}", e.body_text()))
     })?;
     let mut images = Vec::new();
     while let Some(field) = form.next_field().await.map_err(malformed)? {
@@ -181,7 +183,7 @@ async fn multipart(request: Request, max_images: usize) -> Result<Vec<ImageInput
             .or_else(|| field.file_name().map(str::to_owned));
         let bytes = field.bytes().await.map_err(malformed)?;
         if bytes.is_empty() {
-            return Err(ApiError::BadRequest(format!(
+            return Err(ServiceError::BadRequest(format!(
                 "multipart part {} is empty",
                 name.as_deref().unwrap_or("(unnamed)")
             )));
@@ -191,7 +193,7 @@ async fn multipart(request: Request, max_images: usize) -> Result<Vec<ImageInput
     Ok(images)
 }
 
-fn json(bytes: &[u8], max_images: usize) -> Result<Vec<ImageInput>, ApiError> {
+fn json(bytes: &[u8], max_images: usize) -> Result<Vec<ImageInput>, ServiceError> {
     let mut reader = serde_json::Deserializer::from_slice(bytes);
     let encoded = ImagesSeed { max_images }
         .deserialize(&mut reader)
@@ -200,7 +202,7 @@ fn json(bytes: &[u8], max_images: usize) -> Result<Vec<ImageInput>, ApiError> {
             if e.to_string().contains(TOO_MANY) {
                 too_many_images(max_images)
             } else {
-                ApiError::BadRequest(format!("invalid JSON body: {e}"))
+                ServiceError::BadRequest(format!("invalid JSON body: {e}"))
             }
         })?;
     encoded
@@ -213,9 +215,9 @@ fn json(bytes: &[u8], max_images: usize) -> Result<Vec<ImageInput>, ApiError> {
                 .unwrap_or(text);
             let bytes = base64::engine::general_purpose::STANDARD
                 .decode(data.trim())
-                .map_err(|e| ApiError::BadRequest(format!("image {i}: invalid base64: {e}")))?;
+                .map_err(|e| ServiceError::BadRequest(format!("image {i}: invalid base64: {e}")))?;
             if bytes.is_empty() {
-                return Err(ApiError::BadRequest(format!("image {i} is empty")));
+                return Err(ServiceError::BadRequest(format!("image {i} is empty")));
             }
             Ok(ImageInput {
                 name: None,
@@ -316,7 +318,7 @@ mod tests {
             br#"{"image": "aGk="} trailing"#,
         ] {
             let refused = json(bad, 2).expect_err("refused");
-            assert!(matches!(refused, ApiError::BadRequest(_)), "{refused}");
+            assert!(matches!(refused, ServiceError::BadRequest(_)), "{refused}");
         }
     }
 }

@@ -18,9 +18,10 @@ use super::body::{read_images, BodyLimits, ImageInput};
 use super::dto::{
     BatchClassifyResponse, Classification, ClassifyResponse, ImageResult, Prediction, TimingsMs,
 };
-use super::error::{ApiError, ErrorBody};
-use super::AppState;
+use super::error::ErrorBody;
 use crate::pipeline::{top_probabilities, Answer, Input};
+use crate::service::AppState;
+use crate::service::ServiceError;
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -70,10 +71,10 @@ pub async fn classify(
     State(state): State<AppState>,
     params: Result<Query<ClassifyParams>, QueryRejection>,
     request: Request,
-) -> Result<Response, ApiError> {
+) -> Result<Response, ServiceError> {
     let arrived = Instant::now();
     let deadline = arrived + state.limits.request_timeout;
-    let Query(params) = params.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let Query(params) = params.map_err(|e| ServiceError::BadRequest(e.body_text()))?;
     let served = state
         .models
         .route(params.model.as_deref(), params.version.as_deref())?;
@@ -138,7 +139,7 @@ pub async fn classify(
                 }
             }
             Err(e) => {
-                let e = ApiError::from(e);
+                let e = ServiceError::from(e);
                 ImageResult {
                     index,
                     name,

@@ -29,8 +29,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
-use super::ApiError;
 use crate::metrics::Metrics;
+use crate::service::ServiceError;
 
 /// Connection limits (`--max-connections`, `--idle-timeout-ms`).
 #[derive(Clone, Copy, Debug)]
@@ -141,7 +141,9 @@ pub(crate) async fn serve(
 /// and closes it; the whole exchange is bounded to one second.
 async fn refuse(stream: TcpStream, limit: usize) {
     let service = hyper::service::service_fn(move |_request| async move {
-        Ok::<_, std::convert::Infallible>(ApiError::TooManyConnections { limit }.into_response())
+        Ok::<_, std::convert::Infallible>(
+            ServiceError::TooManyConnections { limit }.into_response(),
+        )
     });
     let connection = hyper::server::conn::http1::Builder::new()
         .keep_alive(false)

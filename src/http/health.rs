@@ -6,9 +6,10 @@ use axum::response::IntoResponse;
 use axum::Json;
 
 use super::dto::{Health, ModelsResponse};
-use super::error::{ApiError, ErrorBody};
-use super::AppState;
+use super::error::ErrorBody;
 use crate::metrics::StatsReport;
+use crate::service::AppState;
+use crate::service::ServiceError;
 
 /// Liveness: the process answers. Always cheap, never touches the model.
 #[utoipa::path(get, path = "/healthz", responses((status = 200, body = Health)), tag = "health")]
@@ -24,11 +25,11 @@ pub async fn healthz() -> Json<Health> {
     responses((status = 200, body = Health), (status = 503, body = ErrorBody)),
     tag = "health"
 )]
-pub async fn readyz(State(state): State<AppState>) -> Result<Json<Health>, ApiError> {
+pub async fn readyz(State(state): State<AppState>) -> Result<Json<Health>, ServiceError> {
     if state.readiness.is_ready() {
         Ok(Json(Health { status: "ready" }))
     } else {
-        Err(ApiError::NotReady)
+        Err(ServiceError::NotReady)
     }
 }
 

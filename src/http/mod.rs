@@ -1,4 +1,5 @@
-//! The HTTP surface: routes, shared state, the error mapping and the OpenAPI document.
+//! The HTTP door: routes, the mapping of [`ServiceError`] to statuses and JSON, and the OpenAPI
+//! document. What the doors share (state, limits, readiness, errors) is [`crate::service`].
 //!
 //! Two routers over one state: [`router`] for the public port (classification, the v2 REST
 //! protocol, model metadata, health) and [`admin_router`] for the admin listener (metrics,
@@ -18,7 +19,6 @@ pub mod openapi;
 mod ui;
 pub(crate) mod v2;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::DefaultBodyLimit;
@@ -26,30 +26,10 @@ use axum::routing::{get, post};
 use axum::Router;
 
 pub use dto::{ModelDetails, ModelsResponse};
-pub use error::ApiError;
+pub use error::ErrorBody;
 
-use crate::metrics::Metrics;
 use crate::model::ModelInfo;
-
-/// Handles shared by every handler; cloning is cheap.
-#[derive(Clone, Debug)]
-pub struct AppState {
-    /// The served model versions, each with the classification pipeline its routes call.
-    pub models: crate::models::Models,
-    /// Loading and unloading versions while serving (the admin listener's repository routes).
-    pub control: Arc<crate::models::Control>,
-    pub metrics: Arc<Metrics>,
-    pub readiness: Readiness,
-    pub limits: Limits,
-    /// Where the pipeline's parts report their death (and tests inject faults).
-    pub supervisor: crate::supervise::Supervisor,
-    /// Request body bytes in memory, across both doors.
-    pub(crate) body_budget: crate::body_budget::BodyBudget,
-    /// Who may call what (API keys), on every door.
-    pub(crate) access: crate::access::Access,
-    /// Origins browsers may call the public port from (CORS); empty: none.
-    pub(crate) cors_allow_origins: Arc<[axum::http::HeaderValue]>,
-}
+use crate::service::{AppState, ServiceError};
 
 /// `/v1/models`: every served version; `host_path`: the checkpoint's path on the host (the
 /// admin listener) rather than its file name (the public port).
@@ -100,49 +80,6 @@ fn public_source(info: &ModelInfo) -> String {
         .map_or_else(String::new, |name| name.to_string_lossy().into_owned())
 }
 
-/// Request limits the handlers enforce.
-#[derive(Clone, Copy, Debug)]
-pub struct Limits {
-    pub request_timeout: Duration,
-    pub max_body_bytes: usize,
-    /// The whole body must have arrived this long after the request did (408 otherwise).
-    pub body_timeout: Duration,
-    /// Images one `/classify` request may carry.
-    pub max_images_per_request: usize,
-}
-
-/// The readiness latch: set after warm-up, cleared when shutdown starts. Mirrors itself into
-/// the `repvgg_ready` gauge, and tells its watchers (gRPC health) of every change.
-#[derive(Clone, Debug)]
-pub struct Readiness {
-    ready: Arc<tokio::sync::watch::Sender<bool>>,
-    metrics: Arc<Metrics>,
-}
-
-impl Readiness {
-    pub fn new(metrics: Arc<Metrics>) -> Self {
-        metrics.set_ready(false);
-        Self {
-            ready: Arc::new(tokio::sync::watch::Sender::new(false)),
-            metrics,
-        }
-    }
-
-    pub fn set(&self, ready: bool) {
-        self.ready.send_replace(ready);
-        self.metrics.set_ready(ready);
-    }
-
-    pub fn is_ready(&self) -> bool {
-        *self.ready.borrow()
-    }
-
-    /// Sees the current value and every later change.
-    pub(crate) fn watch(&self) -> tokio::sync::watch::Receiver<bool> {
-        self.ready.subscribe()
-    }
-}
-
 /// Counts the request's body against the body budget as it arrives, and holds what it took
 /// until the response is ready (see [`crate::body_budget`]).
 async fn budget_body(
@@ -178,7 +115,7 @@ pub fn router(state: AppState, ui: bool) -> Router {
         .merge(v2::probes())
         .merge(if ui { ui::page() } else { Router::new() })
         .merge(keyed)
-        .fallback(|| async { ApiError::NotFound })
+        .fallback(|| async { ServiceError::NotFound })
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             budget_body,
@@ -205,7 +142,7 @@ pub fn admin_router(state: AppState, ui: bool) -> Router {
             auth::admin,
         ))
         .merge(if ui { ui::dashboard() } else { Router::new() })
-        .fallback(|| async { ApiError::NotFound })
+        .fallback(|| async { ServiceError::NotFound })
         .layer(DefaultBodyLimit::max(0));
     observed(router, &state).with_state(state)
 }
@@ -251,11 +188,11 @@ fn cors(origins: &[axum::http::HeaderValue]) -> Option<tower_http::cors::CorsLay
             .allow_headers([
                 header::AUTHORIZATION,
                 header::CONTENT_TYPE,
-                timing(observe::REQUEST_ID),
+                timing(crate::service::REQUEST_ID),
                 timing("inference-header-content-length"),
             ])
             .expose_headers([
-                timing(observe::REQUEST_ID),
+                timing(crate::service::REQUEST_ID),
                 timing("inference-header-content-length"),
                 timing("x-queue-time-ms"),
                 timing("x-preprocess-time-ms"),

@@ -12,8 +12,8 @@ use axum::response::Response;
 use tracing::Instrument;
 
 use super::error::ErrorType;
-use super::AppState;
 use crate::metrics::Protocol;
+use crate::service::{AppState, REQUEST_ID};
 
 /// Routes polled by probes, scrapers and the dashboard, and the pages: counted in Prometheus,
 /// neither logged nor counted as API requests in `/stats`.
@@ -31,8 +31,6 @@ const QUIET_ROUTES: &[&str] = &[
 fn quiet(route: &str) -> bool {
     QUIET_ROUTES.contains(&route) || route.starts_with("/ui/")
 }
-
-pub const REQUEST_ID: &str = "x-request-id";
 
 pub async fn observe(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
     let started = Instant::now();

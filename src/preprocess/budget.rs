@@ -7,7 +7,8 @@
 //! The cost is what the pipeline holds at its peak: the decoder's output in its own sample
 //! format (16-bit RGBA: 8 bytes a pixel; at least 4, the CMYK JPEG case), plus two 8-bit RGB
 //! copies (conversion and EXIF rotation). Decoders also run with an allocation limit of the
-//! whole budget, as a second line.
+//! whole budget, as a second line. Before both, the pixel limit (`--max-pixels`) refuses an
+//! image from its header size alone ([`check_pixels`]).
 
 use std::sync::{Arc, Mutex};
 
@@ -83,6 +84,26 @@ impl DecodeBudget {
             gauge: self.gauge.clone(),
         })
     }
+}
+
+/// Refuses empty images and images over the pixel limit (from the header, before decoding).
+pub(super) fn check_pixels(
+    width: u32,
+    height: u32,
+    max_pixels: u64,
+) -> Result<(), PreprocessError> {
+    let pixels = u64::from(width) * u64::from(height);
+    if pixels > max_pixels {
+        return Err(PreprocessError::TooManyPixels {
+            width,
+            height,
+            limit: max_pixels,
+        });
+    }
+    if pixels == 0 {
+        return Err(PreprocessError::Undecodable("image has no pixels".into()));
+    }
+    Ok(())
 }
 
 /// Peak decoding memory of a `width x height` image whose decoder outputs `decoded_bytes`.

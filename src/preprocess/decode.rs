@@ -67,7 +67,7 @@ pub(crate) fn decode_window_until(
         .into_decoder()
         .map_err(|e| PreprocessError::Undecodable(e.to_string()))?;
     let (width, height) = decoder.dimensions();
-    check_pixels(width, height, max_pixels)?;
+    super::budget::check_pixels(width, height, max_pixels)?;
     // Second line behind the decode budget: the decoder itself may allocate no more than the
     // cost that was charged for this image (a header that lies about the size, or a format
     // that inflates more than its header says, fails here instead of growing without bound).
@@ -143,7 +143,7 @@ pub fn decode_cost(bytes: &[u8], max_pixels: u64) -> Result<u64, PreprocessError
         .into_decoder()
         .map_err(|e| PreprocessError::Undecodable(e.to_string()))?;
     let (width, height) = decoder.dimensions();
-    check_pixels(width, height, max_pixels)?;
+    super::budget::check_pixels(width, height, max_pixels)?;
     Ok(super::budget::decode_cost(
         width,
         height,
@@ -176,26 +176,6 @@ fn sniff(bytes: &[u8]) -> Result<(Reader<'_>, ImageFormat), PreprocessError> {
         super::png::check_palette(bytes)?;
     }
     Ok((reader, format))
-}
-
-/// Refuses empty images and images over the pixel limit (from the header, before decoding).
-pub(super) fn check_pixels(
-    width: u32,
-    height: u32,
-    max_pixels: u64,
-) -> Result<(), PreprocessError> {
-    let pixels = u64::from(width) * u64::from(height);
-    if pixels > max_pixels {
-        return Err(PreprocessError::TooManyPixels {
-            width,
-            height,
-            limit: max_pixels,
-        });
-    }
-    if pixels == 0 {
-        return Err(PreprocessError::Undecodable("image has no pixels".into()));
-    }
-    Ok(())
 }
 
 /// Applies an EXIF orientation to decoded RGB (a no-op for the usual upright image).

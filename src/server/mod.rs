@@ -13,12 +13,13 @@ use crate::admission::Admissions;
 use crate::body_budget::BodyBudget;
 use crate::config::ServeConfig;
 use crate::cores::Cores;
+use crate::http;
 use crate::http::connections::{self, Drained};
-use crate::http::{self, AppState, Limits, Readiness};
 use crate::metrics::Metrics;
 use crate::models::{Control, Shared};
 use crate::preprocess::budget::DecodeBudget;
 use crate::preprocess::pool::PreprocessPool;
+use crate::service::{AppState, Limits, Readiness};
 use crate::supervise::Supervisor;
 
 /// A loaded, warmed-up service, not yet listening.

@@ -13,7 +13,7 @@ pub struct TestServer {
     pub grpc_addr: SocketAddr,
     /// The admin listener (metrics, stats), on its own free port.
     pub admin_addr: SocketAddr,
-    pub state: repvgg_serve::http::AppState,
+    pub state: repvgg_serve::service::AppState,
     pub client: reqwest::Client,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,

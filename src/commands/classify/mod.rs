@@ -20,8 +20,8 @@ use futures_util::StreamExt;
 use serde::Serialize;
 
 use crate::config::ClassifyJob;
-use crate::http::ApiError;
 use crate::pipeline::{top_probabilities, Input};
+use crate::service::ServiceError;
 use output::{Output, Record};
 use progress::Progress;
 pub use progress::Summary;
@@ -65,8 +65,8 @@ impl Outcome {
     }
 }
 
-impl From<ApiError> for Outcome {
-    fn from(e: ApiError) -> Self {
+impl From<ServiceError> for Outcome {
+    fn from(e: ServiceError) -> Self {
         Self::failed(e.to_string(), e.error_type())
     }
 }
@@ -76,7 +76,7 @@ impl From<ApiError> for Outcome {
 pub enum Classifier<'a> {
     /// The pipeline of a model version of an [`App`](crate::server::App) started in this
     /// process, with the service's request limits.
-    Local(&'a crate::models::Served, crate::http::Limits),
+    Local(&'a crate::models::Served, crate::service::Limits),
     /// A running server (`--url`).
     Remote(Box<Remote>),
 }
@@ -126,8 +126,8 @@ impl Classifier<'_> {
                     .collect(),
                 logits: job.logits.then_some(answer.logits),
             },
-            Some(Err(e)) => ApiError::from(e).into(),
-            None => ApiError::Inference("no answer".into()).into(),
+            Some(Err(e)) => ServiceError::from(e).into(),
+            None => ServiceError::Inference("no answer".into()).into(),
         }
     }
 }
@@ -183,7 +183,7 @@ async fn read(path: &Path, max_bytes: usize) -> Result<Bytes, Outcome> {
         |e: std::io::Error| Outcome::failed(format!("{}: {e}", path.display()), "unreadable");
     let meta = tokio::fs::metadata(path).await.map_err(unreadable)?;
     if meta.len() > max_bytes as u64 {
-        return Err(ApiError::PayloadTooLarge { limit: max_bytes }.into());
+        return Err(ServiceError::PayloadTooLarge { limit: max_bytes }.into());
     }
     Ok(Bytes::from(
         tokio::fs::read(path).await.map_err(unreadable)?,

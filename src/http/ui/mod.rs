@@ -11,7 +11,7 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
 
-use super::AppState;
+use crate::service::AppState;
 
 /// Only this origin, for everything: scripts and styles from files (no inline code), images
 /// from this origin or the `blob:` previews of the user's own files, requests to this origin.

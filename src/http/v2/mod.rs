@@ -17,9 +17,10 @@ use axum::{Json, Router};
 use serde::Serialize;
 
 use super::body::read_body;
-use super::error::{ApiError, ErrorBody};
-use super::AppState;
+use super::error::ErrorBody;
 use crate::models::Served;
+use crate::service::AppState;
+use crate::service::ServiceError;
 use crate::v2::{self, ModelKind, ModelMetadata};
 
 /// The v2 health routes (open to probes when keys are configured).
@@ -57,7 +58,7 @@ type ModelPath = Path<HashMap<String, String>>;
 fn find(
     state: &AppState,
     path: &HashMap<String, String>,
-) -> Result<(Arc<Served>, ModelKind), ApiError> {
+) -> Result<(Arc<Served>, ModelKind), ServiceError> {
     let model = path.get("model").map(String::as_str).unwrap_or_default();
     let version = path.get("version").map(String::as_str);
     Ok(state.models.find(model, version)?)
@@ -84,11 +85,11 @@ pub async fn live() {}
     responses((status = 200), (status = 503, body = ErrorBody)),
     tag = "v2"
 )]
-pub async fn ready(State(state): State<AppState>) -> Result<(), ApiError> {
+pub async fn ready(State(state): State<AppState>) -> Result<(), ServiceError> {
     if state.readiness.is_ready() {
         Ok(())
     } else {
-        Err(ApiError::NotReady)
+        Err(ServiceError::NotReady)
     }
 }
 
@@ -103,7 +104,7 @@ pub async fn ready(State(state): State<AppState>) -> Result<(), ApiError> {
 pub async fn model_metadata(
     State(state): State<AppState>,
     Path(path): ModelPath,
-) -> Result<Json<ModelMetadata>, ApiError> {
+) -> Result<Json<ModelMetadata>, ServiceError> {
     let (served, kind) = find(&state, &path)?;
     let versions = state.models.versions(&served.name);
     Ok(Json(served.catalog.metadata(kind, &versions)))
@@ -120,7 +121,7 @@ pub async fn model_metadata(
 pub async fn model_ready(
     State(state): State<AppState>,
     Path(path): ModelPath,
-) -> Result<(), ApiError> {
+) -> Result<(), ServiceError> {
     find(&state, &path)?;
     ready(State(state)).await
 }
@@ -151,7 +152,7 @@ pub async fn infer(
     State(state): State<AppState>,
     Path(path): ModelPath,
     request: Request,
-) -> Result<Response, ApiError> {
+) -> Result<Response, ServiceError> {
     let arrived = Instant::now();
     let deadline = arrived + state.limits.request_timeout;
     let (served, kind) = find(&state, &path)?;
@@ -171,7 +172,7 @@ pub async fn infer(
                 .ok()
                 .and_then(|v| v.trim().parse().ok())
                 .ok_or_else(|| {
-                    ApiError::BadRequest(
+                    ServiceError::BadRequest(
                         "Inference-Header-Content-Length is not a byte count".into(),
                     )
                 })?,

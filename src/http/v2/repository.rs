@@ -9,9 +9,9 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use crate::http::error::ApiError;
-use crate::http::AppState;
 use crate::models::IndexEntry;
+use crate::service::AppState;
+use crate::service::ServiceError;
 
 /// Largest body of a repository call (`{"ready": true}`, `{"parameters": {...}}`).
 pub const MAX_BODY: usize = 64 << 10;
@@ -32,11 +32,11 @@ struct ControlRequest {
 }
 
 /// An empty body is `{}`; anything else must be the JSON the route takes.
-fn parse<T: Default + serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+fn parse<T: Default + serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ServiceError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }
-    serde_json::from_slice(body).map_err(|e| ApiError::BadRequest(format!("request body: {e}")))
+    serde_json::from_slice(body).map_err(|e| ServiceError::BadRequest(format!("request body: {e}")))
 }
 
 /// `POST /v2/repository/index`: every version in the repository and every served one, with
@@ -44,7 +44,7 @@ fn parse<T: Default + serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Api
 pub async fn index(
     State(state): State<AppState>,
     body: Bytes,
-) -> Result<Json<Vec<IndexEntry>>, ApiError> {
+) -> Result<Json<Vec<IndexEntry>>, ServiceError> {
     let request: IndexRequest = parse(&body)?;
     Ok(Json(state.control.index(request.ready)))
 }
@@ -55,7 +55,7 @@ pub async fn load(
     State(state): State<AppState>,
     Path(model): Path<String>,
     body: Bytes,
-) -> Result<Json<Map<String, Value>>, ApiError> {
+) -> Result<Json<Map<String, Value>>, ServiceError> {
     let request: ControlRequest = parse(&body)?;
     let parameters = request.parameters.keys().map(String::as_str);
     state.control.load(&model, parameters).await?;
@@ -68,7 +68,7 @@ pub async fn unload(
     State(state): State<AppState>,
     Path(model): Path<String>,
     body: Bytes,
-) -> Result<Json<Map<String, Value>>, ApiError> {
+) -> Result<Json<Map<String, Value>>, ServiceError> {
     let request: ControlRequest = parse(&body)?;
     let parameters = request.parameters.keys().map(String::as_str);
     state.control.unload(&model, parameters).await?;

@@ -84,7 +84,7 @@ fn decode_unchecked(
 ) -> Result<(Window, Orientation), PreprocessError> {
     let mut jpeg = Decompressor::new(bytes);
     let (width, height) = jpeg.size();
-    super::decode::check_pixels(width as u32, height as u32, max_pixels)?;
+    super::budget::check_pixels(width as u32, height as u32, max_pixels)?;
     let orientation = jpeg
         .exif()
         .and_then(Orientation::from_exif_chunk)
