@@ -6,7 +6,8 @@
 mod common;
 
 use common::repository::{
-    control, derived_checkpoint, eventually, explicit, index, put_file, put_version, refused_load,
+    control, derived_checkpoint, eventually, explicit, explicit_with, index, put_file, put_version,
+    refused_load,
 };
 use common::server::{series_sum, TestServer};
 use common::*;
@@ -236,16 +237,9 @@ async fn a_load_that_does_not_fit_the_memory_limit_is_refused_with_the_numbers()
         &derived_checkpoint(10, 1.5, 0.25),
     );
     let image = std::fs::read(fixture("images/chelsea.png")).expect("fixture");
-    let repository = dir.path().to_str().expect("utf-8");
-    let serve = |limit: &'static str| {
-        let args = [
-            "--model-repository",
-            repository,
-            "--model-control",
-            "explicit",
-        ];
-        let limit = ["--memory-limit-mib", limit];
-        async move { TestServer::start(&[&args[..], &limit[..]].concat()).await }
+    let path = dir.path();
+    let serve = |limit: &'static str| async move {
+        explicit_with(path, &["--memory-limit-mib", limit]).await
     };
     // Version 2 is hidden while the server starts: the start serves 1, the load brings 2.
     std::fs::rename(dir.path().join("m/2"), dir.path().join("m/.2")).expect("hide");
@@ -285,14 +279,7 @@ async fn a_version_whose_logits_are_not_finite_is_refused_and_the_serving_one_st
     let dir = tempfile::tempdir().expect("temp dir");
     let train = std::fs::read(fixture("checkpoints/tiny_official_train.pth")).expect("fixture");
     put_version(dir.path(), "m", 1, &train);
-    let repository = dir.path().to_str().expect("utf-8");
-    let server = TestServer::start(&[
-        "--model-repository",
-        repository,
-        "--model-control",
-        "explicit",
-    ])
-    .await;
+    let server = explicit(dir.path()).await;
     put_file(
         dir.path(),
         "m",
@@ -437,60 +424,4 @@ async fn load_and_unload_cycles_return_their_memory() {
             mib(first)
         );
     }
-}
-
-/// The gRPC message limit follows the models served: 64 tensors of the largest input served (or
-/// `--max-body-bytes`). A model loaded later with a larger crop takes a full batch of its
-/// tensors; once it is unloaded, the same message is refused again at its length prefix with
-/// RESOURCE_EXHAUSTED naming both sizes.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_grpc_message_limit_follows_the_models_loaded_and_unloaded() {
-    use common::grpc::{call, tensor_request, MODEL_INFER};
-    let dir = tempfile::tempdir().expect("temp dir");
-    let train = std::fs::read(fixture("checkpoints/tiny_official_train.pth")).expect("fixture");
-    let with_crop = |model: &str, crop: u32| {
-        put_version(dir.path(), model, 1, &train);
-        let config = json!({"resize": crop, "crop": crop}).to_string();
-        std::fs::write(dir.path().join(model).join("config.json"), config).expect("config");
-    };
-    with_crop("small", 32);
-    let repository = dir.path().to_str().expect("utf-8");
-    let server = TestServer::start(&[
-        "--model-repository",
-        repository,
-        "--model-control",
-        "explicit",
-        "--max-body-bytes",
-        "65536",
-    ])
-    .await;
-    let grpc = server.grpc_addr.to_string();
-    // 64 tensors of 3x32x32 floats, plus 64 KiB of headroom.
-    let small_limit = 64 * 3 * 32 * 32 * 4 + 65536;
-    let small_batch = tensor_request("small-tensor", &[64, 3, 32, 32]);
-    assert_eq!(call(&grpc, MODEL_INFER, &small_batch, &[]).await.status, 0);
-    let wide_batch = tensor_request("wide-tensor", &[64, 3, 96, 96]);
-    let refused = |answer: common::grpc::Answer| {
-        assert_eq!(answer.status, 8, "RESOURCE_EXHAUSTED: {answer:?}");
-        let found = format!("found {} bytes", wide_batch.len());
-        let limit = format!("the limit is: {small_limit} bytes");
-        assert!(
-            answer.message.contains(&found) && answer.message.contains(&limit),
-            "{}",
-            answer.message
-        );
-    };
-    refused(call(&grpc, MODEL_INFER, &wide_batch, &[]).await);
-
-    with_crop("wide", 96);
-    let (status, answer) = control(&server, "/v2/repository/models/wide/load", json!({})).await;
-    assert_eq!(status, 200, "{answer}");
-    let answered = call(&grpc, MODEL_INFER, &wide_batch, &[]).await;
-    assert_eq!(answered.status, 0, "{answered:?}");
-    assert_eq!(call(&grpc, MODEL_INFER, &small_batch, &[]).await.status, 0);
-
-    let (status, answer) = control(&server, "/v2/repository/models/wide/unload", json!({})).await;
-    assert_eq!(status, 200, "{answer}");
-    refused(call(&grpc, MODEL_INFER, &wide_batch, &[]).await);
-    server.stop().await;
 }

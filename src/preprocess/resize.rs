@@ -88,13 +88,12 @@ fn sample(acc: i32) -> u8 {
     (acc >> PRECISION_BITS).clamp(0, 255) as u8
 }
 
-/// The input samples that output samples `first..first + count` of a resize from `in_size`
-/// to `out_size` read (all of their taps); the same samples when the size does not change.
-fn span(in_size: usize, out_size: usize, first: usize, count: usize) -> Range<usize> {
-    if in_size == out_size {
+/// The input samples `taps` read; `first..first + count` on an axis whose size does not change
+/// (no taps: the crop's own samples).
+fn span(taps: Option<&[Taps]>, first: usize, count: usize) -> Range<usize> {
+    let Some(taps) = taps else {
         return first..first + count;
-    }
-    let taps = taps(in_size, out_size, first, count);
+    };
     let start = taps.iter().map(|t| t.start).min().unwrap_or(first);
     let end = taps
         .iter()
@@ -104,41 +103,59 @@ fn span(in_size: usize, out_size: usize, first: usize, count: usize) -> Range<us
     start..end
 }
 
-/// Where the centre crop of a resize lies in the resized image: `(out_w, out_h)`, the crop's
-/// width and height and its left and top offsets.
-fn crop_geometry(w: usize, h: usize, shorter: usize, crop: usize) -> (usize, usize, Rect) {
-    let (out_w, out_h) = resized_size(w, h, shorter);
-    let (width, height) = (crop.min(out_w), crop.min(out_h));
-    let rect = Rect {
-        left: crop_offset(out_w, width),
-        top: crop_offset(out_h, height),
-        width,
-        height,
-    };
-    (out_w, out_h, rect)
+/// A resize of a `w x h` image to shorter side `shorter`, then its centre `crop x crop` square:
+/// where the crop lies in the resized image and the taps of its columns and rows (none on an
+/// axis whose size does not change).
+struct Plan {
+    crop: Rect,
+    columns: Option<Vec<Taps>>,
+    rows: Option<Vec<Taps>>,
+}
+
+impl Plan {
+    fn new(w: usize, h: usize, shorter: usize, crop: usize) -> Self {
+        let (out_w, out_h) = resized_size(w, h, shorter);
+        let (width, height) = (crop.min(out_w), crop.min(out_h));
+        let crop = Rect {
+            left: crop_offset(out_w, width),
+            top: crop_offset(out_h, height),
+            width,
+            height,
+        };
+        Self {
+            columns: (out_w != w).then(|| taps(w, out_w, crop.left, crop.width)),
+            rows: (out_h != h).then(|| taps(h, out_h, crop.top, crop.height)),
+            crop,
+        }
+    }
+
+    /// The input pixels the taps read.
+    fn needed(&self) -> Rect {
+        let c = &self.crop;
+        let columns = span(self.columns.as_deref(), c.left, c.width);
+        let rows = span(self.rows.as_deref(), c.top, c.height);
+        Rect {
+            left: columns.start,
+            top: rows.start,
+            width: columns.len(),
+            height: rows.len(),
+        }
+    }
 }
 
 /// The pixels of a `w x h` image that [`resize_and_crop`] reads: the taps of the crop's
 /// columns and rows. A decoder that produces only these gives the same crop as a full decode.
 pub(crate) fn needed_rect(w: usize, h: usize, shorter: usize, crop: usize) -> Rect {
-    let (out_w, out_h, c) = crop_geometry(w, h, shorter, crop);
-    let columns = span(w, out_w, c.left, c.width);
-    let rows = span(h, out_h, c.top, c.height);
-    Rect {
-        left: columns.start,
-        top: rows.start,
-        width: columns.len(),
-        height: rows.len(),
-    }
+    Plan::new(w, h, shorter, crop).needed()
 }
 
 /// Resizes the image `window` is part of so its shorter side is `shorter` and returns the
 /// centre `crop x crop` square as interleaved RGB. The window must hold [`needed_rect`].
 pub(crate) fn resize_and_crop(window: &Window, shorter: usize, crop: usize) -> Vec<u8> {
-    let (w, h) = (window.full_width, window.full_height);
-    let (out_w, out_h, c) = crop_geometry(w, h, shorter, crop);
-    let (crop_w, crop_h, left, top) = (c.width, c.height, c.left, c.top);
-    let needed = needed_rect(w, h, shorter, crop);
+    let plan = Plan::new(window.full_width, window.full_height, shorter, crop);
+    let c = plan.crop;
+    let (crop_w, crop_h, left) = (c.width, c.height, c.left);
+    let needed = plan.needed();
     let have = window.rect;
     assert!(
         have.left <= needed.left
@@ -152,15 +169,13 @@ pub(crate) fn resize_and_crop(window: &Window, shorter: usize, crop: usize) -> V
     let row_of = |y: usize| &window.image.pixels[(y - have.top) * window_stride..][..window_stride];
     let half = 1i32 << (PRECISION_BITS - 1);
 
-    // Vertical taps decide which input rows the horizontal pass must produce.
-    let vertical = (out_h != h).then(|| taps(h, out_h, top, crop_h));
+    // The vertical taps decide which input rows the horizontal pass must produce.
     let (row_first, row_end) = (needed.top, needed.bottom());
 
     // Horizontal pass: rows row_first..row_end, crop columns only, into 8-bit (as Pillow does).
     let rows = row_end - row_first;
     let mut horizontal = vec![0u8; rows * crop_w * 3];
-    if out_w != w {
-        let columns = taps(w, out_w, left, crop_w);
+    if let Some(columns) = &plan.columns {
         for (r, out_row) in horizontal.chunks_exact_mut(crop_w * 3).enumerate() {
             let src = row_of(row_first + r);
             for (t, out) in columns.iter().zip(out_row.chunks_exact_mut(3)) {
@@ -185,7 +200,7 @@ pub(crate) fn resize_and_crop(window: &Window, shorter: usize, crop: usize) -> V
     }
 
     // Vertical pass over the horizontally resized rows.
-    let Some(vertical) = vertical else {
+    let Some(vertical) = &plan.rows else {
         return horizontal;
     };
     let stride = crop_w * 3;

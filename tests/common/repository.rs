@@ -65,8 +65,15 @@ pub fn derived_checkpoint(classes: usize, scale: f32, shift: f32) -> Vec<u8> {
 
 /// A server on the repository in `dir` with `--model-control explicit`.
 pub async fn explicit(dir: &Path) -> TestServer {
+    explicit_with(dir, &[]).await
+}
+
+/// [`explicit`] with more flags.
+pub async fn explicit_with(dir: &Path, flags: &[&str]) -> TestServer {
     let dir = dir.to_str().expect("utf-8");
-    TestServer::start(&["--model-repository", dir, "--model-control", "explicit"]).await
+    let mut args = vec!["--model-repository", dir, "--model-control", "explicit"];
+    args.extend_from_slice(flags);
+    TestServer::start(&args).await
 }
 
 /// Loads `model` and requires the refusal: 400 `load_failed` with every one of `words` in its
