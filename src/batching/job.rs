@@ -47,3 +47,23 @@ pub struct Batch {
     /// The cores the run leased from the budget decoding shares; returned with the permit.
     pub(crate) cores: crate::cores::Lease,
 }
+
+#[cfg(test)]
+impl Job {
+    /// A job for `input` due in ten seconds, and the receiver its answer goes to.
+    pub(crate) fn for_test(
+        input: ModelInput,
+    ) -> (Self, oneshot::Receiver<Result<Prediction, InferenceError>>) {
+        let (reply, answer) = oneshot::channel();
+        let now = Instant::now();
+        let job = Self {
+            input,
+            reply,
+            span: tracing::Span::none(),
+            queue_span: tracing::Span::none(),
+            enqueued: now,
+            deadline: now + Duration::from_secs(10),
+        };
+        (job, answer)
+    }
+}

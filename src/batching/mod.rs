@@ -27,6 +27,8 @@
 //! `capacity` live jobs and never refuses one.
 
 mod driver;
+#[cfg(test)]
+mod fake_backend_tests;
 mod job;
 pub mod queue;
 mod runner;
@@ -204,21 +206,12 @@ mod tests {
     use super::*;
     use crate::inference::ModelInput;
 
-    fn job() -> (Job, tokio::sync::oneshot::Receiver<JobAnswer>) {
-        let (reply, answer) = tokio::sync::oneshot::channel();
-        let now = Instant::now();
-        let job = Job {
-            input: ModelInput::Crop(vec![0; 3]),
-            reply,
-            span: tracing::Span::none(),
-            queue_span: tracing::Span::none(),
-            enqueued: now,
-            deadline: now + Duration::from_secs(10),
-        };
-        (job, answer)
+    fn job() -> (
+        Job,
+        tokio::sync::oneshot::Receiver<Result<Prediction, InferenceError>>,
+    ) {
+        Job::for_test(ModelInput::Crop(vec![0; 3]))
     }
-
-    type JobAnswer = Result<job::Prediction, InferenceError>;
 
     type Receiver = crossbeam_channel::Receiver<Batch>;
 

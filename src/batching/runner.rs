@@ -1,4 +1,4 @@
-//! Inference threads: each owns one [`Engine`] (one ONNX Runtime session), receives batches
+//! Inference threads: each owns one [`Backend`] (in service an ONNX Runtime session), receives batches
 //! over a channel, builds the batch tensor from the jobs still wanted (normalising crops on
 //! this thread, off the async runtime), runs it and answers every job on its oneshot.
 //!
@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use super::job::{Batch, Job, Prediction};
 use super::watchdog::Watchdog;
-use crate::inference::{batch_tensor, Engine, InputShape};
+use crate::inference::{batch_tensor, Backend, InputShape};
 use crate::metrics::ModelMetrics;
 use crate::supervise::{FaultPoint, Supervisor};
 use crate::telemetry::STAGES;
@@ -25,7 +25,7 @@ pub struct Workers {
 impl Workers {
     /// Starts one thread per engine, each reading batches from the channel paired with it.
     pub fn spawn(
-        engines: Vec<(Engine, crossbeam_channel::Receiver<Batch>)>,
+        engines: Vec<(Box<dyn Backend>, crossbeam_channel::Receiver<Batch>)>,
         shape: InputShape,
         metrics: ModelMetrics,
         supervisor: &Supervisor,
@@ -104,7 +104,7 @@ impl Thread<'_> {
         (batch, spans)
     }
 
-    fn run(&self, mut engine: Engine, batches: crossbeam_channel::Receiver<Batch>) {
+    fn run(&self, mut engine: Box<dyn Backend>, batches: crossbeam_channel::Receiver<Batch>) {
         let Self {
             shape,
             metrics,

@@ -1,5 +1,9 @@
 //! One ONNX Runtime session and how to run a batch through it. An `Engine` is owned by exactly
 //! one thread (`Session::run` takes `&mut self`); the serving layer gives each its own thread.
+//!
+//! The inference threads see an engine only as a [`Backend`]: run a batch, say how many logits
+//! an image gets. That is all the batching layer needs, so its tests can run on a fake backend
+//! (deterministic logits, gates, failures on demand) as well as on ONNX Runtime.
 
 use std::path::Path;
 
@@ -25,6 +29,39 @@ impl Default for EngineConfig {
             intra_threads: std::thread::available_parallelism().map_or(1, usize::from),
             spinning: false,
         }
+    }
+}
+
+/// What an inference thread runs its batches on: an [`Engine`] in service, a fake in the
+/// batching layer's tests. Owned by one thread at a time.
+pub trait Backend: Send + std::fmt::Debug {
+    /// Logits per image.
+    fn num_classes(&self) -> usize;
+
+    /// Runs `batch` NCHW images of `height x width` (`input.len() == batch * 3 * height *
+    /// width`) and returns `batch * num_classes` logits, image after image.
+    fn run(
+        &mut self,
+        input: &[f32],
+        batch: usize,
+        height: usize,
+        width: usize,
+    ) -> Result<Vec<f32>, InferenceError>;
+}
+
+impl Backend for Engine {
+    fn num_classes(&self) -> usize {
+        Engine::num_classes(self)
+    }
+
+    fn run(
+        &mut self,
+        input: &[f32],
+        batch: usize,
+        height: usize,
+        width: usize,
+    ) -> Result<Vec<f32>, InferenceError> {
+        Engine::run(self, input, batch, height, width)
     }
 }
 

@@ -2,6 +2,8 @@
 
 pub mod bf16_speed;
 mod engine;
+#[cfg(test)]
+pub(crate) mod fake;
 mod input;
 pub mod openvino;
 mod optimized;
@@ -10,7 +12,7 @@ pub mod runtime;
 mod shared;
 
 pub use bf16_speed::Bf16Timing;
-pub use engine::{Engine, EngineConfig};
+pub use engine::{Backend, Engine, EngineConfig};
 pub use input::{batch_tensor, InputShape, ModelInput};
 pub use openvino::{Agreement, OpenVinoModel};
 pub use precision::Precision;

@@ -5,8 +5,8 @@ use std::time::{Duration, Instant};
 
 use crate::config::{ModelPlan, ServeConfig};
 use crate::inference::{
-    openvino, precision::CpuBf16, Agreement, Bf16Timing, Engine, EngineConfig, InferenceError,
-    OpenVinoModel, Precision, SharedModel,
+    openvino, precision::CpuBf16, Agreement, Backend, Bf16Timing, Engine, EngineConfig,
+    InferenceError, OpenVinoModel, Precision, SharedModel,
 };
 use crate::model;
 
@@ -22,7 +22,7 @@ use crate::model;
 /// The checkpoint's reading and fusion and fp32's graph optimisation, most of a load's CPU
 /// time, run `--load-nice` below serving (see [`niced`]), so that a reload takes the cores that
 /// serving leaves idle; the sessions are built and warmed at serving priority.
-pub(super) fn load(config: &ServeConfig, plan: &ModelPlan) -> anyhow::Result<Loaded> {
+pub(crate) fn load(config: &ServeConfig, plan: &ModelPlan) -> anyhow::Result<Loaded> {
     let started = Instant::now();
     let library = config.ort_dylib.as_deref();
     let precision = config.inference.precision;
@@ -83,8 +83,11 @@ pub(super) fn load(config: &ServeConfig, plan: &ModelPlan) -> anyhow::Result<Loa
     Ok(Loaded {
         info,
         from_cache,
-        engines,
-        wide,
+        engines: engines
+            .into_iter()
+            .map(|e| Box::new(e) as Box<dyn Backend>)
+            .collect(),
+        wide: wide.map(|e| Box::new(e) as Box<dyn Backend>),
         bf16_check,
         warm_up_per_image,
     })
@@ -220,22 +223,22 @@ fn check_bf16(
 }
 
 /// What start-up measured of bf16 against fp32 (`/v1/models`).
-pub(super) struct Bf16Check {
-    pub(super) agreement: Agreement,
-    pub(super) timing: Bf16Timing,
+pub(crate) struct Bf16Check {
+    pub(crate) agreement: Agreement,
+    pub(crate) timing: Bf16Timing,
 }
 
 /// What [`load`] hands to the serving side; nothing of the checkpoint or the graph bytes.
-pub(super) struct Loaded {
-    pub(super) info: model::ModelInfo,
-    pub(super) from_cache: bool,
-    pub(super) engines: Vec<Engine>,
+pub(crate) struct Loaded {
+    pub(crate) info: model::ModelInfo,
+    pub(crate) from_cache: bool,
+    pub(crate) engines: Vec<Box<dyn Backend>>,
     /// fp32 with several sessions: one more session with all their threads, for lone images.
-    pub(super) wide: Option<Engine>,
+    pub(crate) wide: Option<Box<dyn Backend>>,
     /// bf16 only: how its logits and its speed compare with fp32 on the check batch.
-    pub(super) bf16_check: Option<Bf16Check>,
+    pub(crate) bf16_check: Option<Bf16Check>,
     /// The slowest session's warm-up time per image.
-    pub(super) warm_up_per_image: Duration,
+    pub(crate) warm_up_per_image: Duration,
 }
 
 #[cfg(test)]

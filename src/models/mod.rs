@@ -8,7 +8,7 @@
 
 pub mod control;
 mod index;
-mod load;
+pub(crate) mod load;
 mod poll;
 mod room;
 mod served;
@@ -27,7 +27,7 @@ use crate::v2::{ModelKind, V2Error};
 pub use control::{Control, ControlError, ModelControl};
 pub use index::IndexEntry;
 pub use served::{BatchingDetails, InputDetails, Served, ServedModel};
-pub(crate) use start::Shared;
+pub(crate) use start::{Loader, Shared};
 
 /// The routing table: every served version and each model's traffic split. Cloning is cheap
 /// and every clone sees the same table; [`Control`] replaces it whole, atomically, so a request

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 
-use super::load::{load, Loaded};
+use super::load::Loaded;
 use super::{BatchingDetails, InputDetails, Served, ServedModel};
 use crate::admission::Admissions;
 use crate::batching::queue::QueueConfig;
@@ -21,14 +21,28 @@ use crate::preprocess::pool::PreprocessPool;
 use crate::preprocess::PreprocessConfig;
 use crate::supervise::Supervisor;
 
+/// How a version's weights become warmed-up engines (blocking; run on a thread of its own):
+/// [`super::load::load`] in service, a fake backend in tests of the layers above the engine.
+pub(crate) type Loader =
+    Arc<dyn Fn(&ServeConfig, &ModelPlan) -> anyhow::Result<Loaded> + Send + Sync>;
+
 /// What every version draws on.
-#[derive(Debug)]
 pub(crate) struct Shared {
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) supervisor: Supervisor,
     pub(crate) pool: Arc<PreprocessPool>,
     pub(crate) admissions: Admissions,
     pub(crate) cores: Cores,
+    pub(crate) loader: Loader,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("admissions", &self.admissions)
+            .field("cores", &self.cores)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A started version and the parts its shutdown needs.
@@ -67,7 +81,7 @@ pub(super) async fn start(
     plan: &ModelPlan,
     shared: &Shared,
 ) -> anyhow::Result<Running> {
-    let (load_config, load_plan) = (config.clone(), plan.clone());
+    let (load_config, load_plan, loader) = (config.clone(), plan.clone(), shared.loader.clone());
     let Loaded {
         info,
         from_cache,
@@ -83,7 +97,7 @@ pub(super) async fn start(
         std::thread::scope(|scope| {
             std::thread::Builder::new()
                 .name("model-load".into())
-                .spawn_scoped(scope, || load(&load_config, &load_plan))
+                .spawn_scoped(scope, || loader(&load_config, &load_plan))
                 .map(|thread| thread.join())
         })
     })

@@ -2,6 +2,9 @@
 //! (warmed up) -> inference threads -> batcher ([`version`]) -> HTTP, gRPC, admin; and the
 //! reverse, in order, on SIGTERM/SIGINT.
 
+#[cfg(test)]
+mod fake_engine_tests;
+
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
@@ -16,7 +19,7 @@ use crate::cores::Cores;
 use crate::http;
 use crate::http::connections::{self, Drained};
 use crate::metrics::Metrics;
-use crate::models::{Control, Shared};
+use crate::models::{Control, Loader, Shared};
 use crate::preprocess::budget::DecodeBudget;
 use crate::preprocess::pool::PreprocessPool;
 use crate::service::{AppState, Limits, Readiness};
@@ -38,6 +41,11 @@ impl App {
     /// Loads (and fuses) every model version, builds and warms up their sessions, starts the
     /// threads. Versions load one after the other: each load uses every core.
     pub async fn start(config: ServeConfig) -> anyhow::Result<Self> {
+        Self::start_with(config, Arc::new(crate::models::load::load)).await
+    }
+
+    /// [`App::start`] with the engines `loader` makes (tests of the doors run a fake backend).
+    pub(crate) async fn start_with(config: ServeConfig, loader: Loader) -> anyhow::Result<Self> {
         let started = Instant::now();
         let metrics = Arc::new(Metrics::new());
         let readiness = Readiness::new(metrics.clone());
@@ -61,6 +69,7 @@ impl App {
             metrics: metrics.clone(),
             supervisor: supervisor.clone(),
             pool: pool.clone(),
+            loader,
         };
         let control = Arc::new(Control::start(config.clone(), shared).await?);
         let mut watches = Vec::new();
