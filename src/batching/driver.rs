@@ -10,6 +10,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use super::queue::Poll;
 use super::{Batch, Lanes, Shared};
 use crate::cores::{Cores, Lease};
+#[cfg(any(test, feature = "fault-injection"))]
 use crate::supervise::FaultPoint;
 
 /// The task that cuts batches and sends them to a lane.
@@ -76,6 +77,7 @@ impl Driver {
                         "dropped queued jobs that were abandoned or past their deadline"
                     );
                 }
+                #[cfg(any(test, feature = "fault-injection"))]
                 shared.supervisor.fault_point(FaultPoint::Driver);
                 match poll {
                     Poll::Ready(jobs) => break (jobs, lease, wide),

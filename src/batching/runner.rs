@@ -13,7 +13,9 @@ use super::job::{Batch, Job, Prediction};
 use super::watchdog::Watchdog;
 use crate::inference::{batch_tensor, Backend, InputShape};
 use crate::metrics::ModelMetrics;
-use crate::supervise::{FaultPoint, Supervisor};
+#[cfg(any(test, feature = "fault-injection"))]
+use crate::supervise::FaultPoint;
+use crate::supervise::Supervisor;
 use crate::telemetry::STAGES;
 
 /// The running inference threads.
@@ -46,6 +48,7 @@ impl Workers {
                             index: i,
                             shape,
                             metrics: &metrics,
+                            #[cfg(any(test, feature = "fault-injection"))]
                             supervisor: &supervisor,
                             watchdog: &watchdog,
                         };
@@ -72,6 +75,7 @@ struct Thread<'a> {
     index: usize,
     shape: InputShape,
     metrics: &'a ModelMetrics,
+    #[cfg(any(test, feature = "fault-injection"))]
     supervisor: &'a Supervisor,
     watchdog: &'a Watchdog,
 }
@@ -105,12 +109,7 @@ impl Thread<'_> {
     }
 
     fn run(&self, mut engine: Box<dyn Backend>, batches: crossbeam_channel::Receiver<Batch>) {
-        let Self {
-            shape,
-            metrics,
-            supervisor,
-            ..
-        } = *self;
+        let Self { shape, metrics, .. } = *self;
         for batch in batches {
             let Batch {
                 jobs,
@@ -134,10 +133,12 @@ impl Thread<'_> {
             }
             let (batch_span, job_spans) = self.stage_spans(&mut live);
             let tensor = batch_tensor(live.iter().map(|job| &job.input), shape);
-            supervisor.fault_point(FaultPoint::Inference);
+            #[cfg(any(test, feature = "fault-injection"))]
+            self.supervisor.fault_point(FaultPoint::Inference);
             let started = Instant::now();
             let running = self.watchdog.start(self.index);
-            supervisor.fault_point(FaultPoint::InferenceHang);
+            #[cfg(any(test, feature = "fault-injection"))]
+            self.supervisor.fault_point(FaultPoint::InferenceHang);
             let result = engine.run(&tensor, live.len(), shape.size, shape.size);
             drop(running);
             let inference = started.elapsed();

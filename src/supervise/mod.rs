@@ -4,11 +4,18 @@
 //! still waiting with 500 at once, and exits non-zero so the orchestrator restarts the process
 //! (`server::App::run`).
 //!
-//! Fault points let tests make a part die where it would in production (a panic inside its
-//! loop); they are armed only through [`Supervisor::inject`], never by a flag or setting.
+//! Fault points ([`faults`]) let tests make a part die where it would in production (a panic
+//! inside its loop, a hung engine run). They exist only in test builds (the `fault-injection`
+//! feature, which only the tests' dev-dependency turns on): a release binary has no way to arm
+//! them and no check at the points.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+#[cfg(any(test, feature = "fault-injection"))]
+mod faults;
+
 use std::sync::Arc;
+
+#[cfg(any(test, feature = "fault-injection"))]
+pub use faults::FaultPoint;
 
 use tokio::sync::watch;
 
@@ -16,24 +23,11 @@ use tokio::sync::watch;
 /// whatever the warm-up measured (see `crate::batching::watchdog`).
 pub const WATCHDOG_FLOOR: std::time::Duration = std::time::Duration::from_secs(3);
 
-/// Where a test can make the pipeline fail.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum FaultPoint {
-    /// The batching driver task, when it next wakes.
-    Driver,
-    /// An inference thread, before it next runs a batch.
-    Inference,
-    /// An inference thread's next batch hangs (as an engine run that never returns would)
-    /// until the pipeline is declared failed; what the watchdog is for.
-    InferenceHang,
-}
-
 #[derive(Debug)]
 struct Inner {
     failure: watch::Sender<Option<String>>,
-    driver_fault: AtomicBool,
-    inference_fault: AtomicBool,
-    hang_fault: AtomicBool,
+    #[cfg(any(test, feature = "fault-injection"))]
+    faults: faults::Armed,
 }
 
 /// Shared by the parts it watches and by the server; cloning is cheap.
@@ -47,9 +41,8 @@ impl Default for Supervisor {
         Self {
             inner: Arc::new(Inner {
                 failure: watch::Sender::new(None),
-                driver_fault: AtomicBool::new(false),
-                inference_fault: AtomicBool::new(false),
-                hang_fault: AtomicBool::new(false),
+                #[cfg(any(test, feature = "fault-injection"))]
+                faults: faults::Armed::default(),
             }),
         }
     }
@@ -86,35 +79,6 @@ impl Supervisor {
         Watch {
             supervisor: self.clone(),
             part: part.into(),
-        }
-    }
-
-    /// Test hook: the part at `point` panics the next time it passes there.
-    #[doc(hidden)]
-    pub fn inject(&self, point: FaultPoint) {
-        self.flag(point).store(true, Ordering::SeqCst);
-    }
-
-    /// Panics when a fault was injected at `point` (one relaxed load otherwise); for
-    /// [`FaultPoint::InferenceHang`], blocks until the pipeline has failed instead.
-    pub(crate) fn fault_point(&self, point: FaultPoint) {
-        if !self.flag(point).swap(false, Ordering::SeqCst) {
-            return;
-        }
-        if point == FaultPoint::InferenceHang {
-            while self.failure().is_none() {
-                std::thread::sleep(std::time::Duration::from_millis(10));
-            }
-            return;
-        }
-        panic!("fault injected at {point:?}");
-    }
-
-    fn flag(&self, point: FaultPoint) -> &AtomicBool {
-        match point {
-            FaultPoint::Driver => &self.inner.driver_fault,
-            FaultPoint::Inference => &self.inner.inference_fault,
-            FaultPoint::InferenceHang => &self.inner.hang_fault,
         }
     }
 }
