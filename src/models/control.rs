@@ -94,7 +94,10 @@ impl Control {
             config
                 .splits
                 .iter()
-                .map(|(name, split)| (name.clone(), super::TrafficSplit::new(split.clone())))
+                .map(|(name, split)| {
+                    let split = super::TrafficSplit::new(split.clone());
+                    (name.clone(), Arc::new(split))
+                })
                 .collect(),
         );
         Ok(Self {

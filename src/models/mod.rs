@@ -41,7 +41,9 @@ pub struct Models {
 #[derive(Debug, Default)]
 pub struct Table {
     served: Vec<Arc<Served>>,
-    splits: BTreeMap<String, TrafficSplit>,
+    /// Shared by successive tables: a split that a swap leaves alone keeps its place in its
+    /// sequence (a restart would send its first requests to the first version again).
+    splits: BTreeMap<String, Arc<TrafficSplit>>,
 }
 
 impl std::ops::Deref for Table {
@@ -53,7 +55,7 @@ impl std::ops::Deref for Table {
 }
 
 impl Models {
-    fn new(served: Vec<Arc<Served>>, splits: BTreeMap<String, TrafficSplit>) -> Self {
+    fn new(served: Vec<Arc<Served>>, splits: BTreeMap<String, Arc<TrafficSplit>>) -> Self {
         Self {
             table: Arc::new(ArcSwap::from_pointee(Table {
                 served: sorted(served),
@@ -75,14 +77,14 @@ impl Models {
         (name, split): (&str, Option<&repository::Split>),
     ) {
         let current = self.table.load();
-        let mut splits: BTreeMap<String, TrafficSplit> = current
+        let mut splits: BTreeMap<String, Arc<TrafficSplit>> = current
             .splits
             .iter()
             .filter(|(model, _)| model.as_str() != name)
-            .map(|(model, split)| (model.clone(), TrafficSplit::new(split.weights.clone())))
+            .map(|(model, split)| (model.clone(), split.clone()))
             .collect();
         if let Some(split) = split {
-            splits.insert(name.to_owned(), TrafficSplit::new(split.clone()));
+            splits.insert(name.to_owned(), Arc::new(TrafficSplit::new(split.clone())));
         }
         let next = Table {
             served: sorted(change(&current.served)),
@@ -181,7 +183,7 @@ impl Models {
             });
         }
         let found = match version.filter(|v| !v.is_empty()) {
-            None => match table.splits.get(model).map(TrafficSplit::pick) {
+            None => match table.splits.get(model).map(|split| split.pick()) {
                 Some(chosen) => versions.find(|s| s.version == chosen),
                 None => versions.last(),
             },
@@ -262,5 +264,31 @@ mod tests {
         }
         let off = TrafficSplit::new(vec![(1, 0), (2, 5)]);
         assert!((0..100).all(|_| off.pick() == 2), "weight 0: no requests");
+    }
+
+    /// A table swap for one model (a load, an unload, its own new split) leaves every other
+    /// model's split where it was in its sequence; the changed model's split starts afresh.
+    #[test]
+    fn a_table_swap_keeps_the_place_of_every_split_it_does_not_change() {
+        let models = Models::new(Vec::new(), BTreeMap::new());
+        let canary: repository::Split = vec![(1, 90), (2, 10)];
+        models.replace(<[_]>::to_vec, ("a", Some(&canary)));
+        let before: Vec<u64> = (0..7).map(|_| models.all().splits["a"].pick()).collect();
+        models.replace(<[_]>::to_vec, ("b", Some(&vec![(1, 50), (2, 50)])));
+        models.replace(<[_]>::to_vec, ("c", None));
+        let after: Vec<u64> = (0..13).map(|_| models.all().splits["a"].pick()).collect();
+        let fresh = TrafficSplit::new(canary.clone());
+        let sequence: Vec<u64> = (0..20).map(|_| fresh.pick()).collect();
+        assert_eq!(
+            [before, after].concat(),
+            sequence,
+            "model a's split went on"
+        );
+        models.replace(<[_]>::to_vec, ("a", Some(&canary)));
+        assert_eq!(
+            models.all().splits["a"].pick(),
+            sequence[0],
+            "a new split starts afresh"
+        );
     }
 }
