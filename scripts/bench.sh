@@ -13,7 +13,9 @@
 #      photo, an open-loop sweep (Poisson arrivals, seed 1), latency at 1 request/s and at 80 % of saturation (3 runs),
 #      overload at 3 x saturation
 #   3. the Python baseline: saturation on the phone photo, the sweep, the same overload rate;
-#      our server again at the baseline's sweep rates
+#      TorchServe (loadtest/baselines/torchserve_pillow_ort, scripts/lib/torchserve.sh): one
+#      request at a time, saturation on both photos, the sweep at the baseline's rates; our
+#      server again at the baseline's sweep rates
 #   4. bf16, on a CPU with native bf16 (`amx_bf16` or `avx512_bf16`; elsewhere skipped and said
 #      so in the report): raw ONNX Runtime + OpenVINO bf16 at batch 1, 8 with every core; our
 #      server with --precision bf16 (saturation on both photos, with and without DCT scaling,
@@ -35,6 +37,7 @@ STEP_SECONDS=${STEP_SECONDS:-8}
 OVERLOAD_SECONDS=${OVERLOAD_SECONDS:-30}
 OURS_PORT=${OURS_PORT:-18090}
 PY_PORT=${PY_PORT:-18091}
+TS_PORT=${TS_PORT:-18092} # and the next two: TorchServe's management and metrics
 SMALL=tests/fixtures/images/chelsea_q90.jpg
 PHONE=$OUT/phone_4032x3024.jpg
 mkdir -p "$OUT" docs/bench
@@ -44,6 +47,7 @@ log() { echo "bench: $*" >&2; }
 # --- setup -------------------------------------------------------------------------------
 scripts/setup-ort.sh
 source scripts/lib/bench-venv.sh
+source scripts/lib/torchserve.sh
 log "building (release)"
 cargo build --release -q --bin repvgg-serve --example ort_throughput --example time_to_ready -p repvgg-serve
 cargo build --release -q -p loadtest
@@ -85,7 +89,7 @@ stop_service() {
     SERVICE_PID=""
   fi
 }
-trap stop_service EXIT
+trap 'stop_service; PATH="$ROOT/$TS_VENV/bin:$PATH" torchserve --stop >/dev/null 2>&1 || true' EXIT
 
 wait_ready() {
   for _ in $(seq 1 120); do
@@ -202,6 +206,16 @@ sweep python-sweep "$PY" "$(rates "$PY_SAT" $OWN_STEPS)"
 open_loop python-overload "$PY" "$OVERLOAD" "$OVERLOAD_SECONDS"
 stop_service
 
+log "TorchServe (dynamic batching: batchSize 8, maxBatchDelay 5 ms; $SESSIONS workers x $PER_SESSION threads)"
+ts_archive "$SESSIONS" "$PER_SESSION"
+start_torchserve
+TS="http://127.0.0.1:$TS_PORT/predictions/repvgg"
+one_at_a_time torchserve-one-at-a-time "$TS"
+saturation torchserve-saturation-small "$TS" "$SMALL" >/dev/null
+saturation torchserve-saturation-phone "$TS" "$PHONE" >/dev/null
+sweep torchserve-sweep "$TS" "$(rates "$PY_SAT" $BASELINE_STEPS)"
+stop_torchserve
+
 log "our server at the Python baseline's sweep rates"
 start_ours
 $LT run --url "$OURS" --images "$SMALL" --concurrency 16 --duration 3 --quiet >/dev/null
@@ -212,8 +226,9 @@ python3 -c "import json,sys; steps=[s for f in sys.argv[1:] for s in json.load(o
 json.dump(sorted(steps, key=lambda s: s['offered']), open('$OUT/ours-sweep-all.json','w'))" \
   "$OUT/ours-sweep.json" "$OUT/ours-sweep-python-rates.json"
 
-$LT chart --title "A0, chelsea_q90.jpg, open loop: repvgg-serve vs FastAPI + Pillow + onnxruntime" \
+$LT chart --title "A0, chelsea_q90.jpg, open loop (Poisson): repvgg-serve, FastAPI + Pillow + onnxruntime, TorchServe" \
   --series "repvgg-serve=$OUT/ours-sweep-all.json" --series "python baseline=$OUT/python-sweep.json" \
+  --series "torchserve=$OUT/torchserve-sweep.json" \
   --output docs/bench/sweep.svg
 
 # --- bf16 -----------------------------------------------------------------------------------

@@ -74,29 +74,41 @@ ours_sweep = load("ours-sweep-all")
 py_sweep = load("python-sweep")
 # Ours at the baseline's own rates, up to the baseline's saturation: compared step by step.
 ours_at_py = load("ours-sweep-python-rates")
-step_pairs = list(zip(ours_at_py, py_sweep))
+# TorchServe: swept at the same rates (Python's steps), one request at a time, saturation.
+ts_one = load("torchserve-one-at-a-time")
+ts_small = load("torchserve-saturation-small")
+ts_phone = load("torchserve-saturation-phone")
+ts_sweep = load("torchserve-sweep")
+# The three services at each of the same offered rates; judged up to the slower peer's
+# saturation (a step above it overloads that peer, and its latency then says nothing).
+slower_peer = min(py_small["throughput_rps"], ts_small["throughput_rps"])
+step_triples = list(zip(ours_at_py, py_sweep, ts_sweep))
+judged = [t for t in step_triples if t[1]["offered"] <= slower_peer * 1.001]
 
 
-def step_ok(ours, py):
-    o, p = ours["latency_ms"], py["latency_ms"]
-    return ours["ok"] == ours["sent"] and o["p50"] <= p["p50"] and o["p99"] <= p["p99"]
+def step_ok(ours, *peers):
+    o = ours["latency_ms"]
+    return ours["ok"] == ours["sent"] and all(
+        o["p50"] <= p["latency_ms"]["p50"] and o["p99"] <= p["latency_ms"]["p99"] for p in peers
+    )
 
 
-steps_met = sum(step_ok(o, p) for o, p in step_pairs)
+steps_met = sum(step_ok(*t) for t in judged)
 steps_verdict = (
     verdict(True)
-    if steps_met == len(step_pairs)
-    else f"{verdict(False)} ({steps_met} of {len(step_pairs)} steps)"
+    if steps_met == len(judged)
+    else f"{verdict(False)} ({steps_met} of {len(judged)} steps)"
 )
 
 
 def step_rows():
     rows = []
-    for o, p in step_pairs:
-        ol, pl = o["latency_ms"], p["latency_ms"]
+    for o, p, t in step_triples:
+        ol, pl, tl = o["latency_ms"], p["latency_ms"], t["latency_ms"]
+        mark = ("yes" if step_ok(o, p, t) else "**no**") if (o, p, t) in judged else "(above the slower peer's saturation)"
         rows.append(
-            f"| {p['offered']:.1f} | {ol['p50']:.1f} | {pl['p50']:.1f} | {ol['p99']:.1f} | "
-            f"{pl['p99']:.1f} | {o['sent'] - o['ok']} | {'yes' if step_ok(o, p) else '**no**'} |"
+            f"| {p['offered']:.1f} | {ol['p50']:.1f} | {pl['p50']:.1f} | {tl['p50']:.1f} | {ol['p99']:.1f} | "
+            f"{pl['p99']:.1f} | {tl['p99']:.1f} | {o['sent'] - o['ok']} | {mark} |"
         )
     return "\n".join(rows)
 with open(os.path.join(out_dir, "time-to-ready.json")) as f:
@@ -124,7 +136,7 @@ def rate80_rows():
 deadline_ms = 10_000.0  # repvgg-serve's default --request-timeout-ms
 bare_ms = 1000.0 * sessions / fb1
 
-for name in ("ours-sweep", "python-sweep"):
+for name in ("ours-sweep", "python-sweep", "torchserve-sweep"):
     shutil.copy(os.path.join(out_dir, f"{name}.svg"), os.path.join(charts, f"{name}.svg"))
 
 
@@ -320,6 +332,11 @@ measured minutes apart in the same run), not absolute numbers across runs.
 - Python baseline: `loadtest/baselines/fastapi_pillow_ort` (FastAPI + Pillow + onnxruntime,
   uvicorn, one process, same model file, same preprocessing, one inference per request),
   dependencies pinned in its `requirements.txt`, installed by the script into `.venv-bench`.
+- TorchServe: `loadtest/baselines/torchserve_pillow_ort` (TorchServe 0.12.0, Java 17 from
+  Debian's `openjdk-17-jre-headless`; a custom handler running the same ONNX file with the same
+  Pillow preprocessing in onnxruntime; its dynamic batching as its documentation recommends:
+  `batchSize` 8, `maxBatchDelay` 5 ms, {sessions} workers x {per_session} onnxruntime threads),
+  installed by `scripts/lib/torchserve.sh` into `.venv-torchserve`.
 - Saturation = closed loop, 16 connections, {ours_small['duration_s']:.0f} s after a 3 s warm-up.
   Latency runs are open loop (Poisson arrivals, loadtest's default, seed 1: bursty like independent clients; latency from the intended send time).
 
@@ -329,8 +346,8 @@ measured minutes apart in the same run), not absolute numbers across runs.
 |---|---|---|
 | small photo: our saturation >= 0.90 x raw ORT batch 8 (best layout) | {ours_small['throughput_rps']:.1f} / {ceiling:.1f} = **{small_ratio:.3f}** | {verdict(small_ratio >= 0.90)} |
 | small photo: v2 binary (`/v2/models/repvgg/infer`) >= 0.95 x `/classify` | {ours_v2['throughput_rps']:.1f} / {ours_small['throughput_rps']:.1f} = **{v2_ratio:.3f}** | {verdict(v2_ratio >= 0.95)} |
-| open-loop sweep at the Python baseline's rates up to its saturation: our p50 and p99 <= Python's at every step | {steps_met} of {len(step_pairs)} steps | {steps_verdict} |
-| light load (one request at a time, closed loop): our p50 <= Python's p50 | {ours_one['latency_ms']['p50']:.1f} ms vs {py_one['latency_ms']['p50']:.1f} ms | {verdict(ours_one['latency_ms']['p50'] <= py_one['latency_ms']['p50'])} |
+| open-loop sweep (Poisson) at the same rates, 20 % to 100 % of the slower peer's saturation ({slower_peer:.1f} req/s): our p50 and p99 <= Python's and TorchServe's at every step | {steps_met} of {len(judged)} steps | {steps_verdict} |
+| light load (one request at a time, closed loop): our p50 <= Python's and TorchServe's p50 | {ours_one['latency_ms']['p50']:.1f} ms vs {py_one['latency_ms']['p50']:.1f} / {ts_one['latency_ms']['p50']:.1f} ms | {verdict(ours_one['latency_ms']['p50'] <= min(py_one['latency_ms']['p50'], ts_one['latency_ms']['p50']))} |
 | phone photo: our throughput >= 2 x Python baseline (default: exact Pillow pixels) | {ours_phone['throughput_rps']:.1f} / {py_phone['throughput_rps']:.1f} = **{phone_ratio:.2f} x** | {verdict(phone_ratio >= 2.0)} |
 | phone photo, with `--jpeg-dct-scaling` | {ours_dct_phone['throughput_rps']:.1f} / {py_phone['throughput_rps']:.1f} = **{phone_dct_ratio:.2f} x** | {verdict(phone_dct_ratio >= 2.0)} |
 | 80 % of saturation ({rate80['offered']:.1f} req/s, open loop, {len(rate80_runs)} runs of {rate80['duration_s']:.0f} s): p99 <= 2 x p50 | p99 / p50 = {', '.join(f'**{x:.2f}**' for x in tail_ratios)} | {tail_verdict} |
@@ -362,13 +379,22 @@ layout on this machine), and one session with all {threads} threads:
 | repvgg-serve, v2 binary (KServe / tritonclient) | {ours_v2['throughput_rps']:.1f} req/s ({lat(ours_v2)}) | - |
 | repvgg-serve `--jpeg-dct-scaling` | - | {ours_dct_phone['throughput_rps']:.1f} req/s ({lat(ours_dct_phone)}) |
 | Python baseline | {py_small['throughput_rps']:.1f} req/s ({lat(py_small)}) | {py_phone['throughput_rps']:.1f} req/s ({lat(py_phone)}) |
+| TorchServe (dynamic batching) | {ts_small['throughput_rps']:.1f} req/s ({lat(ts_small)}) | {ts_phone['throughput_rps']:.1f} req/s ({lat(ts_phone)}) |
 | **repvgg-serve / Python** | **{ours_small['throughput_rps'] / py_small['throughput_rps']:.2f} x** | **{phone_ratio:.2f} x** (DCT-scaled: **{phone_dct_ratio:.2f} x**) |
+| **repvgg-serve / TorchServe** | **{ours_small['throughput_rps'] / ts_small['throughput_rps']:.2f} x** | **{ours_phone['throughput_rps'] / ts_phone['throughput_rps']:.2f} x** |
 
 Small photo: both services ran side by side and were measured alternately, ours / Python
 {rounds_line()}; the table shows the median run of each.
 
 Errors during saturation runs: ours {ours_small['sent'] - ours_small['ok']} + {ours_phone['sent'] - ours_phone['ok']},
-Python {py_small['sent'] - py_small['ok']} + {py_phone['sent'] - py_phone['ok']}.
+Python {py_small['sent'] - py_small['ok']} + {py_phone['sent'] - py_phone['ok']},
+TorchServe {ts_small['sent'] - ts_small['ok']} + {ts_phone['sent'] - ts_phone['ok']}. TorchServe's
+saturation was measured in its own block after the Python baseline's (not alternately with ours).
+
+One request at a time (closed loop, one connection, small photo): p50 / p99 ours
+{ours_one['latency_ms']['p50']:.1f} / {ours_one['latency_ms']['p99']:.1f} ms, Python
+{py_one['latency_ms']['p50']:.1f} / {py_one['latency_ms']['p99']:.1f} ms, TorchServe
+{ts_one['latency_ms']['p50']:.1f} / {ts_one['latency_ms']['p99']:.1f} ms.
 
 ## Latency (repvgg-serve, small photo, open loop)
 
@@ -383,14 +409,15 @@ Bare batch-1 inference ({per_session} thread(s)) takes {bare_ms:.1f} ms here, so
 ## Throughput-latency curves (open-loop sweep, small photo)
 
 Each service is swept from 20 % to 150 % of its own saturation rate, {ours_sweep[0]['duration_s']:.0f} s per step;
-ours also at the Python baseline's rates up to the baseline's saturation (a separate start of
-the server after the baseline's runs), so the two can be compared at the same offered load:
+ours and TorchServe also at the Python baseline's rates up to the baseline's saturation (each
+in a start of its own after the baseline's runs), so the three can be compared at the same
+offered load:
 
-| offered req/s (Python's steps) | our p50 ms | Python p50 | our p99 | Python p99 | ours not 200 | ours <= Python (p50 and p99) |
-|---|---|---|---|---|---|---|
+| offered req/s (Python's steps) | our p50 ms | Python p50 | TorchServe p50 | our p99 | Python p99 | TorchServe p99 | ours not 200 | ours <= both (p50 and p99) |
+|---|---|---|---|---|---|---|---|---|
 {step_rows()}
 
-![repvgg-serve vs Python baseline](bench/sweep.svg)
+![repvgg-serve vs Python baseline vs TorchServe](bench/sweep.svg)
 
 The chart (`loadtest chart`, drawn with `plotters`) puts each step at the rate it offered (x,
 requests/s) with its p50 (solid, dots) and p99 (dashed, triangles) on a log scale; what each
@@ -407,6 +434,12 @@ Python baseline:
 | offered req/s | achieved | p50 ms | p90 | p99 | max | not 200 |
 |---|---|---|---|---|---|---|
 {sweep_rows(py_sweep)}
+
+TorchServe (at the Python baseline's rates):
+
+| offered req/s | achieved | p50 ms | p90 | p99 | max | not 200 |
+|---|---|---|---|---|---|---|
+{sweep_rows(ts_sweep)}
 
 ## Overload: 3 x our saturation rate, open loop
 

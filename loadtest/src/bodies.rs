@@ -73,7 +73,7 @@ impl Bodies {
         match encoding {
             Encoding::Raw => client
                 .post(url)
-                .header("content-type", "application/octet-stream")
+                .header("content-type", media_type(bytes))
                 .body(bytes.clone()),
             Encoding::Multipart => {
                 client
@@ -110,7 +110,37 @@ impl Bodies {
     }
 }
 
+/// The image's media type from its first bytes (what a browser or `curl --data-binary` with
+/// a type would send; TorchServe needs it to pass a raw body on as an image), else
+/// `application/octet-stream`.
+fn media_type(bytes: &[u8]) -> &'static str {
+    const SIGNATURES: [(&[u8], &str); 5] = [
+        (b"\xFF\xD8\xFF", "image/jpeg"),
+        (b"\x89PNG\r\n\x1A\n", "image/png"),
+        (b"GIF8", "image/gif"),
+        (b"BM", "image/bmp"),
+        (b"RIFF", "image/webp"),
+    ];
+    SIGNATURES
+        .iter()
+        .find(|(magic, _)| bytes.starts_with(magic))
+        .map_or("application/octet-stream", |(_, media)| media)
+}
+
 fn name(path: &Path) -> String {
     path.file_name()
         .map_or_else(String::new, |n| n.to_string_lossy().into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::media_type;
+
+    #[test]
+    fn a_raw_body_is_sent_with_its_images_media_type() {
+        assert_eq!(media_type(b"\xFF\xD8\xFF\xE0rest"), "image/jpeg");
+        assert_eq!(media_type(b"\x89PNG\r\n\x1A\nrest"), "image/png");
+        assert_eq!(media_type(b"RIFF\0\0\0\0WEBP"), "image/webp");
+        assert_eq!(media_type(b"not an image"), "application/octet-stream");
+    }
 }

@@ -9,19 +9,17 @@ POST /classify with a raw image body answers {"predictions": [{"class_id", "prob
 (top 5), 400 for an undecodable image.
 """
 
-import io
 import os
+import sys
+from pathlib import Path
 
-import numpy as np
 import onnxruntime as ort
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
-from PIL import Image, ImageOps
 
-MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
-STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
-RESIZE = int(os.environ.get("RESIZE", "256"))
-CROP = int(os.environ.get("CROP", "224"))
+# The preprocessing and the answer are shared with the TorchServe peer.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from imagenet_pillow import preprocess, top5  # noqa: E402
 
 options = ort.SessionOptions()
 options.intra_op_num_threads = int(os.environ.get("ORT_THREADS", str(os.cpu_count())))
@@ -30,24 +28,6 @@ session = ort.InferenceSession(
 )
 input_name = session.get_inputs()[0].name
 app = FastAPI()
-
-
-def preprocess(data: bytes) -> np.ndarray:
-    image = Image.open(io.BytesIO(data))
-    image = ImageOps.exif_transpose(image).convert("RGB")
-    # torchvision.transforms.Resize(256): shorter side to 256, longer side truncated.
-    w, h = image.size
-    if w <= h:
-        size = (RESIZE, int(RESIZE * h / w))
-    else:
-        size = (int(RESIZE * w / h), RESIZE)
-    image = image.resize(size, Image.BILINEAR)
-    # torchvision.transforms.CenterCrop(224)
-    left = int(round((size[0] - CROP) / 2.0))
-    top = int(round((size[1] - CROP) / 2.0))
-    image = image.crop((left, top, left + CROP, top + CROP))
-    array = (np.asarray(image, dtype=np.float32) / 255.0 - MEAN) / STD
-    return array.transpose(2, 0, 1)[None]
 
 
 @app.get("/healthz")
@@ -60,15 +40,7 @@ def predict(data: bytes) -> dict:
         batch = preprocess(data)
     except Exception as e:  # Pillow raises several types for bad input
         raise HTTPException(400, f"cannot decode image: {e}") from e
-    logits = session.run(None, {input_name: batch})[0][0]
-    exp = np.exp(logits - logits.max())
-    probabilities = exp / exp.sum()
-    top = np.argsort(-probabilities)[:5]
-    return {
-        "predictions": [
-            {"class_id": int(i), "probability": float(probabilities[i])} for i in top
-        ]
-    }
+    return top5(session.run(None, {input_name: batch})[0][0])
 
 
 @app.post("/classify")
