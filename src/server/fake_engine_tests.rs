@@ -80,14 +80,7 @@ impl Running {
     }
 
     async fn classify(&self, image: Vec<u8>) -> (u16, serde_json::Value) {
-        let answer = reqwest::Client::new()
-            .post(format!("{}/classify", self.url))
-            .body(image)
-            .send()
-            .await
-            .expect("answered");
-        let status = answer.status().as_u16();
-        (status, answer.json().await.expect("JSON"))
+        post(format!("{}/classify", self.url), image).await
     }
 
     async fn stop(mut self) {
@@ -96,6 +89,18 @@ impl Running {
         }
         self.task.await.expect("joined").expect("clean shutdown");
     }
+}
+
+/// POSTs `image` to `url`: the status and the JSON body.
+async fn post(url: String, image: Vec<u8>) -> (u16, serde_json::Value) {
+    let answer = reqwest::Client::new()
+        .post(url)
+        .body(image)
+        .send()
+        .await
+        .expect("answered");
+    let status = answer.status().as_u16();
+    (status, answer.json().await.expect("JSON"))
 }
 
 /// A 16x16 PNG of one grey level.
@@ -134,13 +139,8 @@ async fn classify_answers_the_softmax_of_the_engines_logits_best_first() {
         let got = p["probability"].as_f64().expect("probability") as f32;
         assert!((got - expected).abs() < 1e-5, "{got} vs {expected}");
     }
-    let answer = reqwest::Client::new()
-        .post(format!("{}/classify?logits=true", server.url))
-        .body(png(255))
-        .send()
-        .await
-        .expect("answered");
-    let body: serde_json::Value = answer.json().await.expect("JSON");
+    let (status, body) = post(format!("{}/classify?logits=true", server.url), png(255)).await;
+    assert_eq!(status, 200, "{body}");
     let returned: Vec<f32> = serde_json::from_value(body["logits"].clone()).expect("logits");
     assert_eq!(returned.len(), CLASSES);
     for (got, want) in returned.iter().zip(&logits) {
@@ -155,19 +155,7 @@ async fn classify_answers_the_softmax_of_the_engines_logits_best_first() {
 async fn a_request_finding_every_place_taken_is_refused_at_once() {
     let (backend, open) = FakeBackend::new(CLASSES).gated();
     let server = Running::start(&backend, &["--sessions", "1", "--queue-capacity", "1"]).await;
-    let first = tokio::spawn({
-        let url = server.url.clone();
-        async move {
-            reqwest::Client::new()
-                .post(format!("{url}/classify"))
-                .body(png(200))
-                .send()
-                .await
-                .expect("answered")
-                .status()
-                .as_u16()
-        }
-    });
+    let first = tokio::spawn(post(format!("{}/classify", server.url), png(200)));
     for _ in 0..5000 {
         if !backend.runs().is_empty() {
             break;
@@ -179,7 +167,7 @@ async fn a_request_finding_every_place_taken_is_refused_at_once() {
     assert_eq!(status, 503, "{body}");
     assert_eq!(body["error_type"], "queue_full", "{body}");
     drop(open);
-    assert_eq!(first.await.expect("joined"), 200);
+    assert_eq!(first.await.expect("joined").0, 200);
     assert_eq!(server.classify(png(200)).await.0, 200, "served again");
     server.stop().await;
 }
