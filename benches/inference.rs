@@ -4,7 +4,7 @@
 //! cargo bench --bench inference
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use repvgg_serve::inference::{Engine, EngineConfig};
+use repvgg_serve::inference::{Backend, Engine, EngineConfig};
 use repvgg_serve::model::{init, onnx, variants, RepVgg};
 
 fn inference(c: &mut Criterion) {

@@ -10,7 +10,7 @@
 
 use std::time::{Duration, Instant};
 
-use repvgg_serve::inference::{Engine, EngineConfig, OpenVinoModel, Precision};
+use repvgg_serve::inference::{Backend, Engine, EngineConfig, OpenVinoModel, Precision};
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();

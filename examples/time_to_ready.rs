@@ -5,7 +5,7 @@
 
 use std::time::Instant;
 
-use repvgg_serve::inference::{EngineConfig, SharedModel};
+use repvgg_serve::inference::{Backend, EngineConfig, SharedModel};
 use repvgg_serve::model::{prepare, ModelSource};
 
 fn main() -> anyhow::Result<()> {

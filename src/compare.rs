@@ -14,7 +14,7 @@ use serde::Serialize;
 
 use crate::inference::openvino::top_k;
 use crate::inference::precision::CpuBf16;
-use crate::inference::{Agreement, EngineConfig, OpenVinoModel};
+use crate::inference::{Agreement, Backend, EngineConfig, OpenVinoModel};
 use crate::model::{self, ModelSource};
 use crate::preprocess::PreprocessConfig;
 

@@ -17,7 +17,7 @@ use common::process::ServerProcess;
 use common::server::TestServer;
 use common::*;
 use repvgg_serve::inference::precision::CpuBf16;
-use repvgg_serve::inference::{openvino, EngineConfig, OpenVinoModel};
+use repvgg_serve::inference::{openvino, Backend, EngineConfig, OpenVinoModel};
 use repvgg_serve::model::{self, ModelSource};
 use serde_json::Value;
 

@@ -6,7 +6,7 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use common::{fixture, max_abs_diff, reference_crop_tensor};
-use repvgg_serve::inference::{EngineConfig, SharedModel};
+use repvgg_serve::inference::{Backend, EngineConfig, SharedModel};
 use repvgg_serve::model::{self, sha256_file, ModelSource};
 
 const IMAGE: &str = "chelsea.png";

@@ -7,7 +7,7 @@ mod common;
 use std::path::Path;
 
 use common::*;
-use repvgg_serve::inference::{Engine, EngineConfig, SharedModel};
+use repvgg_serve::inference::{Backend, Engine, EngineConfig, SharedModel};
 use repvgg_serve::model::{self, init, onnx, variants, ModelSource, RepVgg};
 
 /// The reference doc's bound: max absolute logit error against PyTorch.

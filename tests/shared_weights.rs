@@ -10,7 +10,7 @@ mod common;
 
 use std::process::Command;
 
-use repvgg_serve::inference::{runtime, EngineConfig, SharedModel};
+use repvgg_serve::inference::{runtime, Backend, EngineConfig, SharedModel};
 use repvgg_serve::model::{self, ModelSource};
 
 const CHILD_ENV: &str = "REPVGG_SHARED_WEIGHTS_CHILD";

@@ -49,22 +49,6 @@ pub trait Backend: Send + std::fmt::Debug {
     ) -> Result<Vec<f32>, InferenceError>;
 }
 
-impl Backend for Engine {
-    fn num_classes(&self) -> usize {
-        Engine::num_classes(self)
-    }
-
-    fn run(
-        &mut self,
-        input: &[f32],
-        batch: usize,
-        height: usize,
-        width: usize,
-    ) -> Result<Vec<f32>, InferenceError> {
-        Engine::run(self, input, batch, height, width)
-    }
-}
-
 /// A session over one model, with its output width.
 #[derive(Debug)]
 pub struct Engine {
@@ -100,10 +84,6 @@ impl Engine {
         }
     }
 
-    pub fn num_classes(&self) -> usize {
-        self.num_classes
-    }
-
     /// One run of each batch size in `sizes` (zeros, `crop x crop`): pays first-run costs
     /// (kernel set-up, thread pools; OpenVINO's per-shape preparation) before traffic, and
     /// checks that every logit is finite, so that weights holding NaN or infinities (a diverged
@@ -122,10 +102,14 @@ impl Engine {
         }
         Ok(())
     }
+}
 
-    /// Runs `batch` NCHW images of `size x size` (`input.len() == batch * 3 * size * size`) and
-    /// returns `batch * num_classes` logits.
-    pub fn run(
+impl Backend for Engine {
+    fn num_classes(&self) -> usize {
+        self.num_classes
+    }
+
+    fn run(
         &mut self,
         input: &[f32],
         batch: usize,
