@@ -53,12 +53,12 @@ pub(crate) fn decode_window_until(
         };
         let (stored, orientation) =
             super::jpeg::decode(bytes, max_pixels, dct_shorter_side, &stored_rect, stop)?;
-        let (full_width, full_height) =
-            upright_size(orientation, stored.full_width, stored.full_height);
-        let rect = needed(full_width, full_height);
+        let (width, height) = (stored.full_width, stored.full_height);
+        let (full_width, full_height) = upright_size(orientation, width, height);
         return Ok(Window {
             image: orient(stored.image, orientation),
-            rect,
+            rect: upright_rect(orientation, width, height, stored.rect),
+            exact: needed(full_width, full_height),
             full_width,
             full_height,
         });
@@ -133,6 +133,19 @@ fn stored_rect(orientation: Orientation, width: usize, height: usize, upright: R
         width: x0.abs_diff(x1) + 1,
         height: y0.abs_diff(y1) + 1,
     }
+}
+
+/// The upright rectangle that the stored rectangle `stored` of a stored `width x height` image
+/// becomes once `orientation` is applied: [`stored_rect`] of the inverse orientation, whose
+/// "stored" image is the upright one.
+fn upright_rect(orientation: Orientation, width: usize, height: usize, stored: Rect) -> Rect {
+    let inverse = match orientation {
+        Orientation::Rotate90 => Orientation::Rotate270,
+        Orientation::Rotate270 => Orientation::Rotate90,
+        other => other, // flips, a half turn and the two transposes undo themselves
+    };
+    let (upright_width, upright_height) = upright_size(orientation, width, height);
+    stored_rect(inverse, upright_width, upright_height, stored)
 }
 
 /// Peak memory of decoding `bytes` (see [`super::budget::decode_cost`]), from the header alone;
@@ -333,25 +346,34 @@ mod tests {
                 for rect in regions(full.width, full.height) {
                     let window = decode_window_until(&jpeg, u64::MAX, dct, &|_, _| rect, &|| false)
                         .unwrap_or_else(|e| panic!("{name} {rect:?}: {e}"));
-                    assert_eq!(window.rect, rect, "{name}");
+                    assert_eq!(window.exact, rect, "{name}");
+                    let have = window.rect;
+                    assert!(
+                        have.contains(&rect),
+                        "{name}: the window {have:?} does not hold {rect:?}"
+                    );
                     assert_eq!(
                         (window.full_width, window.full_height),
                         (full.width, full.height)
                     );
-                    let expected: Vec<u8> = full
-                        .pixels
-                        .chunks_exact(full.width * 3)
-                        .skip(rect.top)
-                        .take(rect.height)
-                        .flat_map(|row| &row[rect.left * 3..rect.right() * 3])
-                        .copied()
-                        .collect();
-                    let differing = expected
-                        .iter()
-                        .zip(&window.image.pixels)
-                        .filter(|(a, b)| a != b)
-                        .count();
-                    assert_eq!(window.image.pixels.len(), expected.len(), "{name} {rect:?}");
+                    assert_eq!(
+                        (window.image.width, window.image.height),
+                        (have.width, have.height)
+                    );
+                    let part = |image: &RgbImage, at: Rect| -> Vec<u8> {
+                        image
+                            .pixels
+                            .chunks_exact(image.width * 3)
+                            .skip(rect.top - at.top)
+                            .take(rect.height)
+                            .flat_map(|row| &row[(rect.left - at.left) * 3..][..rect.width * 3])
+                            .copied()
+                            .collect()
+                    };
+                    let expected = part(&full, Rect::whole(full.width, full.height));
+                    let got = part(&window.image, have);
+                    let differing = expected.iter().zip(&got).filter(|(a, b)| a != b).count();
+                    assert_eq!(got.len(), expected.len(), "{name} {rect:?}");
                     assert_eq!(differing, 0, "{name} {rect:?} dct {dct:?}: samples differ");
                     compared += 1;
                 }

@@ -90,7 +90,10 @@ impl PreprocessConfig {
         let needed = |width, height| resize::needed_rect(width, height, shorter, crop);
         let window =
             decode::decode_window_until(bytes, self.max_pixels, dct_shorter_side, &needed, stop)?;
-        Ok(resize::resize_and_crop(&window, shorter, crop))
+        let crop = resize::resize_and_crop(&window, shorter, crop);
+        // The decoded pixels' buffer serves this thread's next JPEG.
+        jpeg::recycle(window.image.pixels);
+        Ok(crop)
     }
 
     /// The whole pipeline into `out` (`slot_len()` floats, planar RGB), ImageNet statistics.

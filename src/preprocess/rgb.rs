@@ -36,15 +36,26 @@ impl Rect {
     pub(crate) fn bottom(&self) -> usize {
         self.top + self.height
     }
+
+    /// Whether every pixel of `other` lies inside `self`.
+    pub(crate) fn contains(&self, other: &Rect) -> bool {
+        self.left <= other.left
+            && self.top <= other.top
+            && other.right() <= self.right()
+            && other.bottom() <= self.bottom()
+    }
 }
 
 /// The pixels of `rect` of an image `full_width x full_height` (the rest was never decoded):
 /// `image` is `rect.width x rect.height`, its first pixel is the image's `(rect.left,
-/// rect.top)`.
+/// rect.top)`. Only the pixels inside `exact` are promised to equal a full decode's: a region
+/// decode keeps the margin it decoded around the region asked for (see `jpeg::decode`), and
+/// the margin's outer pixels may differ.
 #[derive(Debug)]
 pub(crate) struct Window {
     pub image: RgbImage,
     pub rect: Rect,
+    pub exact: Rect,
     pub full_width: usize,
     pub full_height: usize,
 }
@@ -54,6 +65,7 @@ impl Window {
     pub(crate) fn whole(image: RgbImage) -> Self {
         Window {
             rect: Rect::whole(image.width, image.height),
+            exact: Rect::whole(image.width, image.height),
             full_width: image.width,
             full_height: image.height,
             image,

@@ -14,6 +14,7 @@
 
 mod libjpeg;
 
+use std::cell::Cell;
 use std::panic::AssertUnwindSafe;
 
 use image::metadata::Orientation;
@@ -29,7 +30,7 @@ use libjpeg::Decompressor;
 /// the rows above the region without their inverse DCT, upsampling and colour conversion, and
 /// stops below it; `jpeg_crop_scanline` leaves out the columns beside it (the entropy-coded data
 /// is still read in full: that is the part no JPEG decoder can skip). A margin of
-/// [`EDGE_MARGIN`] pixels is decoded around the region and dropped, so that the pixels inside
+/// [`EDGE_MARGIN`] pixels is decoded around the region (the window holds it), so that the pixels inside
 /// it do not depend on how the upsampler treats the edge of a crop: they equal the full decode's
 /// (tested on every fixture JPEG).
 ///
@@ -127,45 +128,74 @@ fn decode_unchecked(
         )));
     }
     let (row_len, _) = jpeg.row_len_and_height();
-    let mut raw = vec![0u8; row_len * (bottom - top)];
+    let mut raw = spare_buffer(row_len * (bottom - top));
     read_rows(&mut jpeg, &mut raw, row_len, stop)?;
     if bottom == full_height {
         jpeg.finish();
     }
 
-    // Keep the wanted rectangle only, as RGB.
+    // The decoded band is the window as it is (it holds the wanted rectangle): a 12 MP photo's
+    // band is ~24 MB, and a copy of it costs fresh pages as much as the decode's own.
     let channels = if cmyk { 4 } else { 3 };
-    let mut pixels = Vec::with_capacity(want.width * want.height * 3);
-    for row in raw
-        .chunks_exact(row_len)
-        .skip(want.top - top)
-        .take(want.height)
-    {
-        let samples = &row[(want.left - first_column) * channels..][..want.width * channels];
-        if cmyk {
-            pixels.extend(
-                samples
-                    .chunks_exact(4)
-                    .flat_map(|p| adobe_cmyk_to_rgb([p[0], p[1], p[2], p[3]])),
-            );
-        } else {
-            pixels.extend_from_slice(samples);
-        }
-    }
+    let band_width = row_len / channels;
+    let pixels = if cmyk {
+        let rgb = raw
+            .chunks_exact(4)
+            .flat_map(|p| adobe_cmyk_to_rgb([p[0], p[1], p[2], p[3]]))
+            .collect();
+        recycle(raw);
+        rgb
+    } else {
+        raw
+    };
     let image = RgbImage {
-        width: want.width,
-        height: want.height,
+        width: band_width,
+        height: bottom - top,
         pixels,
+    };
+    let rect = Rect {
+        left: first_column,
+        top,
+        width: band_width,
+        height: bottom - top,
     };
     Ok((
         Window {
             image,
-            rect: want,
+            rect,
+            exact: want,
             full_width,
             full_height,
         },
         orientation,
     ))
+}
+
+/// Largest buffer a thread keeps for its next decode (a 12 MP photo's band is ~24 MB).
+const MAX_SPARE_BYTES: usize = 48 << 20;
+
+thread_local! {
+    /// This thread's buffer from its last image, for the next JPEG's band (see [`recycle`]).
+    static SPARE: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
+}
+
+/// A zeroed buffer of `len` bytes, made from this thread's spare when it has one. Buffers this
+/// large are mappings of their own (`memory::fix_mmap_threshold`): a fresh one costs a page
+/// fault per 4 KiB written and an unmap when freed, a third of the CPU time of serving phone
+/// photos (measured with `perf`, docs/benchmarks.md).
+fn spare_buffer(len: usize) -> Vec<u8> {
+    let mut buffer = SPARE.take();
+    buffer.clear();
+    buffer.resize(len, 0);
+    buffer
+}
+
+/// Keeps `pixels` as this thread's spare buffer for its next JPEG when it is at most
+/// [`MAX_SPARE_BYTES`] (so each preprocessing thread holds at most that much between images).
+pub(crate) fn recycle(pixels: Vec<u8>) {
+    if pixels.capacity() <= MAX_SPARE_BYTES {
+        SPARE.set(pixels);
+    }
 }
 
 /// Scans a JPEG may have. Encoders write 1 (baseline), 3 (non-interleaved), about 10
@@ -279,6 +309,22 @@ fn ends_after_last_scan(bytes: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_recycled_buffer_serves_the_next_band_and_an_oversized_one_is_let_go() {
+        let first = spare_buffer(1 << 20);
+        let at = first.as_ptr();
+        recycle(first);
+        let second = spare_buffer(1 << 19);
+        assert_eq!(second.as_ptr(), at, "the spare allocation was not reused");
+        assert!(second.iter().all(|&b| b == 0) && second.len() == 1 << 19);
+        recycle(vec![1u8; MAX_SPARE_BYTES + 1]);
+        assert_eq!(
+            spare_buffer(16).capacity(),
+            16,
+            "an oversized buffer was kept"
+        );
+    }
 
     /// Every pixel.
     fn whole(width: usize, height: usize, _: Orientation) -> Rect {
