@@ -1,6 +1,6 @@
 //! JPEG through libjpeg-turbo (`mozjpeg-sys` builds it from source; [`libjpeg`] wraps the
-//! calls used), the decoder Pillow uses: same IDCT, same fancy upsampling, so decoded pixels equal Pillow's exactly
-//! (the pure-Rust decoders differ by a few values at edges).
+//! calls used), the decoder Pillow uses: same IDCT, same fancy upsampling, so decoded pixels
+//! equal Pillow's exactly (the pure-Rust decoders differ by a few values at edges).
 //!
 //! libjpeg reports a truncated stream only as a warning and fills the rest with grey, as
 //! Pillow would refuse it ("image file is truncated"), a stream whose last scan is not
@@ -30,9 +30,9 @@ use libjpeg::Decompressor;
 /// the rows above the region without their inverse DCT, upsampling and colour conversion, and
 /// stops below it; `jpeg_crop_scanline` leaves out the columns beside it (the entropy-coded data
 /// is still read in full: that is the part no JPEG decoder can skip). A margin of
-/// [`EDGE_MARGIN`] pixels is decoded around the region (the window holds it), so that the pixels inside
-/// it do not depend on how the upsampler treats the edge of a crop: they equal the full decode's
-/// (tested on every fixture JPEG).
+/// [`EDGE_MARGIN`] pixels is decoded around the region and kept in the window (its `exact` part
+/// is the region), so that the pixels inside the region do not depend on how the upsampler
+/// treats the edge of a crop: they equal the full decode's (tested on every fixture JPEG).
 ///
 /// With `dct_shorter_side`, a large JPEG is decoded at 1/2, 1/4 or 1/8 of its size by libjpeg's
 /// scaled IDCT (the most reduction that keeps the shorter side at least that long): an 8x8
