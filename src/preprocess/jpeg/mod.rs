@@ -265,13 +265,19 @@ fn scans_over(bytes: &[u8], limit: usize) -> bool {
             return true;
         }
         // Entropy-coded data runs to the next marker that is not a stuffed 00 or a restart.
+        // memchr finds the FF bytes (about one in 256 there) with SIMD: a byte-by-byte walk
+        // was 3 % of the CPU serving 12 MP photos.
         at = next;
-        while at + 1 < bytes.len()
-            && !(bytes[at] == 0xFF
-                && bytes[at + 1] != 0x00
-                && !(0xD0..=0xD7).contains(&bytes[at + 1]))
-        {
-            at += 1;
+        loop {
+            let Some(ff) = bytes.get(at..).and_then(|rest| memchr::memchr(0xFF, rest)) else {
+                return false;
+            };
+            at += ff;
+            match bytes.get(at + 1) {
+                None => return false,
+                Some(0x00 | 0xD0..=0xD7) => at += 1,
+                Some(_) => break,
+            }
         }
     }
     false
@@ -301,9 +307,11 @@ fn adobe_cmyk_to_rgb(stored: [u8; 4]) -> [u8; 3] {
 /// Whether an end-of-image marker (FF D9) follows the last start-of-scan (FF DA). Inside
 /// entropy-coded data FF is always followed by 00 or a restart marker, so a match is a marker.
 fn ends_after_last_scan(bytes: &[u8]) -> bool {
-    let last_sos = bytes.windows(2).rposition(|w| w == [0xFF, 0xDA]);
-    let last_eoi = bytes.windows(2).rposition(|w| w == [0xFF, 0xD9]);
-    matches!((last_sos, last_eoi), (Some(sos), Some(eoi)) if eoi > sos)
+    // The last FF followed by `marker`, searched backwards FF by FF (memrchr, SIMD).
+    let last = |marker: u8| {
+        memchr::memrchr_iter(0xFF, bytes).find(|&at| bytes.get(at + 1) == Some(&marker))
+    };
+    matches!((last(0xDA), last(0xD9)), (Some(sos), Some(eoi)) if eoi > sos)
 }
 
 #[cfg(test)]
