@@ -1,5 +1,6 @@
 //! The batching driver: the one task that cuts batches from the queue when a session (and,
-//! with `--core-budget`, its cores) is free, and sends each to the narrow or the wide lane.
+//! with `--core-budget`, its cores) is free, and sends each to the narrow or the wide lane;
+//! with `--keep-warm-ms`, also the warm runs of an idle model ([`super::keep_warm`]).
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -7,8 +8,9 @@ use std::time::Instant;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use super::keep_warm::{RunEnds, Warmth};
 use super::queue::Poll;
-use super::{Batch, Lanes, Shared};
+use super::{Batch, KeepWarm, Lanes, Shared};
 use crate::cores::{Cores, Lease};
 #[cfg(any(test, feature = "fault-injection"))]
 use crate::supervise::FaultPoint;
@@ -23,6 +25,7 @@ pub(super) struct Driver {
     pub(super) cores: Cores,
     /// Cores a narrow run leases (its session's intra-op threads).
     pub(super) run_cores: u32,
+    pub(super) keep_warm: Option<KeepWarm>,
 }
 
 impl Driver {
@@ -35,6 +38,11 @@ impl Driver {
         if queued != 1 {
             return None;
         }
+        self.hold_the_rest(lease)
+    }
+
+    /// Every other session's permit and every other core, or `None` while any is taken.
+    fn hold_the_rest(&self, lease: &Lease) -> Option<(OwnedSemaphorePermit, Lease)> {
         let others = u32::try_from(self.sessions - 1).unwrap_or(u32::MAX);
         let rest = self.permits.clone().try_acquire_many_owned(others).ok()?;
         // Every core, or the narrow lane: a wide run beside a decode stalls.
@@ -50,7 +58,10 @@ impl Driver {
             lanes,
             cores,
             run_cores,
+            keep_warm,
         } = &self;
+        let run_ends = Arc::new(RunEnds::new());
+        let mut warmth = Warmth::new(*keep_warm, run_ends.clone());
         loop {
             let Ok(permit) = permits.clone().acquire_owned().await else {
                 return;
@@ -80,7 +91,10 @@ impl Driver {
                 #[cfg(any(test, feature = "fault-injection"))]
                 shared.supervisor.fault_point(FaultPoint::Driver);
                 match poll {
-                    Poll::Ready(jobs) => break (jobs, lease, wide),
+                    Poll::Ready(jobs) => {
+                        warmth.real(Instant::now());
+                        break (jobs, lease, wide);
+                    }
                     // Waiting for jobs holds no cores: decodes may use them meanwhile.
                     Poll::WaitUntil(at) => {
                         drop((lease, wide));
@@ -91,11 +105,29 @@ impl Driver {
                     }
                     Poll::Idle if shared.closed.load(Ordering::SeqCst) => return,
                     Poll::Idle => {
+                        let due = warmth.next_due();
+                        if due.is_some_and(|at| at <= Instant::now()) {
+                            warmth.warm(Instant::now());
+                            // On the lane a lone image takes, and only with every session
+                            // idle: a warm run never delays a real one by more than itself.
+                            let rest = self.hold_the_rest(&lease);
+                            if rest.is_some() {
+                                break (Vec::new(), lease, rest.filter(|_| lanes.wide.is_some()));
+                            }
+                            continue;
+                        }
                         drop((lease, wide));
-                        shared.wake.notified().await;
+                        match due {
+                            Some(at) => tokio::select! {
+                                () = shared.wake.notified() => {}
+                                () = tokio::time::sleep_until(at.into()) => {}
+                            },
+                            None => shared.wake.notified().await,
+                        }
                     }
                 }
             };
+            let warm = jobs.is_empty();
             let mut permit = permit;
             let lane = match (wide, &lanes.wide) {
                 (Some((rest, more)), Some(lane)) => {
@@ -110,6 +142,8 @@ impl Driver {
                 cut_at: Instant::now(),
                 permit,
                 cores: lease,
+                warm,
+                run_ends: run_ends.clone(),
             };
             if lane.send(batch).is_err() {
                 watch.ended("every inference thread is gone");

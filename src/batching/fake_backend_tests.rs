@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 
 use super::queue::QueueConfig;
-use super::{Batcher, Job, Lanes, Prediction, Watchdog, Workers};
+use super::{Batcher, Job, KeepWarm, Lanes, Prediction, Watchdog, Workers};
 use crate::admission::Admissions;
 use crate::cores::Cores;
 use crate::inference::fake::FakeBackend;
@@ -35,11 +35,21 @@ struct Served {
 
 impl Served {
     fn start(sessions: usize, max_batch: usize, backend: &FakeBackend) -> Self {
+        Self::keeping_warm(sessions, max_batch, backend, None)
+    }
+
+    fn keeping_warm(
+        sessions: usize,
+        max_batch: usize,
+        backend: &FakeBackend,
+        keep_warm: Option<KeepWarm>,
+    ) -> Self {
         let (narrow, batches) = crossbeam_channel::unbounded();
         let config = QueueConfig {
             max_batch,
             max_delay: Duration::ZERO,
             capacity: 64,
+            keep_warm,
         };
         let supervisor = Supervisor::default();
         let metrics = Arc::new(crate::metrics::Metrics::new());
@@ -161,5 +171,48 @@ async fn an_image_whose_client_left_is_not_run() {
     assert_eq!(logits(second).await.expect("ran"), backend.logits_of(2.0));
     assert_eq!(logits(third).await.expect("ran"), backend.logits_of(4.0));
     assert_eq!(backend.runs(), vec![vec![1.0], vec![2.0, 4.0]]);
+    served.stop().await;
+}
+
+/// With `--keep-warm-ms`: no warm run before the first image, none while a session is busy,
+/// blank single-image runs once the model is idle, and none past the horizon. Not timed: the
+/// bounds leave several periods of slack either way.
+#[tokio::test]
+async fn an_idle_model_is_kept_warm_after_traffic_until_the_horizon_and_never_while_busy() {
+    let (backend, open) = FakeBackend::new(2).gated();
+    let keep_warm = KeepWarm {
+        period: Duration::from_millis(20),
+        horizon: Duration::from_millis(300),
+    };
+    let served = Served::keeping_warm(2, 8, &backend, Some(keep_warm));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(backend.runs().is_empty(), "warm before any traffic");
+    let answer = served.submit(1.0);
+    runs_reach(&backend, 1).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        backend.runs(),
+        vec![vec![1.0]],
+        "a warm run beside a busy session"
+    );
+    drop(open);
+    assert_eq!(logits(answer).await.expect("ran"), backend.logits_of(1.0));
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let runs = backend.runs();
+    let warm = &runs[1..];
+    assert!(
+        !warm.is_empty() && warm.len() <= 300 / 20,
+        "between 1 and one per period up to the horizon: {runs:?}"
+    );
+    assert!(
+        warm.iter().all(|run| run == &vec![0.0]),
+        "warm runs are one blank image: {runs:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        backend.runs().len(),
+        runs.len(),
+        "warm runs past the horizon"
+    );
     served.stop().await;
 }

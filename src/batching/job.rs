@@ -46,6 +46,11 @@ pub struct Batch {
     pub permit: OwnedSemaphorePermit,
     /// The cores the run leased from the budget decoding shares; returned with the permit.
     pub(crate) cores: crate::cores::Lease,
+    /// A warm run (no jobs): one blank image through the session, the result dropped
+    /// (`super::keep_warm`).
+    pub(crate) warm: bool,
+    /// Where the inference thread notes the end of the run.
+    pub(crate) run_ends: std::sync::Arc<super::keep_warm::RunEnds>,
 }
 
 #[cfg(test)]

@@ -30,11 +30,13 @@ mod driver;
 #[cfg(test)]
 mod fake_backend_tests;
 mod job;
+mod keep_warm;
 pub mod queue;
 mod runner;
 pub mod watchdog;
 
 pub use job::{Batch, Job, Prediction};
+pub use keep_warm::KeepWarm;
 pub use runner::Workers;
 pub use watchdog::Watchdog;
 
@@ -126,6 +128,7 @@ impl Batcher {
                     lanes,
                     cores,
                     run_cores,
+                    keep_warm: config.keep_warm,
                 };
                 driver.drive(&watch).await;
             }
@@ -224,6 +227,7 @@ mod tests {
             max_batch,
             max_delay: Duration::ZERO,
             capacity: 16,
+            keep_warm: None,
         };
         let lanes = Lanes {
             narrow,

@@ -28,6 +28,8 @@ pub struct QueueConfig {
     pub max_delay: Duration,
     /// Most entries at once (admission guarantees it; used to size the buffer).
     pub capacity: usize,
+    /// Warm runs while the queue is idle (read by the driver, not the queue).
+    pub keep_warm: Option<super::KeepWarm>,
 }
 
 /// What [`Queue::poll`] decided.
@@ -158,6 +160,7 @@ mod tests {
             max_batch,
             max_delay: Duration::from_millis(5),
             capacity,
+            keep_warm: None,
         })
     }
 

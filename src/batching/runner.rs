@@ -108,15 +108,38 @@ impl Thread<'_> {
         (batch, spans)
     }
 
+    /// A warm run (`super::keep_warm`): one blank image, the result dropped; counted, but
+    /// not in the batch and inference series.
+    fn warm(&self, engine: &mut dyn Backend, blank: &mut Vec<f32>) {
+        let size = self.shape.size;
+        blank.resize(self.shape.slot_len(), 0.0);
+        let running = self.watchdog.start(self.index);
+        let result = engine.run(blank, 1, size, size);
+        drop(running);
+        match result {
+            Ok(_) => self.metrics.keep_warm_run(),
+            Err(e) => tracing::error!(error = %e, "a warm run failed"),
+        }
+    }
+
     fn run(&self, mut engine: Box<dyn Backend>, batches: crossbeam_channel::Receiver<Batch>) {
         let Self { shape, metrics, .. } = *self;
+        let mut blank = Vec::new();
         for batch in batches {
             let Batch {
                 jobs,
                 cut_at,
                 permit,
                 cores,
+                warm,
+                run_ends,
             } = batch;
+            if warm {
+                self.warm(&mut *engine, &mut blank);
+                run_ends.ended();
+                drop((permit, cores));
+                continue;
+            }
             // Skip jobs whose client left while the batch waited.
             let total = jobs.len();
             let mut live: Vec<_> = jobs.into_iter().filter(|job| !job.is_abandoned()).collect();
@@ -142,6 +165,7 @@ impl Thread<'_> {
             let result = engine.run(&tensor, live.len(), shape.size, shape.size);
             drop(running);
             let inference = started.elapsed();
+            run_ends.ended();
             drop((permit, cores));
             match &result {
                 Ok(_) => metrics.batch_done(live.len(), inference),

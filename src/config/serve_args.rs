@@ -188,6 +188,15 @@ pub struct BatchingArgs {
     /// Deadline per request (ms): an image still queued after it is answered 504, never computed.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=3_600_000), env = "REPVGG_REQUEST_TIMEOUT_MS", default_value_t = 10_000)]
     pub request_timeout_ms: u64,
+    /// Keep an idle model warm: after this many ms without a batch, run one blank image on
+    /// the session a lone image takes, and again every period while idle (0 = off). For hosts
+    /// where memory left untouched goes cold: on a 2-core Xeon VM a run after one second idle
+    /// took 82-92 ms instead of 15 (docs/anatomy.md). Costs one batch-1 run per period.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(0..=60_000), env = "REPVGG_KEEP_WARM_MS", default_value_t = 0)]
+    pub keep_warm_ms: u64,
+    /// How long after the last real batch warm runs go on (s).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=86_400), env = "REPVGG_KEEP_WARM_FOR_S", default_value_t = 60)]
+    pub keep_warm_for_s: u64,
 }
 
 /// Sessions and threads.

@@ -71,6 +71,8 @@ pub struct BatchingConfig {
     pub max_queue_delay: Duration,
     pub queue_capacity: usize,
     pub request_timeout: Duration,
+    /// `--keep-warm-ms`, `None` when off.
+    pub keep_warm: Option<crate::batching::KeepWarm>,
 }
 
 #[derive(Clone, Debug)]
@@ -248,6 +250,10 @@ impl ServeArgs {
                 max_queue_delay: Duration::from_millis(batching.max_queue_delay_ms),
                 queue_capacity: batching.queue_capacity,
                 request_timeout: Duration::from_millis(batching.request_timeout_ms),
+                keep_warm: (batching.keep_warm_ms > 0).then(|| crate::batching::KeepWarm {
+                    period: Duration::from_millis(batching.keep_warm_ms),
+                    horizon: Duration::from_secs(batching.keep_warm_for_s),
+                }),
             },
             inference: InferenceConfig {
                 precision: model.precision,

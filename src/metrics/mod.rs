@@ -150,6 +150,11 @@ impl Metrics {
         );
         describe(BATCHES_TOTAL, None, "Batches run by ONNX Runtime");
         describe(
+            KEEP_WARM_RUNS_TOTAL,
+            None,
+            "Warm runs of an idle model (--keep-warm-ms), not counted as batches",
+        );
+        describe(
             QUEUE_WAIT,
             Some(Unit::Seconds),
             "Time an image waited for its batch",

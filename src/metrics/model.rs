@@ -17,6 +17,7 @@ pub struct ModelMetrics {
     service: Arc<Metrics>,
     labels: Vec<Label>,
     batches: Counter,
+    keep_warm_runs: Counter,
     batch_size: Histogram,
     inference: Histogram,
     queue_wait: Histogram,
@@ -45,6 +46,7 @@ impl Metrics {
         let recorder = &self.recorder;
         ModelMetrics {
             batches: recorder.register_counter(&key(names::BATCHES_TOTAL), &METADATA),
+            keep_warm_runs: recorder.register_counter(&key(names::KEEP_WARM_RUNS_TOTAL), &METADATA),
             batch_size: recorder.register_histogram(&key(names::BATCH_SIZE), &METADATA),
             inference: recorder.register_histogram(&key(names::INFERENCE_DURATION), &METADATA),
             queue_wait: recorder.register_histogram(&key(names::QUEUE_WAIT), &METADATA),
@@ -82,6 +84,11 @@ impl ModelMetrics {
         self.batch_size.record(size as f64);
         self.inference.record(inference.as_secs_f64());
         self.service.windows.batch(size);
+    }
+
+    /// A warm run of an idle model (`--keep-warm-ms`).
+    pub fn keep_warm_run(&self) {
+        self.keep_warm_runs.increment(1);
     }
 
     pub fn set_queue_depth(&self, depth: usize) {

@@ -5,6 +5,7 @@ pub const REQUESTS_TOTAL: &str = "repvgg_requests_total";
 pub const REQUEST_DURATION: &str = "repvgg_request_duration_seconds";
 pub const IMAGES_TOTAL: &str = "repvgg_images_total";
 pub const BATCHES_TOTAL: &str = "repvgg_batches_total";
+pub const KEEP_WARM_RUNS_TOTAL: &str = "repvgg_keep_warm_runs_total";
 pub const QUEUE_WAIT: &str = "repvgg_queue_wait_seconds";
 pub const PREPROCESS_DURATION: &str = "repvgg_preprocess_duration_seconds";
 pub const INFERENCE_DURATION: &str = "repvgg_inference_duration_seconds";

@@ -189,6 +189,7 @@ pub(super) async fn start(
             max_batch: plan.max_batch_size,
             max_delay: b.max_queue_delay,
             capacity: b.queue_capacity,
+            keep_warm: b.keep_warm,
         },
         plan.sessions,
         Lanes {
