@@ -5,8 +5,9 @@
 //! Why: on some virtual machines, memory that a process leaves untouched for a fraction of a
 //! second is slow to touch again (the host reclaims or ages its mappings; the guest sees no
 //! swap). Measured on a 2-core Xeon VM (docs/anatomy.md, "The lowest step"): raw ONNX Runtime,
-//! A0, 2 threads, 15 ms back to back, 82-92 ms after one second idle; a 32 MB array read in 3 ms
-//! warm and 24-31 ms after one second, but 4.7 ms when one value per page was read every 50 ms.
+//! A0, 2 threads, 11-16 ms back to back, 76-92 ms after one second idle; a 32 MB array read in
+//! 3 ms warm and 8-31 ms after one second, but 3.0-4.7 ms when one value per page was read every
+//! 50 ms.
 //! Spinning the CPU meanwhile did not help, so it is the memory, not a sleeping thread; the
 //! only way to touch ONNX Runtime's own memory is to run the model. Warm runs every 100 ms
 //! brought a run after a pause back to 19-20 ms. They cost CPU (one batch-1 run per period
