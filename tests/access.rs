@@ -1,7 +1,8 @@
 //! Who may call what, against the real server: API keys on `/classify`, v2 REST, gRPC and the
 //! admin listener (401 / UNAUTHENTICATED without or with a wrong key, 403 for a key of another
-//! role), probes that stay open, a key file rotated under a running server, gRPC health that
-//! follows readiness, and CORS only for the origins configured.
+//! role), refused uploads answered (not reset) and kept out of the body budget, probes that stay
+//! open, a key file rotated under a running server, gRPC health that follows readiness, and
+//! CORS only for the origins configured.
 
 mod common;
 
@@ -273,6 +274,94 @@ async fn a_rotated_key_file_applies_within_seconds_on_open_connections() {
         ),
         1.0
     );
+    server.stop().await;
+}
+
+/// The head of a raw HTTP/1.1 `POST /classify` without a key, announcing `length` bytes.
+fn keyless_upload_head(length: usize) -> String {
+    format!(
+        "POST /classify HTTP/1.1\r\nhost: test\r\ncontent-type: application/octet-stream\r\n\
+         content-length: {length}\r\n\r\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_upload_gets_its_401_instead_of_a_reset_connection() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (server, _) =
+        TestServer::with_keys(dir.path(), &format!("inference {INFERENCE_KEY}\n")).await;
+    // Far more than the socket buffers hold: a server that answered and closed without reading
+    // it would have the kernel reset the connection under the client's feet.
+    const LENGTH: usize = 24 * 1024 * 1024;
+    let mut socket = tokio::net::TcpStream::connect(server.addr)
+        .await
+        .expect("connect");
+    socket
+        .write_all(keyless_upload_head(LENGTH).as_bytes())
+        .await
+        .expect("head");
+    let body = vec![0x5au8; LENGTH];
+    socket
+        .write_all(&body)
+        .await
+        .expect("the whole body is taken");
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), socket.read_to_end(&mut answer))
+        .await
+        .expect("answered and closed")
+        .expect("read without a reset");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+    assert!(
+        answer.contains("\"error_type\":\"unauthorized\""),
+        "{answer}"
+    );
+    assert!(
+        answer.to_ascii_lowercase().contains("connection: close"),
+        "{answer}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_upload_takes_nothing_from_the_body_budget() {
+    use tokio::io::AsyncWriteExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let keys = dir.path().join("keys");
+    write_keys(&keys, &format!("inference {INFERENCE_KEY}\n"));
+    // Room for one image (about 240 KB) next to nothing else large.
+    let server = TestServer::start(&[
+        "--checkpoint",
+        &tiny(),
+        "--api-keys-file",
+        keys.to_str().expect("utf-8"),
+        "--max-body-bytes",
+        "1000000",
+        "--max-inflight-body-bytes",
+        "1000000",
+    ])
+    .await;
+    // A keyless client sends 900 KB of a 1 MB body and stalls, while the server throws it away.
+    let mut stalled = tokio::net::TcpStream::connect(server.addr)
+        .await
+        .expect("connect");
+    stalled
+        .write_all(keyless_upload_head(1_000_000).as_bytes())
+        .await
+        .expect("head");
+    stalled.write_all(&vec![0u8; 900_000]).await.expect("part");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The budget is whole for a client with the key.
+    let (status, body) = answer(
+        server
+            .client
+            .post(server.url("/classify"))
+            .header("authorization", bearer(INFERENCE_KEY))
+            .body(image()),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    drop(stalled);
     server.stop().await;
 }
 

@@ -1,8 +1,11 @@
 //! The HTTP side of [`crate::access`]: a middleware that lets a request through only with a key
 //! of the route's role (`Authorization: Bearer <key>`); 401 `unauthorized` (with
 //! `WWW-Authenticate: Bearer`) without one or with an unknown one, 403 `forbidden` for a key of
-//! another role. A refused request's body is never read, and its connection is closed. Health
-//! and readiness routes are mounted outside it.
+//! another role. A refused request's body is read only to be thrown away (at most
+//! `--max-body-bytes`, for at most [`DRAIN_TIME`](crate::http::body::DRAIN_TIME); nothing is
+//! kept, nothing taken from the body budget) so that a client still uploading gets the refusal
+//! instead of a reset connection; then its connection is closed. Health and readiness routes
+//! are mounted outside it.
 
 use axum::extract::{Request, State};
 use axum::http::header;
@@ -10,6 +13,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use crate::access::{Role, Verdict};
+use crate::http::body::discard;
 use crate::metrics::Protocol;
 use crate::service::{AppState, ServiceError};
 
@@ -27,7 +31,7 @@ pub(crate) async fn admin(State(state): State<AppState>, request: Request, next:
     require(&state, Role::Admin, request, next).await
 }
 
-async fn require(state: &AppState, role: Role, request: Request, next: Next) -> Response {
+async fn require(state: &AppState, role: Role, mut request: Request, next: Next) -> Response {
     let authorization = request
         .headers()
         .get(header::AUTHORIZATION)
@@ -40,8 +44,8 @@ async fn require(state: &AppState, role: Role, request: Request, next: Next) -> 
     state
         .metrics
         .access_denied(Protocol::Http, refused.error_type());
-    // The body stays unread (nothing from an unknown client is buffered): the connection
-    // cannot carry another request.
+    // Nothing from an unknown client is kept, and the connection carries no other request.
+    discard(request.body_mut(), state.limits.max_body_bytes).await;
     let mut response = refused.into_response();
     response.headers_mut().insert(
         header::CONNECTION,

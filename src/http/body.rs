@@ -104,43 +104,50 @@ pub async fn read_images(
 }
 
 /// How much of an oversized body is read and thrown away so the client gets a clean 413
-/// instead of a reset connection (a "lingering close"), as a multiple of the limit.
+/// instead of a reset connection, as a multiple of the limit.
 const DRAIN_FACTOR: usize = 4;
-/// And for how long at most.
-const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(2);
+/// How long at most a body the server will not use is read and thrown away.
+pub(crate) const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// Reads at most `limit` bytes of body. Past the limit the rest is drained (bounded in size
-/// and time) and the answer is 413.
+/// Reads and throws away what is left of a body the server will not use (a "lingering
+/// close"): at most `max_bytes` more, for at most [`DRAIN_TIME`]. Nothing is kept. Without it,
+/// a server that answers early and closes leaves unread bytes in its socket, the kernel
+/// answers them with a reset, and a client still uploading may lose the answer with the
+/// connection.
+pub(crate) async fn discard(body: &mut Body, max_bytes: usize) {
+    use http_body_util::BodyExt;
+    let until = tokio::time::Instant::now() + DRAIN_TIME;
+    let mut seen = 0usize;
+    while seen <= max_bytes {
+        match tokio::time::timeout_at(until, body.frame()).await {
+            Ok(Some(Ok(frame))) => {
+                if let Ok(data) = frame.into_data() {
+                    seen = seen.saturating_add(data.len());
+                }
+            }
+            // The end, a broken body or the time spent: nothing more to wait for.
+            Ok(None | Some(Err(_))) | Err(_) => break,
+        }
+    }
+}
+
+/// Reads at most `limit` bytes of body. Past the limit the rest is drained ([`discard`], up to
+/// [`DRAIN_FACTOR`] times the limit) and the answer is 413.
 async fn collect_limited(mut body: Body, limit: usize) -> Result<Bytes, ServiceError> {
     use http_body_util::BodyExt;
     let mut collected = Vec::new();
-    let mut seen = 0usize;
-    let drain_until = tokio::time::Instant::now() + DRAIN_TIME;
-    loop {
-        let frame = if seen > limit {
-            match tokio::time::timeout_at(drain_until, body.frame()).await {
-                Ok(frame) => frame,
-                Err(_) => break,
-            }
-        } else {
-            body.frame().await
-        };
-        let Some(frame) = frame else { break };
+    while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| match BodyError::find(&e) {
             Some(BodyError::BudgetFull { limit }) => ServiceError::BodyBudgetFull { limit: *limit },
             _ => ServiceError::BadRequest(format!("cannot read the request body: {e}")),
         })?;
         if let Ok(data) = frame.into_data() {
-            seen = seen.saturating_add(data.len());
-            if seen <= limit {
-                collected.extend_from_slice(&data);
-            } else if seen > limit.saturating_mul(DRAIN_FACTOR) {
-                break;
+            if collected.len().saturating_add(data.len()) > limit {
+                discard(&mut body, limit.saturating_mul(DRAIN_FACTOR - 1)).await;
+                return Err(ServiceError::PayloadTooLarge { limit });
             }
+            collected.extend_from_slice(&data);
         }
-    }
-    if seen > limit {
-        return Err(ServiceError::PayloadTooLarge { limit });
     }
     Ok(collected.into())
 }

@@ -104,6 +104,12 @@ pub fn router(state: AppState, ui: bool) -> Router {
         .route("/classify", post(classify::classify))
         .route("/v1/models", get(health::models))
         .merge(v2::routes())
+        // Inside the key check: a refused body, thrown away unread, never takes budget from
+        // the clients the server serves.
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            budget_body,
+        ))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::inference,
@@ -115,11 +121,7 @@ pub fn router(state: AppState, ui: bool) -> Router {
         .merge(v2::probes())
         .merge(if ui { ui::page() } else { Router::new() })
         .merge(keyed)
-        .fallback(|| async { ServiceError::NotFound })
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            budget_body,
-        ));
+        .fallback(|| async { ServiceError::NotFound });
     let router = observed(router, &state).layer(DefaultBodyLimit::max(state.limits.max_body_bytes));
     let router = match cors(&state.cors_allow_origins) {
         Some(cors) => router.layer(cors),
