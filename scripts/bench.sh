@@ -41,6 +41,10 @@ TS_PORT=${TS_PORT:-18092} # and the next two: TorchServe's management and metric
 SMALL=tests/fixtures/images/chelsea_q90.jpg
 PHONE=$OUT/phone_4032x3024.jpg
 mkdir -p "$OUT" docs/bench
+# What was measured, and when: the report names this commit even if it is re-written later.
+printf '{"commit": "%s%s", "started": "%s"}\n' "$(git rev-parse --short HEAD)" \
+  "$(git diff --quiet HEAD -- src loadtest scripts Cargo.lock || echo '+changes')" \
+  "$(date -u '+%Y-%m-%d %H:%M UTC')" >"$OUT/run.json"
 
 log() { echo "bench: $*" >&2; }
 
@@ -183,10 +187,13 @@ saturation ours-v2-saturation-small "http://127.0.0.1:$OURS_PORT/v2/models/repvg
 saturation ours-saturation-phone "$OURS" "$PHONE" >/dev/null
 open_loop ours-rate1 "$OURS" 1 "$SECONDS_PER_RUN"
 one_at_a_time ours-one-at-a-time "$OURS"
-# 80 % of saturation, three times: on a shared machine one pause can decide a single run's p99.
-RATE80=$(python3 -c "print(round(0.8*$OURS_SAT,1))")
+# Issue 22's tail targets (p99 / p50 at 20, 40, 60 and 80 % of saturation, Poisson), three
+# runs each, alternating the loads: on a shared machine one pause can decide a single run's p99.
 for run in 1 2 3; do
-  open_loop "ours-rate80-$run" "$OURS" "$RATE80" $((SECONDS_PER_RUN + 5))
+  for pct in 20 40 60 80; do
+    open_loop "ours-tail$pct-$run" "$OURS" "$(python3 -c "print(round($pct*$OURS_SAT/100,1))")" \
+      $((SECONDS_PER_RUN + 5))
+  done
 done
 sweep ours-sweep "$OURS" "$(rates "$OURS_SAT" $OWN_STEPS)"
 OVERLOAD=$(python3 -c "print(round(3*$OURS_SAT,1))")

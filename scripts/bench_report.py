@@ -9,6 +9,7 @@ import glob
 import json
 import os
 import platform
+import random
 import shutil
 import subprocess
 import sys
@@ -66,8 +67,9 @@ ours_dct_phone = load("ours-dct-saturation-phone")
 py_small = load("python-saturation-small")
 py_phone = load("python-saturation-phone")
 rate1 = load("ours-rate1")
-rate80_runs = [load(f"ours-rate80-{run}") for run in (1, 2, 3)]
-rate80 = rate80_runs[0]
+# Issue 22's tail targets: three runs each at 20, 40, 60 and 80 % of our saturation.
+TAIL_LOADS = (20, 40, 60, 80)
+tail_runs = {pct: [load(f"ours-tail{pct}-{run}") for run in (1, 2, 3)] for pct in TAIL_LOADS}
 ours_over = load("ours-overload")
 py_over = load("python-overload")
 ours_sweep = load("ours-sweep-all")
@@ -117,22 +119,64 @@ with open(os.path.join(out_dir, "time-to-ready.json")) as f:
 small_ratio = ours_small["throughput_rps"] / ceiling
 phone_ratio = ours_phone["throughput_rps"] / py_phone["throughput_rps"]
 phone_dct_ratio = ours_dct_phone["throughput_rps"] / py_phone["throughput_rps"]
-tail_ratios = [r["latency_ms"]["p99"] / r["latency_ms"]["p50"] for r in rate80_runs]
-tail_met = sum(ratio <= 2.0 for ratio in tail_ratios)
-tail_verdict = (
-    verdict(True)
-    if tail_met == len(tail_ratios)
-    else f"{verdict(False)} (met in {tail_met} of {len(tail_ratios)} runs)"
-)
 
 
-def rate80_rows():
-    return "\n".join(
-        f"| 80 % of saturation ({r['offered']:.1f} req/s), run {run} | {r['latency_ms']['p50']:.1f} ms | "
-        f"{r['latency_ms']['p90']:.1f} | {r['latency_ms']['p99']:.1f} | {r['latency_ms']['p999']:.1f} | "
-        f"{r['latency_ms']['max']:.1f} |"
-        for run, r in enumerate(rate80_runs, 1)
+def ratio(report):
+    return report["latency_ms"]["p99"] / report["latency_ms"]["p50"]
+
+
+def tail_target(pct):
+    """Issue 22: p99 <= 2.5 x p50 up to 60 % of saturation, <= 3 x at 80 %, in 2 of 3 runs."""
+    return 2.5 if pct <= 60 else 3.0
+
+
+def tail_verdict(loads):
+    met = [sum(ratio(r) <= tail_target(pct) for r in tail_runs[pct]) >= 2 for pct in loads]
+    return verdict(all(met)) + ("" if all(met) else f" (met at {sum(met)} of {len(met)} loads)")
+
+
+def tail_cells(loads):
+    return "; ".join(
+        f"{pct} %: " + ", ".join(f"**{ratio(r):.2f}**" for r in tail_runs[pct]) for pct in loads
     )
+
+
+def tail_rows():
+    rows = []
+    for pct in TAIL_LOADS:
+        for run, r in enumerate(tail_runs[pct], 1):
+            lat = r["latency_ms"]
+            rows.append(
+                f"| {pct} % of saturation ({r['offered']:.1f} req/s), run {run} | {lat['p50']:.1f} ms | "
+                f"{lat['p90']:.1f} | {lat['p99']:.1f} | {lat['p999']:.1f} | {lat['max']:.1f} | "
+                f"{ratio(r):.2f} |"
+            )
+    return "\n".join(rows)
+
+
+# The ideal server's floor (scripts/tail_bound.py, docs/anatomy.md): FIFO at our saturation's
+# cost per image, never faster than one request alone.
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import tail_bound  # noqa: E402
+
+ideal_service_ms = 1000.0 / ours_small["throughput_rps"]
+ideal_lone_ms = ours_one["latency_ms"]["p50"]
+
+
+def floor_rows():
+    rows = []
+    for pct in TAIL_LOADS:
+        rate = pct / 100 * ours_small["throughput_rps"]
+        lat = tail_bound.latencies(rate, ideal_service_ms, ideal_lone_ms, 1_000_000, random.Random(1))
+        p50, p99 = tail_bound.p50_p99(lat)
+        ours = sorted(tail_runs[pct], key=lambda r: r["latency_ms"]["p99"])[1]["latency_ms"]
+        rows.append(
+            f"| {pct} % ({rate:.1f} req/s) | {p50:.1f} | {p99:.1f} | {p99 / p50:.2f} | "
+            f"{ours['p50']:.1f} | {ours['p99']:.1f} | {ours['p99'] / p99:.2f} x |"
+        )
+    return "\n".join(rows)
+
+
 deadline_ms = 10_000.0  # repvgg-serve's default --request-timeout-ms
 bare_ms = 1000.0 * sessions / fb1
 
@@ -311,11 +355,16 @@ def agreement_section():
 cold = next(r for r in ready if not r["from_cache"])
 cached = next(r for r in ready if r["from_cache"])
 now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+# The run's own commit and start (scripts/bench.sh writes them); older runs have neither.
+run = load("run") if os.path.exists(os.path.join(out_dir, "run.json")) else {}
+measured = (
+    f"on {run.get('started', now)}, commit\n`{run.get('commit', git_commit())}`"
+    + (f" (this report re-written on {now} at `{git_commit()}`)" if run and run["commit"] != git_commit() else "")
+)
 
 report = f"""# Benchmarks
 
-Written by `make bench` (`scripts/bench.sh`, then `scripts/bench_report.py`) on {now}, commit
-`{git_commit()}`. Every number below comes from that one run; raw results are in
+Written by `make bench` (`scripts/bench.sh`, then `scripts/bench_report.py`) {measured}. Every number below comes from that one run; raw results are in
 `target/bench/*.json`. The machine is shared and noisy: compare the **ratios** (both sides
 measured minutes apart in the same run), not absolute numbers across runs.
 
@@ -350,7 +399,8 @@ measured minutes apart in the same run), not absolute numbers across runs.
 | light load (one request at a time, closed loop): our p50 <= Python's and TorchServe's p50 | {ours_one['latency_ms']['p50']:.1f} ms vs {py_one['latency_ms']['p50']:.1f} / {ts_one['latency_ms']['p50']:.1f} ms | {verdict(ours_one['latency_ms']['p50'] <= min(py_one['latency_ms']['p50'], ts_one['latency_ms']['p50']))} |
 | phone photo: our throughput >= 2 x Python baseline (default: exact Pillow pixels) | {ours_phone['throughput_rps']:.1f} / {py_phone['throughput_rps']:.1f} = **{phone_ratio:.2f} x** | {verdict(phone_ratio >= 2.0)} |
 | phone photo, with `--jpeg-dct-scaling` | {ours_dct_phone['throughput_rps']:.1f} / {py_phone['throughput_rps']:.1f} = **{phone_dct_ratio:.2f} x** | {verdict(phone_dct_ratio >= 2.0)} |
-| 80 % of saturation ({rate80['offered']:.1f} req/s, open loop, {len(rate80_runs)} runs of {rate80['duration_s']:.0f} s): p99 <= 2 x p50 | p99 / p50 = {', '.join(f'**{x:.2f}**' for x in tail_ratios)} | {tail_verdict} |
+| up to 60 % of saturation (Poisson, 20 / 40 / 60 %, 3 runs of {tail_runs[20][0]['duration_s']:.0f} s each): p99 <= 2.5 x p50 in 2 of 3 runs | p99 / p50 = {tail_cells((20, 40, 60))} | {tail_verdict((20, 40, 60))} |
+| 80 % of saturation ({tail_runs[80][0]['offered']:.1f} req/s, Poisson, 3 runs of {tail_runs[80][0]['duration_s']:.0f} s): p99 <= 3 x p50 in 2 of 3 runs | p99 / p50 = {tail_cells((80,))} | {tail_verdict((80,))} |
 | overload (3 x saturation, {ours_over['duration_s']:.0f} s): answered requests within the deadline ({deadline_ms / 1000:.0f} s) | max {ours_over['latency_ms']['max']:.0f} ms | {verdict(ours_over['latency_ms']['max'] <= deadline_ms)} |
 
 Ratios: our server / raw ONNX Runtime (batch 8, best layout) **{small_ratio:.3f}**; our server / Python
@@ -398,10 +448,21 @@ One request at a time (closed loop, one connection, small photo): p50 / p99 ours
 
 ## Latency (repvgg-serve, small photo, open loop)
 
-| load | p50 | p90 | p99 | p99.9 | max |
-|---|---|---|---|---|---|
-| 1 req/s | {rate1['latency_ms']['p50']:.1f} ms | {rate1['latency_ms']['p90']:.1f} | {rate1['latency_ms']['p99']:.1f} | {rate1['latency_ms']['p999']:.1f} | {rate1['latency_ms']['max']:.1f} |
-{rate80_rows()}
+| load | p50 | p90 | p99 | p99.9 | max | p99 / p50 |
+|---|---|---|---|---|---|---|
+| 1 req/s | {rate1['latency_ms']['p50']:.1f} ms | {rate1['latency_ms']['p90']:.1f} | {rate1['latency_ms']['p99']:.1f} | {rate1['latency_ms']['p999']:.1f} | {rate1['latency_ms']['max']:.1f} | {ratio(rate1):.2f} |
+{tail_rows()}
+
+The floor under those tails: an ideal server (one first-come-first-served queue serving every
+image, a lone one too, at {ideal_service_ms:.1f} ms, our saturation's cost per image, with no
+variation, and no request faster than one alone, {ideal_lone_ms:.1f} ms) under the same Poisson
+arrivals (10^6 requests; `scripts/tail_bound.py`, docs/anatomy.md "What the ratio targets ask of
+a queue"). Its p99 is a floor for ours in milliseconds; where its own p99 / p50 is above the
+target, only a slower median could meet the ratio.
+
+| load | ideal p50 ms | ideal p99 ms | ideal p99 / p50 | our p50 (run with the median p99) | our p99 (median of 3) | our p99 / ideal p99 |
+|---|---|---|---|---|---|---|
+{floor_rows()}
 
 Bare batch-1 inference ({per_session} thread(s)) takes {bare_ms:.1f} ms here, so HTTP + preprocessing + queueing add
 {rate1['latency_ms']['p50'] - bare_ms:.1f} ms at p50 under light load.
