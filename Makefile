@@ -43,7 +43,7 @@ soak:
 
 ## Every serving benchmark side by side (raw ONNX Runtime, our server, the Python baseline,
 ## sweeps, overload, bf16 where the CPU has it, time to ready, criterion); writes
-## docs/benchmarks.md. About 20 minutes.
+## docs/benchmarks.md. About 25 minutes.
 bench: setup
 	scripts/bench.sh
 

@@ -150,8 +150,8 @@ one_at_a_time() {
     --output "$OUT/$1.json" >&2
 }
 
-open_loop() { # NAME URL RATE SECONDS [IMAGE]
-  $LT run --url "$2" --images "${5:-$SMALL}" --rate "$3" --duration "$4" --quiet \
+open_loop() { # NAME URL RATE SECONDS [IMAGE] [SEED]
+  $LT run --url "$2" --images "${5:-$SMALL}" --rate "$3" --duration "$4" --seed "${6:-1}" --quiet \
     --output "$OUT/$1.json" >&2
 }
 
@@ -188,11 +188,12 @@ saturation ours-saturation-phone "$OURS" "$PHONE" >/dev/null
 open_loop ours-rate1 "$OURS" 1 "$SECONDS_PER_RUN"
 one_at_a_time ours-one-at-a-time "$OURS"
 # Issue 22's tail targets (p99 / p50 at 20, 40, 60 and 80 % of saturation, Poisson), three
-# runs each, alternating the loads: on a shared machine one pause can decide a single run's p99.
+# runs each (arrival seeds 1-3), alternating the loads: on a shared machine one pause can decide a
+# single run's p99.
 for run in 1 2 3; do
   for pct in 20 40 60 80; do
     open_loop "ours-tail$pct-$run" "$OURS" "$(python3 -c "print(round($pct*$OURS_SAT/100,1))")" \
-      $((SECONDS_PER_RUN + 5))
+      $((SECONDS_PER_RUN + 5)) "$SMALL" "$run"
   done
 done
 sweep ours-sweep "$OURS" "$(rates "$OURS_SAT" $OWN_STEPS)"
