@@ -10,21 +10,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUND=${1:?round}
 NICES=${2:-0 10}
-export ORT_DYLIB_PATH=${ORT_DYLIB_PATH:-$PWD/.ort/libonnxruntime.so.1.31.1}
-BIN=target/release/repvgg-serve LT=target/release/loadtest
-IMAGE=tests/fixtures/images/chelsea_q90.jpg URL=http://127.0.0.1:18090/classify
 OUT=target/decode-nice-ab
-mkdir -p "$OUT"
-[ -f "$OUT/a0.safetensors" ] || $BIN init --variant A0 --output "$OUT/a0.safetensors" --seed 1 2>/dev/null
+source scripts/lib/ab-server.sh
 latency() { $LT run --url $URL --images $IMAGE --rate "$1" --duration "${DUR:-20}" --seed "$ROUND" \
   --quiet 2>&1 | tail -1 | grep -o 'p50 [0-9.]*\|p99 [0-9.]*' | awk '{print $2}' | paste -sd/; }
 for nice in $NICES; do
-  $BIN serve --host 127.0.0.1 --port 18090 --grpc-port 0 --admin-port 18091 \
-    --checkpoint "$OUT/a0.safetensors" --no-cache 2>"$OUT/serve.log" &
-  pid=$!
-  until curl -sf http://127.0.0.1:18090/readyz >/dev/null; do sleep 0.2; done
+  ab_start
   if [ "$nice" != 0 ]; then
-    for task in /proc/$pid/task/*; do
+    for task in /proc/$AB_PID/task/*; do
       if grep -q '^preprocess' "$task/comm"; then renice -n "$nice" -p "$(basename "$task")" >/dev/null; fi
     done
   fi
@@ -32,11 +25,8 @@ for nice in $NICES; do
   for rate in ${RATES:-16.3 32.6 48.9 65.2}; do steps="$steps $rate req/s: $(latency "$rate")"; done
   saturation=-
   if [ -z "${NOSAT:-}" ]; then
-    $LT run --url $URL --images $IMAGE --concurrency 16 --duration 3 --quiet >/dev/null 2>&1
-    saturation=$($LT run --url $URL --images $IMAGE --concurrency 16 --duration 10 --quiet 2>&1 |
-      tail -1 | grep -o '([0-9.]*/s)')
+    saturation=$(ab_saturation)
   fi
   echo "round $ROUND decode nice $nice:$steps | saturation $saturation"
-  kill $pid
-  wait $pid 2>/dev/null || true
+  ab_stop
 done
